@@ -1,0 +1,61 @@
+"""Exact spike binning and whole-number-of-bins checks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_BIN_SIZE = 0.020  # s
+STANDARD_HORIZONS = (12, 25, 50)  # bins: 240, 500 and 1000 ms at 20 ms
+
+
+class BinningError(ValueError):
+    """A duration that is not a whole number of bins, or an impossible window."""
+
+
+def n_bins(duration: float, bin_size: float, *, what: str = "duration") -> int:
+    """Number of bins in `duration`; raises unless it is a whole number of bins.
+
+    Never rounds a window to the nearest bin: 510 ms at 20 ms bins is an error.
+    """
+    if bin_size <= 0:
+        raise BinningError(f"bin size must be positive, got {bin_size}")
+    ratio = duration / bin_size
+    count = int(round(ratio))
+    if count <= 0 or abs(ratio - count) > 1e-6:
+        raise BinningError(
+            f"{what} of {duration * 1000:g} ms is not a whole number of "
+            f"{bin_size * 1000:g} ms bins ({ratio:.4f} bins)"
+        )
+    return count
+
+
+def horizon_label(n_steps: int, bin_size: float = DEFAULT_BIN_SIZE) -> str:
+    """Honest label for a horizon: '12 bins (240 ms)'."""
+    return f"{n_steps} bins ({n_steps * bin_size * 1000:g} ms)"
+
+
+def bin_spikes(
+    spike_times: np.ndarray,
+    spike_units: np.ndarray,
+    n_units: int,
+    *,
+    start: float,
+    n_steps: int,
+    bin_size: float = DEFAULT_BIN_SIZE,
+) -> np.ndarray:
+    """Count spikes per (bin, unit) on the grid `start + k * bin_size`, k = 0..n_steps.
+
+    Bins are half-open [edge_k, edge_k+1). `spike_times` must be sorted; only the
+    slice inside the window is touched, so cost is O(log S + spikes in window).
+
+    Returns:
+        (n_steps, n_units) int32 counts.
+    """
+    edges = start + np.arange(n_steps + 1) * bin_size
+    lo, hi = np.searchsorted(spike_times, edges[[0, -1]], side="left")
+    times = spike_times[lo:hi]
+    units = spike_units[lo:hi]
+    # searchsorted against the exact edges avoids floor((t - start)/bin) rounding at edges
+    bins = np.searchsorted(edges, times, side="right") - 1
+    flat = np.bincount(bins * n_units + units, minlength=n_steps * n_units)
+    return flat.reshape(n_steps, n_units).astype(np.int32)
