@@ -78,6 +78,7 @@ class Recording:
         behavior: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
         true_rate: tuple[np.ndarray, float, float] | None = None,
         source: str = "<arrays>",
+        unit_namespace: str | None = None,
     ) -> Recording:
         """Build a recording from plain arrays.
 
@@ -93,6 +94,9 @@ class Recording:
             behavior: name -> (timestamps (T,), values (T, D)) behavioural series.
             true_rate: (rates (T, N) in Hz, sampling_rate Hz, t0 s) ground truth.
             source: Description used in error messages.
+            unit_namespace: Prefix of the global unit ids (default `session_id`). Sessions
+                that record the same neurons (e.g. runs of one preparation) share a namespace
+                so their units get the same global ids.
         """
         spike_times = np.asarray(spike_times, dtype=np.float64).ravel()
         if spike_units is None:
@@ -107,7 +111,8 @@ class Recording:
         _check_spike_times(spike_times, source)
         if len(spike_units) and (spike_units.min() < 0 or spike_units.max() >= len(unit_ids)):
             _fail(source, "spike unit index out of range of unit_ids")
-        global_ids = np.array([_global_unit_id(session_id, u) for u in unit_ids])
+        namespace = session_id if unit_namespace is None else unit_namespace
+        global_ids = np.array([_global_unit_id(namespace, u) for u in unit_ids])
         if domain is None:
             lo = [spike_times[:1], trials.start if trials else []]
             hi = [spike_times[-1:], trials.end if trials else []]
@@ -129,6 +134,8 @@ class Recording:
             fields["trials"] = _trials_interval(trials, source)
         for name, (ts, values) in (behavior or {}).items():
             values = np.asarray(values, dtype=np.float32)
+            if len(values) != len(ts):
+                _fail(source, f"behaviour {name!r}: {len(ts)} timestamps for {len(values)} values")
             fields[name] = IrregularTimeSeries(
                 timestamps=np.asarray(ts, dtype=np.float64),
                 values=values.reshape(len(values), -1),
@@ -273,12 +280,17 @@ def _trials_interval(trials: Trials, source: str) -> Interval:
     start = np.asarray(trials.start, dtype=np.float64)
     end = np.asarray(trials.end, dtype=np.float64)
     if len(start) != len(end):
-        _fail(source, "trial start and end differ in length")
+        _fail(source, f"trial start ({len(start)}) and end ({len(end)}) differ in length")
+    if not (np.isfinite(start).all() and np.isfinite(end).all()):
+        _fail(source, "trial start/end times must be finite")
     fields = {}
     if trials.condition is not None:
-        fields["condition"] = np.asarray(trials.condition).astype(str)
+        fields["condition"] = np.asarray(trials.condition).astype(str).ravel()
     for name, times in (trials.events or {}).items():
-        fields[f"{name}_time"] = np.asarray(times, dtype=np.float64)
+        fields[f"{name}_time"] = np.asarray(times, dtype=np.float64).ravel()
+    for key, values in fields.items():
+        if len(values) != len(start):
+            _fail(source, f"trial field {key!r} has {len(values)} entries for {len(start)} trials")
     order = np.argsort(start, kind="stable")
     fields = {k: v[order] for k, v in fields.items()}
     return Interval(start=start[order], end=end[order], **fields)

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up NeuroHorizon in ./.venv on a fresh machine (CPU). Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+# Pin the CPU wheel first: an unpinned `torch` would pull a multi-GB CUDA build.
+# GPU users keep their own torch: the package itself only asks for torch>=2.2.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  .venv/bin/pip install --quiet --disable-pip-version-check "torch==2.13.0"
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check -e ".[test]"
+echo "NeuroHorizon is set up in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,0 +1,4 @@
+from neurohorizon.cli import main
+import sys
+
+sys.exit(main())

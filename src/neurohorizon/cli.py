@@ -1,0 +1,185 @@
+"""The `neurohorizon` command line. Each subcommand writes into a new run folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DATA_HELP = (
+    "data to use: 'synthetic:reach' or 'synthetic:lorenz' (built-in ground-truth generators), "
+    "'recipe:NAME' for a shared dataset (pmd_reach_yu2009, aplysia_bruno2017, adn_peyrache2015), "
+    "a NeuroHorizon/brainsets .h5 file, an .nwb file, or a folder of .h5 files"
+)
+
+DESCRIPTION = """\
+NeuroHorizon forecasts the future spiking of a recorded neural population: from the last
+500 ms of spikes it predicts spike counts per neuron in 20 ms bins, 12, 25 and 50 bins
+ahead (240, 500 and 1000 ms), with Poisson, negative-binomial, zero-inflated or
+categorical count likelihoods.
+
+typical use:
+  neurohorizon demo                                   the whole pipeline on synthetic data
+  neurohorizon inspect synthetic:reach                data statistics and likelihood advice
+  neurohorizon train configs/reach.yaml train.max_steps=500 model.preset=tiny
+  neurohorizon evaluate runs/reach-20261126-101500
+  neurohorizon forecast runs/reach-... --data recipe:pmd_reach_yu2009 --samples 20
+  neurohorizon study synthetic:reach                  teacher forcing vs scheduled sampling vs parallel
+"""
+
+
+def _options(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"error: option {item!r} must look like key=value")
+        key, value = item.split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def cmd_inspect(args) -> None:
+    from neurohorizon.data.sources import load_data
+    from neurohorizon.evaluation.inspect import inspect_data
+    from neurohorizon.runs import new_run_dir
+
+    recordings = load_data(args.data, **_options(args.option))
+    out = new_run_dir(args.runs_dir, f"inspect-{_slug(args.data)}")
+    inspect_data(recordings, out, bin_size=args.bin_size_ms / 1000, name=args.data)
+    print(f"inspection written to {out}")
+
+
+def cmd_import(args) -> None:
+    from neurohorizon.data.sources import import_to_h5
+
+    paths = import_to_h5(args.data, args.out, overwrite=args.overwrite, **_options(args.option))
+    for path in paths:
+        print(f"wrote {path}")
+
+
+def cmd_train(args) -> None:
+    from neurohorizon.config import load_config
+    from neurohorizon.training.run import train_run
+
+    if args.resume:
+        run_dir = train_run(None, runs_dir=args.runs_dir, resume=Path(args.resume))
+    else:
+        cfg = load_config(args.config, args.overrides)
+        run_dir = train_run(cfg, runs_dir=args.runs_dir)
+    print(f"run folder: {run_dir}")
+
+
+def cmd_evaluate(args) -> None:
+    from neurohorizon.evaluation.evaluate import evaluate_run
+
+    out = evaluate_run(Path(args.run), data=args.data, unknown_units=args.unknown_units,
+                       n_samples=args.samples, baselines=not args.no_baselines)
+    print(f"evaluation written to {out}")
+
+
+def cmd_forecast(args) -> None:
+    from neurohorizon.evaluation.forecast import forecast_to_files
+
+    out = forecast_to_files(Path(args.run), data=args.data, start=args.start, n_samples=args.samples,
+                            session=args.session, unknown_units=args.unknown_units)
+    print(f"forecast written to {out}")
+
+
+def cmd_demo(args) -> None:
+    from neurohorizon.demo import run_demo
+
+    report = run_demo(runs_dir=args.runs_dir, minutes=args.minutes, quick=args.quick)
+    print(f"report: {report}")
+
+
+def cmd_study(args) -> None:
+    from neurohorizon.evaluation.study import run_study
+
+    out = run_study(args.data, runs_dir=args.runs_dir, horizons=args.horizons, resume=args.resume,
+                    minutes_per_cell=args.minutes_per_cell, preset=args.preset,
+                    likelihoods=args.likelihoods, options=_options(args.option))
+    print(f"study written to {out}")
+
+
+def _slug(text: str) -> str:
+    return Path(text.replace(":", "-")).stem
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neurohorizon", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs-dir", default="runs", help="where run folders are created (default: runs)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("inspect", help="statistics, figures and a likelihood recommendation for DATA")
+    p.add_argument("data", help=DATA_HELP)
+    p.add_argument("--bin-size-ms", type=float, default=20.0, help="bin size in ms (default 20)")
+    p.add_argument("--option", "-o", action="append", help="source option key=value, e.g. n_neurons=80")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("import", help="convert DATA to NeuroHorizon/brainsets HDF5 files")
+    p.add_argument("data", help=DATA_HELP)
+    p.add_argument("out", help="output .h5 file (one recording) or folder")
+    p.add_argument("--option", "-o", action="append", help="source option key=value")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("train", help="train a model from a YAML config plus key=value overrides")
+    p.add_argument("config", nargs="?", help="YAML config (see configs/); omitted = built-in defaults")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=500 model.preset=tiny")
+    p.add_argument("--resume", help="continue the run in this run folder from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics, baselines and figures for a trained run")
+    p.add_argument("run", help="run folder created by `train`")
+    p.add_argument("--data", help="evaluate on other data (default: the run's own test split)")
+    p.add_argument("--unknown-units", choices=["known-only", "error"], default="error",
+                   help="units absent from training: drop them, or stop listing the mismatch")
+    p.add_argument("--samples", type=int, default=20, help="sampled trajectories for calibration")
+    p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("forecast", help="forecast from a trained run; writes NPZ and a figure")
+    p.add_argument("run", help="run folder created by `train`")
+    p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--start", type=float, help="forecast onset in s (default: the latest possible)")
+    p.add_argument("--session", help="session id when DATA has several")
+    p.add_argument("--samples", type=int, default=10, help="sampled trajectories (default 10)")
+    p.add_argument("--unknown-units", choices=["known-only", "error"], default="error")
+    p.set_defaults(func=cmd_forecast)
+
+    p = sub.add_parser("demo", help="generate, inspect, train, evaluate and report on synthetic reach data")
+    p.add_argument("--minutes", type=float, default=8.0, help="training time budget (default 8)")
+    p.add_argument("--quick", action="store_true", help="a 1-minute smoke version")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("study", help="the horizon study: teacher forcing vs scheduled sampling vs parallel")
+    p.add_argument("data", help=DATA_HELP)
+    p.add_argument("--horizons", type=int, nargs="+", default=[12, 25, 50], help="horizons in bins")
+    p.add_argument("--likelihoods", nargs="*", default=[], help="extra loss families to compare")
+    p.add_argument("--minutes-per-cell", type=float, default=3.0, help="training budget per cell")
+    p.add_argument("--preset", default="tiny", help="model preset (default tiny)")
+    p.add_argument("--option", "-o", action="append", help="source option key=value")
+    p.add_argument("--resume", help="study folder to resume (finished cells are skipped)")
+    p.set_defaults(func=cmd_study)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Run configuration: nested dataclasses, YAML files and dotted command-line overrides.
+
+    cfg = load_config("configs/reach.yaml", ["train.max_steps=200", "model.preset=tiny"])
+
+Only the CLI and the trainer read a `RunConfig`; the model receives plain keyword arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config file or override; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic:reach"  # synthetic:NAME | recipe:NAME | path to .h5/.nwb | folder
+    options: dict = field(default_factory=dict)  # passed to the source loader
+    bin_size_ms: float = 20.0
+    context_ms: float = 500.0
+    horizon_ms: float = 1000.0  # longest trained horizon (50 bins)
+    mode: str = "auto"  # auto | trials | continuous
+    align_event: str | None = None  # trial event anchoring evaluation windows (e.g. go_cue)
+    align_offset_ms: float = 0.0
+    train_windows_per_epoch: int = 2048  # random training windows drawn anew each epoch
+    split_seed: int = 0
+    fractions: list = field(default_factory=lambda: [0.7, 0.15, 0.15])
+    holdout_sessions: list = field(default_factory=list)
+
+
+@dataclass
+class ModelSection:
+    preset: str = "small"  # tiny | small | base
+    decoder: str = "autoregressive"  # autoregressive | parallel | causal
+    overrides: dict = field(default_factory=dict)  # any ModelConfig field, e.g. {dim: 96}
+
+
+@dataclass
+class LossConfig:
+    likelihood: str = "poisson"  # poisson | negbin | zip | categorical
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class SamplingConfig:
+    """Scheduled sampling; epsilon is the probability of feeding the ground truth."""
+
+    kind: str = "constant"  # constant | linear | exponential | inverse_sigmoid
+    unit: str = "step"  # step | epoch
+    warmup: int = 0  # pure teacher forcing before decay starts
+    floor: float = 0.0
+    value: float = 1.0  # constant schedule (1.0 = teacher forcing only)
+    n: int = 1000  # linear decay length
+    k: float = 0.999  # exponential base (<1) or inverse-sigmoid k (>=1)
+    feedback: str = "mean"  # mean | sample: what is fed back, in training AND rollout
+    passes: int = 2  # parallel scheduled-sampling passes (>= 2)
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int = 100
+    max_steps: int = 2000
+    max_minutes: float = 0.0  # 0 = no wall-clock limit
+    grad_clip: float = 1.0
+    unit_dropout: float = 0.0  # fraction of units removed from a training window
+    eval_every: int = 200
+    checkpoint_every: int = 200
+    log_every: int = 10
+    rollout_samples: int = 1  # sampled trajectories per window in validation (feedback=sample)
+    max_eval_windows: int = 512
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # bf16 autocast on GPU
+    compile: bool = False  # torch.compile the model
+    num_workers: int = 0
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    loss: LossConfig = field(default_factory=LossConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    """Defaults, then the YAML file, then `key.sub=value` overrides (values parsed as YAML)."""
+    cfg = RunConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        cfg = from_dict(raw, source=str(path))
+    for item in overrides:
+        apply_override(cfg, item)
+    return cfg
+
+
+def from_dict(raw: dict, *, source: str = "<dict>") -> RunConfig:
+    cfg = RunConfig()
+    for key, value in _flatten(raw):
+        _set(cfg, key, value, source)
+    return cfg
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def apply_override(cfg: RunConfig, item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key.sub=value")
+    key, text = item.split("=", 1)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    _set(cfg, key.strip(), value, "command line")
+
+
+def _flatten(raw: dict, prefix: str = ""):
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        # dict-typed fields (options, overrides) are leaves, not sections
+        if isinstance(value, dict) and not dotted.endswith(("options", "overrides")):
+            yield from _flatten(value, dotted + ".")
+        else:
+            yield dotted, value
+
+
+def _set(cfg, dotted: str, value, source: str) -> None:
+    parts = dotted.split(".")
+    node = cfg
+    for i, part in enumerate(parts):
+        if isinstance(node, dict):  # free-form options: data.options.n_neurons=50
+            if i == len(parts) - 1:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+            continue
+        fields = {f.name: f for f in dataclasses.fields(node)}
+        if part not in fields:
+            where = ".".join(parts[:i]) or "top level"
+            raise ConfigError(
+                f"{source}: unknown key {dotted!r} ({part!r} not in {where}; valid: {sorted(fields)})"
+            )
+        if i == len(parts) - 1:
+            setattr(node, part, _coerce(value, fields[part], dotted, source))
+        else:
+            node = getattr(node, part)
+
+
+def _coerce(value, f: dataclasses.Field, dotted: str, source: str):
+    kinds = _allowed_types(f.type)
+    if value is None and type(None) in kinds:
+        return None
+    if float in kinds and isinstance(value, int | str) and not isinstance(value, bool):
+        try:  # YAML 1.1 reads "3e-4" as a string
+            return float(value)
+        except ValueError:
+            pass
+    # bool is a subclass of int: accept it only where bool is allowed
+    if isinstance(value, bool) and bool not in kinds:
+        kinds = set()
+    if any(isinstance(value, k) for k in kinds if k is not type(None)):
+        return value
+    raise ConfigError(f"{source}: {dotted}={value!r} has the wrong type (expected {f.type})")
+
+
+_NAMES = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict, "list": list, "None": type(None)}
+
+
+def _allowed_types(hint) -> set:
+    if isinstance(hint, str):  # `from __future__ import annotations` keeps hints as strings
+        return {_NAMES[name.strip()] for name in hint.split("|")}
+    if isinstance(hint, types.UnionType):
+        return set(hint.__args__)
+    return {hint}

@@ -1,0 +1,470 @@
+"""Forecast windows: specification, sampling, unit vocabulary, dataset and collate.
+
+A window is anchored at its forecast onset t0: the context is [t0 - context_s, t0) and
+the future is [t0, t0 + horizon_s). Bins lie on the exact grid t0 + k * bin_size,
+k = -Tc..T; onsets are never snapped to a global grid.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from neurohorizon.data.binning import (
+    DEFAULT_BIN_SIZE,
+    BinningError,
+    bin_spikes_at_edges,
+    n_bins,
+)
+
+PAD_TOKEN = "NA"
+
+
+# ---------------------------------------------------------------- specification
+@dataclass(frozen=True)
+class WindowSpec:
+    """Window geometry in bins: `context_bins` before the onset, `horizon_bins` after."""
+
+    bin_size: float = DEFAULT_BIN_SIZE
+    context_bins: int = 25
+    horizon_bins: int = 50
+
+    def __post_init__(self):
+        if self.bin_size <= 0 or self.context_bins < 1 or self.horizon_bins < 1:
+            raise BinningError(f"invalid window spec {self}")
+
+    @classmethod
+    def from_ms(
+        cls, context_ms: float = 500, horizon_ms: float = 1000, bin_size_ms: float = 20
+    ) -> WindowSpec:
+        """Build from milliseconds; raises BinningError unless both are whole numbers of bins."""
+        bs = bin_size_ms / 1000
+        return cls(
+            bin_size=bs,
+            context_bins=n_bins(context_ms / 1000, bs, what="context"),
+            horizon_bins=n_bins(horizon_ms / 1000, bs, what="horizon"),
+        )
+
+    @property
+    def context_s(self) -> float:
+        return self.context_bins * self.bin_size
+
+    @property
+    def horizon_s(self) -> float:
+        return self.horizon_bins * self.bin_size
+
+    @property
+    def total_s(self) -> float:
+        return (self.context_bins + self.horizon_bins) * self.bin_size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------- unit vocabulary
+class UnitVocab:
+    """Global unit ids -> int indices; index 0 is padding ("NA").
+
+    Args:
+        unit_ids: global ids (`session/unit`); stored sorted and unique.
+    """
+
+    def __init__(self, unit_ids):
+        ids = sorted({str(u) for u in unit_ids})
+        if PAD_TOKEN in ids:
+            raise ValueError(f"unit id {PAD_TOKEN!r} is reserved for padding")
+        self.tokens = [PAD_TOKEN, *ids]
+        self._index = {u: i for i, u in enumerate(self.tokens)}
+
+    @classmethod
+    def from_recordings(cls, recordings) -> UnitVocab:
+        return cls(u for rec in recordings for u in rec.unit_ids)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __contains__(self, unit_id) -> bool:
+        return str(unit_id) != PAD_TOKEN and str(unit_id) in self._index
+
+    def known(self, ids) -> np.ndarray:
+        """(N,) bool: which ids are in the vocabulary (for keep-known-units evaluation)."""
+        return np.array([str(u) in self for u in ids], dtype=bool)
+
+    def index(self, ids) -> np.ndarray:
+        """(N,) int64 indices of `ids`; KeyError listing every unknown id."""
+        ids = [str(u) for u in ids]
+        unknown = [u for u in ids if u not in self]
+        if unknown:
+            raise KeyError(f"{len(unknown)} unit id(s) not in the vocabulary: {unknown[:10]}")
+        return np.array([self._index[u] for u in ids], dtype=np.int64)
+
+    def to_dict(self) -> dict:
+        return {"tokens": self.tokens}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> UnitVocab:
+        tokens = list(d["tokens"])
+        if not tokens or tokens[0] != PAD_TOKEN:
+            raise ValueError(f"vocabulary must start with the padding token {PAD_TOKEN!r}")
+        return cls(tokens[1:])
+
+    def to_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict()))
+        return path
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> UnitVocab:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"{path}: not a unit vocabulary ({e})") from e
+
+
+# ---------------------------------------------------------------------- windows
+class Window(NamedTuple):
+    """One forecast window: recording index, onset (s, start of the forecast), condition."""
+
+    rec: int
+    onset: float
+    condition: int = -1
+
+
+def _usable(intervals, spec: WindowSpec):
+    """(rec, first onset, last onset) for intervals that hold at least one window."""
+    out = []
+    for rec, start, end in intervals:
+        lo, hi = start + spec.context_s, end - spec.horizon_s
+        if hi >= lo - 1e-9:
+            out.append((int(rec), lo, max(lo, hi)))
+    return out
+
+
+def _too_short(intervals, spec: WindowSpec, names=None) -> BinningError:
+    longest = max(((e - s), r) for r, s, e in intervals) if intervals else (0.0, None)
+    where = names[longest[1]] if names is not None and longest[1] is not None else longest[1]
+    return BinningError(
+        f"no interval holds a {spec.total_s * 1000:g} ms window "
+        f"(context {spec.context_s * 1000:g} ms + horizon {spec.horizon_s * 1000:g} ms); "
+        f"longest is {longest[0] * 1000:g} ms (recording {where})"
+    )
+
+
+def random_windows(
+    intervals, spec: WindowSpec, n: int, rng: np.random.Generator, *, grid=None, names=None
+) -> list[Window]:
+    """Draw `n` onsets uniformly over all positions where context + future fit an interval.
+
+    Args:
+        intervals: iterable of (rec index, start s, end s).
+        grid: optional step (s); onsets are then drawn uniformly from multiples of it
+            (needed when oracle rates live on a fine grid, e.g. 1/200 s).
+        names: optional recording names for error messages.
+    """
+    intervals = [(int(r), float(s), float(e)) for r, s, e in intervals]
+    usable = _usable(intervals, spec)
+    if grid is not None:  # keep only intervals that contain a grid point
+        usable = [(r, np.ceil(lo / grid - 1e-9) * grid, hi) for r, lo, hi in usable]
+        usable = [(r, lo, hi) for r, lo, hi in usable if lo <= hi + 1e-9]
+    if not usable:
+        raise _too_short(intervals, spec, names)
+    recs = np.array([u[0] for u in usable])
+    lo = np.array([u[1] for u in usable])
+    hi = np.array([u[2] for u in usable])
+    if grid is None:
+        weight = hi - lo
+        weight = weight + (weight.sum() == 0)  # all zero-length: uniform over intervals
+        pick = rng.choice(len(usable), size=n, p=weight / weight.sum())
+        onsets = lo[pick] + rng.random(n) * (hi - lo)[pick]
+    else:
+        counts = np.floor((hi - lo) / grid + 1e-9).astype(np.int64) + 1
+        pick = rng.choice(len(usable), size=n, p=counts / counts.sum())
+        onsets = lo[pick] + rng.integers(0, counts[pick]) * grid
+    return [Window(int(recs[i]), float(t)) for i, t in zip(pick, onsets)]
+
+
+def sequential_windows(intervals, spec: WindowSpec, *, names=None) -> list[Window]:
+    """Non-overlapping windows tiling each interval from its start (stride = total_s).
+
+    Intervals shorter than one window are skipped; BinningError if none holds one.
+    """
+    intervals = [(int(r), float(s), float(e)) for r, s, e in intervals]
+    out = []
+    for rec, start, end in intervals:
+        n = int(np.floor((end - start) / spec.total_s + 1e-9))
+        onsets = start + spec.context_s + np.arange(n) * spec.total_s
+        out += [Window(rec, float(t)) for t in onsets]
+    if not out:
+        raise _too_short(intervals, spec, names)
+    return out
+
+
+def condition_labels(recording) -> list[str]:
+    """Sorted condition labels of a recording's trials (index = condition id)."""
+    trials = recording.trials
+    if trials is None or trials.condition is None:
+        return []
+    return sorted(set(trials.condition.tolist()))
+
+
+def trial_windows(
+    recording,
+    spec: WindowSpec,
+    event: str = "go_cue",
+    offset_s: float = 0.0,
+    trials=None,
+    *,
+    rec_index: int = 0,
+) -> list[Window]:
+    """One window per trial with onset = event time + offset_s (event "start"/"end": trial edges).
+
+    The whole window must lie inside the recording's domain; trials whose event time
+    is NaN are skipped with a warning. Windows carry the trial's condition index.
+    """
+    tr = recording.trials
+    src = recording.source
+    if tr is None or len(tr.start) == 0:
+        raise ValueError(f"{src}: recording has no trials; use continuous windows instead")
+    idx = np.arange(len(tr.start)) if trials is None else np.asarray(trials, dtype=np.int64)
+    if event in ("start", "end"):
+        times = tr.start if event == "start" else tr.end
+    elif tr.events and event in tr.events:
+        times = tr.events[event]
+    else:
+        have = ["start", "end", *sorted(tr.events or {})]
+        raise ValueError(f"{src}: no trial event {event!r}; available: {have}")
+    onsets = np.asarray(times, dtype=np.float64)[idx] + offset_s
+    bad = ~np.isfinite(onsets)
+    if bad.any():
+        warnings.warn(
+            f"{src}: skipping {int(bad.sum())} trial(s) with no {event!r} time", stacklevel=2
+        )
+    labels = np.array(condition_labels(recording))
+    cond = (
+        np.searchsorted(labels, tr.condition[idx])
+        if len(labels)
+        else np.full(len(idx), -1, dtype=np.int64)
+    )
+    d0, d1 = recording.domain
+    out = []
+    for t, c, i in zip(onsets[~bad], cond[~bad], idx[~bad]):
+        if t - spec.context_s < d0 - 1e-9 or t + spec.horizon_s > d1 + 1e-9:
+            raise BinningError(
+                f"{src}: trial {i} window [{t - spec.context_s:.3f}, {t + spec.horizon_s:.3f}) s "
+                f"({spec.total_s * 1000:g} ms) leaves the recording domain [{d0:.3f}, {d1:.3f}] s"
+            )
+        out.append(Window(rec_index, float(t), int(c)))
+    return out
+
+
+# ---------------------------------------------------------------------- dataset
+class _RecordingCache:
+    """Per-recording arrays used on every item: spikes, vocab indices, oracle cumsum."""
+
+    def __init__(self, rec, vocab: UnitVocab):
+        self.source = rec.source
+        self.times = rec.spike_times
+        self.local_units = rec.spike_units
+        self.units = vocab.index(rec.unit_ids)  # (N,) vocab index per local unit
+        self.spike_vocab = self.units[self.local_units]  # (S,)
+        self.n_units = rec.n_units
+        self.cum = None
+        if rec.has_true_rate:
+            tr = rec.data.true_rate
+            self.fs = float(tr.sampling_rate)
+            self.t0 = float(np.asarray(tr.domain.start).min())
+            rates = np.asarray(tr.rates, dtype=np.float64).reshape(len(tr.rates), -1)
+            cum = np.zeros((len(rates) + 1, rates.shape[1]))
+            np.cumsum(rates / self.fs, axis=0, out=cum[1:])
+            self.cum = cum  # cum[i] = expected count in [t0, t0 + i / fs)
+
+    def expected(self, edges: np.ndarray) -> np.ndarray:
+        """(len(edges) - 1, N) oracle expected counts; edges must lie on the fine grid."""
+        pos = (edges - self.t0) * self.fs
+        k = np.round(pos).astype(np.int64)
+        if np.abs(pos - k).max() > 1e-6 or k[0] < 0 or k[-1] >= len(self.cum):
+            raise BinningError(
+                f"{self.source}: bin edges {edges[0]:.6f}..{edges[-1]:.6f} s are not on the "
+                f"true_rate grid ({self.fs:g} Hz from {self.t0:g} s, {len(self.cum) - 1} samples)"
+            )
+        return np.diff(self.cum[k], axis=0)
+
+
+class ForecastDataset(Dataset):
+    """Windows over recordings, returned as dicts of numpy arrays (see `collate`).
+
+    Args:
+        recordings: list of Recording.
+        windows: list of Window (ignored and drawn when `random_windows_per_epoch` is set).
+        spec: WindowSpec.
+        vocab: UnitVocab covering every unit of `recordings`.
+        random_windows_per_epoch: if set, draw this many random windows from `intervals`
+            and redraw on `resample(seed)` / `set_epoch(epoch)` so each epoch sees fresh windows.
+        intervals: (rec, start, end) allowed spans for random windows.
+        seed: base seed of the random windows.
+        grid: onset grid for random windows (default: 1/fs of true_rate when present).
+    """
+
+    def __init__(
+        self,
+        recordings,
+        windows,
+        spec: WindowSpec,
+        vocab: UnitVocab,
+        *,
+        random_windows_per_epoch: int | None = None,
+        intervals=None,
+        seed: int = 0,
+        grid: float | None = None,
+    ):
+        self.recordings = list(recordings)
+        self.spec = spec
+        self.vocab = vocab
+        self._cache = [_RecordingCache(r, vocab) for r in self.recordings]
+        offsets = np.arange(-spec.context_bins, spec.horizon_bins + 1)
+        self._edge_steps = offsets * spec.bin_size  # onset + these = exact edges
+        self.random_windows_per_epoch = random_windows_per_epoch
+        self.intervals = None if intervals is None else [tuple(i) for i in intervals]
+        self.seed = seed
+        if grid is None:
+            fs = [c.fs for c in self._cache if c.cum is not None]
+            grid = 1 / max(fs) if fs else None
+        self.grid = grid
+        if random_windows_per_epoch is not None:
+            if not self.intervals:
+                raise ValueError("random_windows_per_epoch needs `intervals` to draw from")
+            self.resample(seed)
+        else:
+            self.windows = list(windows)
+        if not self.windows:
+            raise ValueError("ForecastDataset: no windows")
+
+    def resample(self, seed: int) -> None:
+        """Redraw the random windows (continuous training); no-op for fixed windows."""
+        if self.random_windows_per_epoch is None:
+            return
+        names = [r.source for r in self.recordings]
+        self.windows = random_windows(
+            self.intervals,
+            self.spec,
+            self.random_windows_per_epoch,
+            np.random.default_rng(seed),
+            grid=self.grid,
+            names=names,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.resample(self.seed + 1 + epoch)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> dict:
+        w = self.windows[i]
+        c = self._cache[w.rec]
+        spec = self.spec
+        edges = w.onset + self._edge_steps  # (Tc + T + 1,), edges[Tc] == onset exactly
+        counts = bin_spikes_at_edges(c.times, c.local_units, c.n_units, edges)
+        lo, hi = np.searchsorted(c.times, edges[[0, spec.context_bins]], side="left")
+        if c.cum is not None:
+            expected = c.expected(edges).astype(np.float32)
+        else:
+            expected = np.full(counts.shape, np.nan, dtype=np.float32)
+        tc = spec.context_bins
+        return {
+            "spike_times": (c.times[lo:hi] - w.onset).astype(np.float32),
+            "spike_units": c.spike_vocab[lo:hi],
+            "context_counts": counts[:tc].astype(np.float32),
+            "target_counts": counts[tc:].astype(np.float32),
+            "units": c.units,
+            "true_expected": expected[tc:],
+            "context_true_expected": expected[:tc],
+            "condition": w.condition,
+            "session": w.rec,
+            "start": w.onset,
+        }
+
+
+def collate(items: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack items, padding spikes S and units N per batch (pad index 0, masks False)."""
+    B = len(items)
+    S = max(1, max(len(it["spike_times"]) for it in items))
+    N = max(len(it["units"]) for it in items)
+    Tc = items[0]["context_counts"].shape[0]
+    T = items[0]["target_counts"].shape[0]
+    spike_times = np.zeros((B, S), np.float32)
+    spike_units = np.zeros((B, S), np.int64)
+    spike_mask = np.zeros((B, S), bool)
+    ctx = np.zeros((B, Tc, N), np.float32)
+    tgt = np.zeros((B, T, N), np.float32)
+    units = np.zeros((B, N), np.int64)
+    unit_mask = np.zeros((B, N), bool)
+    true_exp = np.full((B, T, N), np.nan, np.float32)
+    ctx_exp = np.full((B, Tc, N), np.nan, np.float32)
+    for b, it in enumerate(items):
+        s, n = len(it["spike_times"]), len(it["units"])
+        spike_times[b, :s] = it["spike_times"]
+        spike_units[b, :s] = it["spike_units"]
+        spike_mask[b, :s] = True
+        ctx[b, :, :n] = it["context_counts"]
+        tgt[b, :, :n] = it["target_counts"]
+        units[b, :n] = it["units"]
+        unit_mask[b, :n] = True
+        true_exp[b, :, :n] = it["true_expected"]
+        ctx_exp[b, :, :n] = it["context_true_expected"]
+    out = dict(
+        spike_times=spike_times,
+        spike_units=spike_units,
+        spike_mask=spike_mask,
+        context_counts=ctx,
+        target_counts=tgt,
+        units=units,
+        unit_mask=unit_mask,
+        true_expected=true_exp,
+        context_true_expected=ctx_exp,
+        condition=np.array([it["condition"] for it in items], np.int64),
+        session=np.array([it["session"] for it in items], np.int64),
+        start=np.array([it["start"] for it in items], np.float64),
+    )
+    return {k: torch.from_numpy(v) for k, v in out.items()}
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    distributed: bool = False,
+    drop_last: bool = False,
+) -> DataLoader:
+    """DataLoader with `collate`; a DistributedSampler (seeded) when `distributed`.
+
+    For continuous training call `dataset.set_epoch(epoch)` (and `loader.sampler.set_epoch`
+    when distributed) before each epoch to draw fresh windows.
+    """
+    sampler = None
+    generator = None
+    if distributed:
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        shuffle = False
+    else:
+        generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        generator=generator,
+        num_workers=num_workers,
+        collate_fn=collate,
+        drop_last=drop_last,
+        persistent_workers=False,
+    )

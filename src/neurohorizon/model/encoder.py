@@ -1,0 +1,145 @@
+"""POYO-style spike encoder: every context spike is a token; a Perceiver cross-attention
+compresses them into a few latents on a regular time grid, then self-attention refines them.
+
+Built from torch_brain layers (RotaryCrossAttention, RotarySelfAttention, RotaryTimeEmbedding);
+the unit embedding (InfiniteVocabEmbedding) is owned by the full model and shared with the decoder.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch_brain.nn import RotaryCrossAttention, RotarySelfAttention, RotaryTimeEmbedding
+
+# token types: a spike, and per-unit markers at the start / end of the context, so that a
+# silent unit still leaves a trace (POYO does the same) and no row of the attention is empty.
+SPIKE, UNIT_START, UNIT_END = 0, 1, 2
+
+
+class FeedForward(nn.Module):
+    """Pre-norm MLP: (..., dim) -> (..., dim)."""
+
+    def __init__(self, *, dim: int, mult: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(dim),
+            nn.Linear(dim, dim * mult),
+            nn.GELU(),
+            nn.Linear(dim * mult, dim),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SpikeEncoder(nn.Module):
+    """Context spikes -> latents.
+
+    Args:
+        dim: model width D.
+        heads: attention heads (head size D // heads).
+        depth: self-attention layers over the latents.
+        latent_step: spacing of the latent grid (s); latents sit at the centres of the
+            ``latent_step`` intervals tiling [-context, 0).
+        n_latents_per_step: learned latent embeddings repeated at every grid step.
+        ffn_mult: FFN hidden size multiplier.
+        dropout: dropout on attention weights and residual branches.
+        rotary: shared RotaryTimeEmbedding (head size D // heads).
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        heads: int,
+        depth: int,
+        latent_step: float,
+        n_latents_per_step: int,
+        ffn_mult: int,
+        dropout: float,
+        rotary: RotaryTimeEmbedding,
+    ):
+        super().__init__()
+        if latent_step <= 0:
+            raise ValueError(f"latent_step must be > 0, got {latent_step}")
+        self.latent_step = latent_step
+        self.n_latents_per_step = n_latents_per_step
+        self.rotary = rotary
+        dim_head = dim // heads
+        self.token_type_emb = nn.Embedding(3, dim)
+        self.latent_emb = nn.Embedding(n_latents_per_step, dim)
+        nn.init.normal_(self.token_type_emb.weight, std=0.02)
+        nn.init.normal_(self.latent_emb.weight, std=0.02)
+        self.cross_attn = RotaryCrossAttention(
+            dim=dim, heads=heads, dim_head=dim_head, dropout=dropout, rotate_value=True
+        )
+        self.cross_ffn = FeedForward(dim=dim, mult=ffn_mult, dropout=dropout)
+        self.self_attn = nn.ModuleList(
+            RotarySelfAttention(
+                dim=dim, heads=heads, dim_head=dim_head, dropout=dropout, rotate_value=True
+            )
+            for _ in range(depth)
+        )
+        self.self_ffn = nn.ModuleList(
+            FeedForward(dim=dim, mult=ffn_mult, dropout=dropout) for _ in range(depth)
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def latent_times(self, context: float, device: torch.device) -> torch.Tensor:
+        """(L,) latent times; L = n_steps * n_latents_per_step, grid covers [-context, 0)."""
+        n_steps = max(1, math.ceil(context / self.latent_step - 1e-6))
+        centres = -context + (torch.arange(n_steps, device=device) + 0.5) * self.latent_step
+        return centres.repeat_interleave(self.n_latents_per_step)
+
+    def forward(
+        self,
+        *,
+        unit_emb: nn.Module,
+        spike_times: torch.Tensor,
+        spike_units: torch.Tensor,
+        spike_mask: torch.Tensor,
+        units: torch.Tensor,
+        unit_mask: torch.Tensor,
+        context: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """spike_* (B, S), units/unit_mask (B, N), context duration (s).
+
+        Returns latents (B, L, D) and their times (L,).
+        """
+        B, N = units.shape
+        # token = unit embedding + token type; spikes first, then per-unit start/end markers
+        tok_units = torch.cat([spike_units, units, units], dim=1)  # (B, S + 2N)
+        types = torch.cat(
+            [
+                torch.full_like(spike_units, SPIKE),
+                torch.full_like(units, UNIT_START),
+                torch.full_like(units, UNIT_END),
+            ],
+            dim=1,
+        )
+        times = torch.cat(
+            [
+                spike_times,
+                torch.full((B, N), -context, dtype=spike_times.dtype, device=units.device),
+                torch.zeros((B, N), dtype=spike_times.dtype, device=units.device),
+            ],
+            dim=1,
+        )
+        mask = torch.cat([spike_mask, unit_mask, unit_mask], dim=1)
+        tokens = unit_emb(tok_units) + self.token_type_emb(types)  # (B, S + 2N, D)
+
+        lat_t = self.latent_times(context, units.device)  # (L,)
+        lat_idx = torch.arange(lat_t.shape[0], device=units.device) % self.n_latents_per_step
+        latents = self.latent_emb(lat_idx).unsqueeze(0).expand(B, -1, -1)  # (B, L, D)
+        lat_rot = self.rotary(lat_t).unsqueeze(0).expand(B, -1, -1)
+        tok_rot = self.rotary(times)
+
+        latents = latents + self.cross_attn(latents, tokens, lat_rot, tok_rot, mask)
+        latents = latents + self.cross_ffn(latents)
+        for attn, ffn in zip(self.self_attn, self.self_ffn):
+            latents = latents + self.drop(attn(latents, lat_rot))
+            latents = latents + ffn(latents)
+        return latents, lat_t

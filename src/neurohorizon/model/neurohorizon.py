@@ -1,0 +1,421 @@
+"""NeuroHorizon: POYO spike encoder + count decoder forecasting future binned spiking.
+
+Data flow (shapes: B batch, S spikes, N units, Tc context bins, T future bins, D width, P params):
+
+    context spikes (B, S) --SpikeEncoder--> latents (B, L, D)
+    decoder tokens (B, T, D) --[self-attn over bins, cross-attn to latents, FFN] x depth_dec--> (B, T, D)
+    readout: bin state x unit embedding --> likelihood params (B, T, N, P)
+
+Decoder variants:
+    "autoregressive": token t is built from the population counts of bin t-1 (teacher forcing in
+        ``forward``, the model's own output in ``rollout``); causal self-attention.
+    "parallel":       learned bin queries, bidirectional self-attention, no feedback.
+    "causal":         learned bin queries, causal self-attention, no feedback.
+
+Units are keyed by global id through one InfiniteVocabEmbedding shared by encoder, decoder input
+and readout, so any set of neurons (from any session) can be encoded and forecast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_brain.nn import InfiniteVocabEmbedding, RotaryCrossAttention, RotaryTimeEmbedding
+
+from neurohorizon.model.encoder import FeedForward, SpikeEncoder
+
+DECODERS = ("autoregressive", "parallel", "causal")
+FEEDBACKS = ("mean", "sample")
+BATCH_KEYS = ("spike_times", "spike_units", "spike_mask", "context_counts", "units", "unit_mask")
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, T, H*Dh) -> (B, H, T, Dh)."""
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+def _merge(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, Dh) -> (B, T, H*Dh)."""
+    return x.transpose(1, 2).flatten(-2)
+
+
+class KVCache:
+    """Keys/values of past bins for one self-attention layer, preallocated to ``max_len``."""
+
+    def __init__(self, batch: int, heads: int, max_len: int, dim_head: int, like: torch.Tensor):
+        self.k = like.new_empty(batch, heads, max_len, dim_head)
+        self.v = like.new_empty(batch, heads, max_len, dim_head)
+        self.len = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = k.shape[2]
+        self.k[:, :, self.len : self.len + n] = k
+        self.v[:, :, self.len : self.len + n] = v
+        self.len += n
+        return self.k[:, :, : self.len], self.v[:, :, : self.len]
+
+
+class CausalSelfAttention(nn.Module):
+    """Pre-norm self-attention over bins with rotary bin times and an optional KV cache.
+
+    Own layer instead of torch_brain's RotarySelfAttention because that one only takes a
+    (B, N) key-padding mask (no causal mask) and recomputes every key on each call, so it can
+    neither be causal nor decode incrementally; benchmarks/bench_model.py records the rollout
+    speed-up this buys (cached vs full recomputation).
+    """
+
+    def __init__(self, *, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.norm = nn.LayerNorm(dim)
+        self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.to_out = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: torch.Tensor, rot: torch.Tensor, causal: bool, cache: KVCache | None = None
+    ) -> torch.Tensor:
+        """x (B, T, D), rot (T, 2*Dh) rotary embedding of the bins in x -> (B, T, D).
+
+        With ``cache``, x holds the newest bin(s) only and attends to all cached bins.
+        """
+        q, k, v = (_heads(t, self.heads) for t in self.to_qkv(self.norm(x)).chunk(3, dim=-1))
+        rot = rot.unsqueeze(0)  # (1, T, 2*Dh), rotate() adds the head axis
+        q = RotaryTimeEmbedding.rotate(q, rot, unsqueeze_dim=1)
+        k = RotaryTimeEmbedding.rotate(k, rot, unsqueeze_dim=1)
+        if cache is not None:
+            if x.shape[1] != 1:
+                raise ValueError("cached decoding takes one bin at a time")
+            k, v = cache.append(k, v)
+            causal = False  # the single new query may see every cached bin
+        out = F.scaled_dot_product_attention(
+            q, k, v, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.to_out(_merge(out))
+
+
+class LatentCrossAttention(RotaryCrossAttention):
+    """torch_brain's RotaryCrossAttention (rotate_value=False), split so the latent keys/values
+    are computed once per forecast instead of once per decoded bin. Same weights and maths as
+    the parent's ``forward`` (checked in tests/test_model.py)."""
+
+    def context_kv(self, latents: torch.Tensor, rot: torch.Tensor) -> tuple:
+        """latents (B, L, D), rot (L, 2*Dh) -> rotated keys and values, each (B, H, L, Dh)."""
+        k, v = (_heads(t, self.heads) for t in self.to_kv(self.norm_context(latents)).chunk(2, -1))
+        return RotaryTimeEmbedding.rotate(k, rot.unsqueeze(0), unsqueeze_dim=1), v
+
+    def attend(self, x: torch.Tensor, rot: torch.Tensor, kv: tuple) -> torch.Tensor:
+        """x (B, T, D), rot (T, 2*Dh) -> (B, T, D)."""
+        q = _heads(self.to_q(self.norm(x)), self.heads)
+        q = RotaryTimeEmbedding.rotate(q, rot.unsqueeze(0), unsqueeze_dim=1)
+        p = self.dropout if self.training else 0.0
+        return self.to_out(_merge(F.scaled_dot_product_attention(q, *kv, dropout_p=p)))
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, *, dim: int, heads: int, ffn_mult: int, dropout: float):
+        super().__init__()
+        self.self_attn = CausalSelfAttention(dim=dim, heads=heads, dropout=dropout)
+        self.cross_attn = LatentCrossAttention(
+            dim=dim, heads=heads, dim_head=dim // heads, dropout=dropout, rotate_value=False
+        )
+        self.ffn = FeedForward(dim=dim, mult=ffn_mult, dropout=dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, rot, lat_kv, causal, cache=None):
+        x = x + self.drop(self.self_attn(x, rot, causal, cache))
+        x = x + self.drop(self.cross_attn.attend(x, rot, lat_kv))
+        return x + self.ffn(x)
+
+
+class NeuroHorizon(nn.Module):
+    """Spike forecaster. All arguments are keyword-only.
+
+    Args:
+        unit_ids: global unit ids ("session/unit") in vocabulary order: id ``unit_ids[i]`` has
+            integer index i + 1 in batches (index 0 is padding, as in ``UnitVocab``).
+        n_params: P, likelihood parameters per (bin, unit) (``likelihood.n_params``).
+        unit_only_params: the last k of the P params depend on the unit embedding only (e.g. a
+            per-neuron dispersion); 0 <= k < P.
+        decoder: "autoregressive" | "parallel" | "causal".
+        dim: width D. heads: attention heads (D % heads == 0, head size even).
+        depth_enc: encoder self-attention layers. depth_dec: decoder layers.
+        latent_step: encoder latent grid spacing (s). n_latents_per_step: latents per grid step.
+        ffn_mult: FFN expansion. dropout: dropout probability.
+        bin_size: bin width (s); context length = context_counts.shape[1] * bin_size.
+        max_bins: longest forecast (learned bin-position table size).
+        readout_dim: hidden width R of the (bin, unit) readout MLP (default D // 2).
+        t_min, t_max: shortest / longest period of the rotary time embedding (s).
+    """
+
+    def __init__(
+        self,
+        *,
+        unit_ids: Sequence[str],
+        n_params: int,
+        unit_only_params: int = 0,
+        decoder: str = "autoregressive",
+        dim: int = 64,
+        heads: int = 4,
+        depth_enc: int = 1,
+        depth_dec: int = 1,
+        latent_step: float = 0.05,
+        n_latents_per_step: int = 4,
+        ffn_mult: int = 4,
+        dropout: float = 0.0,
+        bin_size: float = 0.02,
+        max_bins: int = 128,
+        readout_dim: int | None = None,
+        t_min: float = 1e-4,
+        t_max: float = 4.0,
+    ):
+        super().__init__()
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+        if not 0 <= unit_only_params < n_params:
+            raise ValueError(f"need 0 <= unit_only_params < n_params={n_params}")
+        if dim % heads or (dim // heads) % 2:
+            raise ValueError(f"dim={dim} must split into {heads} heads of even size")
+        self.decoder, self.n_params, self.unit_only_params = decoder, n_params, unit_only_params
+        self.bin_size, self.max_bins, self.heads = bin_size, max_bins, heads
+        dim_head = dim // heads
+
+        self.unit_emb = InfiniteVocabEmbedding(dim)
+        self.unit_emb.initialize_vocab(list(unit_ids))
+        if self.unit_emb.tokenizer(list(unit_ids)) != list(range(1, len(unit_ids) + 1)):
+            raise ValueError("unit vocabulary indices do not match unit_ids order")
+        self.rotary = RotaryTimeEmbedding(
+            head_dim=dim_head, rotate_dim=dim_head // 2, t_min=t_min, t_max=t_max
+        )
+        self.encoder = SpikeEncoder(
+            dim=dim,
+            heads=heads,
+            depth=depth_enc,
+            latent_step=latent_step,
+            n_latents_per_step=n_latents_per_step,
+            ffn_mult=ffn_mult,
+            dropout=dropout,
+            rotary=self.rotary,
+        )
+
+        # decoder input: AR tokens from fed-back counts; otherwise one learned query
+        self.bin_pos = nn.Embedding(max_bins, dim)
+        nn.init.normal_(self.bin_pos.weight, std=0.02)
+        if decoder == "autoregressive":
+            # features per (bin, unit): log1p(c), 1 - exp(-c), 1 (unit present); each feature
+            # gets its own projection of the unit embedding, summed over units.
+            self.count_proj = nn.Linear(dim, 3 * dim, bias=False)
+            self.count_mlp = nn.Sequential(
+                nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim)
+            )
+        else:
+            self.query = nn.Parameter(torch.randn(dim) * 0.02)
+        self.blocks = nn.ModuleList(
+            DecoderBlock(dim=dim, heads=heads, ffn_mult=ffn_mult, dropout=dropout)
+            for _ in range(depth_dec)
+        )
+
+        # readout: params = W_o gelu(W_h h_t + W_u e_n) (+ unit-only params)
+        r = readout_dim or dim // 2
+        self.norm_out = nn.LayerNorm(dim)
+        self.ro_bin = nn.Linear(dim, r)
+        self.ro_unit = nn.Linear(dim, r, bias=False)
+        self.ro_out = nn.Linear(r, n_params - unit_only_params)
+        self.ro_unit_only = nn.Linear(dim, unit_only_params) if unit_only_params else None
+
+    # ------------------------------------------------------------------ shared pieces
+    def _check(self, batch: dict) -> None:
+        missing = [k for k in BATCH_KEYS if k not in batch]
+        if missing:
+            raise KeyError(f"NeuroHorizon batch is missing keys {missing}")
+        units = batch["units"]
+        if int(units.max()) >= len(self.unit_emb.vocab) or int(units.min()) < 0:
+            raise ValueError(
+                f"batch unit index outside the model vocabulary [0, {len(self.unit_emb.vocab)})"
+            )
+        if not bool(batch["unit_mask"].any(dim=1).all()):
+            raise ValueError("every batch row needs at least one real unit (unit_mask)")
+
+    def _prepare(self, batch: dict) -> dict:
+        """Everything the decoder needs that does not depend on the future bins."""
+        self._check(batch)
+        units, unit_mask = batch["units"], batch["unit_mask"]
+        context = batch["context_counts"].shape[1] * self.bin_size
+        latents, lat_t = self.encoder(
+            unit_emb=self.unit_emb,
+            spike_times=batch["spike_times"],
+            spike_units=batch["spike_units"],
+            spike_mask=batch["spike_mask"],
+            units=units,
+            unit_mask=unit_mask,
+            context=context,
+        )
+        lat_rot = self.rotary(lat_t)
+        emb = self.unit_emb(units)  # (B, N, D)
+        prep = {
+            "lat_kv": [b.cross_attn.context_kv(latents, lat_rot) for b in self.blocks],
+            "ro_unit": self.ro_unit(emb).unsqueeze(1),  # (B, 1, N, R)
+            "unit_mask": unit_mask,
+        }
+        if self.ro_unit_only is not None:
+            prep["unit_only"] = self.ro_unit_only(emb).unsqueeze(1)  # (B, 1, N, k)
+        if self.decoder == "autoregressive":
+            n_valid = unit_mask.sum(1, keepdim=True).clamp(min=1).float()
+            # (B, N*3, D), scaled by 1/sqrt(N_valid) so token size does not grow with N
+            proj = self.count_proj(emb).unflatten(-1, (3, -1)).flatten(1, 2)
+            prep["count_proj"] = proj / n_valid.sqrt().unsqueeze(-1)
+        return prep
+
+    def _bin_rot(self, start: int, stop: int, device) -> torch.Tensor:
+        """Rotary embedding of future bin centres start..stop-1: (T, 2*Dh)."""
+        t = (torch.arange(start, stop, device=device, dtype=torch.float32) + 0.5) * self.bin_size
+        return self.rotary(t)
+
+    def _tokens(self, prep: dict, prev: torch.Tensor | None, start: int, T: int) -> torch.Tensor:
+        """Decoder input for bins start..start+T-1: (B, T, D). prev (B, T, N): counts of bin t-1."""
+        if start + T > self.max_bins:
+            raise ValueError(f"forecast of {start + T} bins exceeds max_bins={self.max_bins}")
+        pos = self.bin_pos.weight[start : start + T]
+        if self.decoder != "autoregressive":
+            B = prep["unit_mask"].shape[0]
+            return (self.query + pos).unsqueeze(0).expand(B, -1, -1)
+        prev = prev * prep["unit_mask"].unsqueeze(1)  # padding units feed nothing back
+        feats = torch.stack([torch.log1p(prev), -torch.expm1(-prev), torch.ones_like(prev)], dim=-1)
+        feats = feats * prep["unit_mask"][:, None, :, None]
+        x = feats.flatten(2) @ prep["count_proj"]  # (B, T, N*3) @ (B, N*3, D)
+        return self.count_mlp(x) + pos
+
+    def _readout(self, prep: dict, h: torch.Tensor) -> torch.Tensor:
+        """h (B, T, D) -> params (B, T, N, P)."""
+        z = F.gelu(self.ro_bin(self.norm_out(h)).unsqueeze(2) + prep["ro_unit"])
+        params = self.ro_out(z)
+        if self.ro_unit_only is not None:
+            params = torch.cat([params, prep["unit_only"].expand(*params.shape[:3], -1)], -1)
+        return params
+
+    def _decode(self, prep: dict, tokens: torch.Tensor, start: int = 0, caches=None):
+        """tokens (B, T, D) for bins start.. -> params (B, T, N, P)."""
+        rot = self._bin_rot(start, start + tokens.shape[1], tokens.device)
+        causal = self.decoder != "parallel"
+        x = tokens
+        for i, block in enumerate(self.blocks):
+            x = block(x, rot, prep["lat_kv"][i], causal, None if caches is None else caches[i])
+        return self._readout(prep, x)
+
+    # ------------------------------------------------------------------ public API
+    def forward(
+        self, batch: dict, future_inputs: torch.Tensor | None = None, *, n_steps: int | None = None
+    ) -> torch.Tensor:
+        """Teacher-forced forecast.
+
+        future_inputs (B, T, N): counts fed back for future bins 0..T-1 (usually target_counts);
+        token t sees bin t-1, bin -1 being the last context bin. Required by the autoregressive
+        decoder; the other decoders only use its length T (or ``n_steps``).
+        Returns params (B, T, N, P).
+        """
+        if future_inputs is not None:
+            T = future_inputs.shape[1]
+            if future_inputs.shape[0::2] != batch["units"].shape:
+                raise ValueError(
+                    f"future_inputs {tuple(future_inputs.shape)} does not match units "
+                    f"{tuple(batch['units'].shape)} as (B, T, N)"
+                )
+        elif self.decoder == "autoregressive":
+            raise ValueError("the autoregressive decoder needs future_inputs (B, T, N)")
+        elif n_steps is None:
+            raise ValueError("give future_inputs or n_steps")
+        else:
+            T = n_steps
+        prep = self._prepare(batch)
+        prev = None
+        if self.decoder == "autoregressive":
+            last = batch["context_counts"][:, -1:]
+            prev = torch.cat([last, future_inputs[:, :-1]], dim=1)
+        return self._decode(prep, self._tokens(prep, prev, 0, T))
+
+    @torch.no_grad()
+    def rollout(
+        self,
+        batch: dict,
+        likelihood,
+        *,
+        n_steps: int,
+        feedback: str = "mean",
+        n_samples: int = 1,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> dict:
+        """Free-running forecast of ``n_steps`` bins without ground-truth future.
+
+        The encoder runs once; the ``n_samples`` trajectories run batched. Each new bin's params
+        give ``likelihood.mean`` (feedback="mean") or ``likelihood.sample(.., generator)``
+        (feedback="sample"), which becomes the next input. Non-autoregressive decoders run one
+        pass; their "counts" are samples (feedback="sample") or means.
+        Returns dict(params (S, B, T, N, P), counts (S, B, T, N) fed-back values,
+        mean (S, B, T, N) expected counts).
+        """
+        if feedback not in FEEDBACKS:
+            raise ValueError(f"feedback must be one of {FEEDBACKS}, got {feedback!r}")
+        if n_samples < 1 or n_steps < 1:
+            raise ValueError("n_samples and n_steps must be >= 1")
+        if likelihood.n_params != self.n_params:
+            raise ValueError(f"likelihood has {likelihood.n_params} params, model {self.n_params}")
+        S = n_samples
+        prep = _repeat(self._prepare(batch), S)
+
+        def emit(params):
+            mean = likelihood.mean(params)
+            fed = likelihood.sample(params, generator=generator) if feedback == "sample" else mean
+            return mean, fed.to(mean.dtype)
+
+        if self.decoder != "autoregressive":
+            params = self._decode(prep, self._tokens(prep, None, 0, n_steps))
+            mean, counts = emit(params)
+            return _split(S, params=params, counts=counts, mean=mean)
+
+        prev = batch["context_counts"][:, -1].repeat(S, 1)  # (S*B, N)
+        caches = None
+        if use_cache:
+            BS, D = prev.shape[0], self.bin_pos.embedding_dim
+            caches = [
+                KVCache(BS, self.heads, n_steps, D // self.heads, prev) for _ in self.blocks
+            ]
+        inputs, out_params, out_mean, out_fed = [], [], [], []
+        for t in range(n_steps):
+            inputs.append(prev)
+            if use_cache:
+                params = self._decode(prep, self._tokens(prep, prev[:, None], t, 1), t, caches)
+            else:  # full recomputation over all bins so far (reference path)
+                seq = torch.stack(inputs, dim=1)
+                params = self._decode(prep, self._tokens(prep, seq, 0, t + 1))[:, -1:]
+            mean, prev = emit(params[:, 0])
+            out_params.append(params[:, 0])
+            out_mean.append(mean)
+            out_fed.append(prev)
+        return _split(
+            S,
+            params=torch.stack(out_params, 1),
+            counts=torch.stack(out_fed, 1),
+            mean=torch.stack(out_mean, 1),
+        )
+
+
+def _repeat(prep: dict, S: int) -> dict:
+    """Tile every batch-first tensor in prep S times along the batch (sample-major order)."""
+    if S == 1:
+        return prep
+
+    def rep(x):
+        return x.repeat(S, *([1] * (x.dim() - 1)))
+
+    out = {k: rep(v) for k, v in prep.items() if k != "lat_kv"}
+    out["lat_kv"] = [(rep(k), rep(v)) for k, v in prep["lat_kv"]]
+    return out
+
+
+def _split(S: int, **tensors: torch.Tensor) -> dict:
+    """(S*B, ...) -> (S, B, ...)."""
+    return {k: v.unflatten(0, (S, -1)) for k, v in tensors.items()}
+

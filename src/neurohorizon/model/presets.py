@@ -1,0 +1,82 @@
+"""Model size presets. Parameter counts quoted for a 100-unit vocabulary and a Poisson
+likelihood (P = 1); benchmarks/bench_model.py prints the exact count of "small"."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from torch import nn
+
+from neurohorizon.model.neurohorizon import NeuroHorizon
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    dim: int = 64
+    depth_enc: int = 1
+    depth_dec: int = 1
+    heads: int = 4
+    latent_step: float = 0.05  # s between encoder latent groups
+    n_latents_per_step: int = 4
+    ffn_mult: int = 4
+    dropout: float = 0.0
+    decoder: str = "autoregressive"
+    bin_size: float = 0.02
+    max_bins: int = 128
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # ~50k params: unit tests
+    "tiny": ModelConfig(dim=32, depth_enc=1, depth_dec=1, heads=2, n_latents_per_step=2, ffn_mult=2),
+    # ~4.2M params: CPU training
+    "small": ModelConfig(
+        dim=256, depth_enc=2, depth_dec=2, heads=4, n_latents_per_step=4, ffn_mult=3, dropout=0.1
+    ),
+    # ~20M params: GPU training
+    "base": ModelConfig(
+        dim=512, depth_enc=3, depth_dec=3, heads=8, n_latents_per_step=8, ffn_mult=3, dropout=0.1
+    ),
+}
+
+
+def _unit_ids(unit_vocab) -> list[str]:
+    """Global unit ids in vocabulary order, without the padding token at index 0."""
+    tokens = list(getattr(unit_vocab, "tokens", unit_vocab))
+    if tokens and tokens[0] == "NA":
+        tokens = tokens[1:]
+    if not tokens or not all(isinstance(t, str) for t in tokens):
+        raise ValueError("unit_vocab must hold a non-empty list of str unit ids")
+    return tokens
+
+
+def from_config(
+    cfg: ModelConfig | str,
+    unit_vocab: Sequence[str],
+    *,
+    n_params: int,
+    unit_only_params: int = 0,
+    **overrides,
+) -> NeuroHorizon:
+    """Build a NeuroHorizon from a preset name or ModelConfig.
+
+    unit_vocab: a UnitVocab (its ``tokens``) or a list of global unit ids; a leading "NA"
+    padding token is dropped so that dataset index i maps to embedding index i.
+    overrides: any ModelConfig field or NeuroHorizon keyword (e.g. decoder="parallel").
+    """
+    if isinstance(cfg, str):
+        if cfg not in PRESETS:
+            raise ValueError(f"unknown model preset {cfg!r}; choose from {sorted(PRESETS)}")
+        cfg = PRESETS[cfg]
+    kwargs = {**asdict(cfg), **overrides}
+    return NeuroHorizon(
+        unit_ids=_unit_ids(unit_vocab),
+        n_params=n_params,
+        unit_only_params=unit_only_params,
+        **kwargs,
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,47 @@
+"""CSV logs always; TensorBoard too when it is installed."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+
+class RunLogger:
+    """Appends rows to `<run_dir>/<stream>_log.csv` (one file per stream, e.g. train, valid)."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool = True):
+        self.run_dir, self.enabled = Path(run_dir), enabled
+        self._files, self._writers = {}, {}
+        self.tensorboard = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
+            except ImportError:  # tensorboard is optional
+                self.tensorboard = None
+
+    def log(self, stream: str, row: dict) -> None:
+        if not self.enabled:
+            return
+        if stream not in self._writers:
+            path = self.run_dir / f"{stream}_log.csv"
+            fresh = not path.exists()
+            self._files[stream] = path.open("a", newline="")
+            self._writers[stream] = csv.DictWriter(self._files[stream], fieldnames=list(row), extrasaction="ignore")
+            if fresh:
+                self._writers[stream].writeheader()
+        self._writers[stream].writerow(row)
+        self._files[stream].flush()
+        if self.tensorboard is not None:
+            step = int(row.get("step", 0))
+            for key, value in row.items():
+                if isinstance(value, int | float) and key != "step":
+                    self.tensorboard.add_scalar(f"{stream}/{key}", value, step)
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
+        self._files, self._writers = {}, {}
+        if self.tensorboard is not None:
+            self.tensorboard.close()

@@ -1,0 +1,280 @@
+"""The training loop: AdamW, warm-up + cosine, clipping, scheduled sampling, validation, checkpoints.
+
+Determinism: batch order comes from (seed, epoch) and every step reseeds torch from
+(seed, step), so N steps followed by a resume of N more equals 2N steps exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from neurohorizon.config import RunConfig, SamplingConfig, to_dict
+from neurohorizon.data.windows import collate
+from neurohorizon.evaluation.predict import pooled_bps, predict_dataset
+from neurohorizon.model.feedback import feedback_counts
+from neurohorizon.training import distributed as dist_utils
+from neurohorizon.training.checkpoint import load_checkpoint, save_checkpoint
+from neurohorizon.training.logger import RunLogger
+from neurohorizon.training.schedules import ScheduleConfig, mix_inputs, teacher_forcing_prob
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_metric: float = -math.inf
+    best_step: int = -1
+
+
+def schedule_from(cfg: SamplingConfig) -> ScheduleConfig:
+    return ScheduleConfig(
+        kind=cfg.kind, unit=cfg.unit, warmup=cfg.warmup, floor=cfg.floor,
+        value=cfg.value, n=cfg.n, k=cfg.k,
+    )
+
+
+def warmup_cosine(warmup: int, total: int):
+    """LR multiplier: linear warm-up, then cosine decay to 10% at `total` steps."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def drop_units(batch: dict, fraction: float, generator: torch.Generator) -> dict:
+    """Unit-dropout augmentation: remove a random subset of units from input and target."""
+    if fraction <= 0:
+        return batch
+    mask = batch["unit_mask"]
+    keep = torch.rand(mask.shape, generator=generator) >= fraction
+    keep = keep.to(mask.device) & mask
+    keep[keep.sum(1) == 0] = mask[keep.sum(1) == 0]  # never drop every unit of a window
+    dropped_ids = torch.where(mask & ~keep, batch["units"], torch.zeros_like(batch["units"]))
+    spike_dropped = (batch["spike_units"][:, :, None] == dropped_ids[:, None, :]).any(-1)
+    spike_dropped &= batch["spike_units"] != 0
+    out = dict(batch)
+    out["unit_mask"] = keep
+    out["spike_mask"] = batch["spike_mask"] & ~spike_dropped
+    for key in ("context_counts", "target_counts"):
+        out[key] = batch[key] * keep[:, None, :]
+    return out
+
+
+class Trainer:
+    """Trains a NeuroHorizon model on prepared data.
+
+    Args:
+        model: The forecaster (`NeuroHorizon`), already on `device`.
+        likelihood: Count likelihood (`neurohorizon.losses`).
+        data: `PreparedData` with train/valid datasets.
+        cfg: The resolved run config (read by the loop, never passed to the model).
+        run_dir: Run folder for logs and checkpoints.
+        device: torch device.
+    """
+
+    def __init__(self, *, model, likelihood, data, cfg: RunConfig, run_dir: Path, device):
+        self.cfg, self.data, self.device = cfg, data, device
+        self.run_dir = Path(run_dir)
+        self.likelihood = likelihood.to(device)
+        self.rank, self.world = dist_utils.rank(), dist_utils.world_size()
+        self.raw_model = model
+        self.model = dist_utils.wrap(model, device)
+        if cfg.train.compile:
+            self.model = torch.compile(self.model)
+        params = list(model.parameters()) + list(self.likelihood.parameters())
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(cfg.train.warmup_steps, cfg.train.max_steps)
+        )
+        self.schedule = schedule_from(cfg.sampling)
+        self.state = TrainState()
+        self.autoregressive = getattr(model, "decoder_kind", "autoregressive") == "autoregressive"
+        self.amp = cfg.train.amp and device.type == "cuda"
+        self.logger = RunLogger(self.run_dir, enabled=self.rank == 0)
+
+    # ------------------------------------------------------------ batches
+    def _batches(self):
+        """Yield (epoch, index_in_epoch, batch) from the current state, deterministically."""
+        train = self.data.train
+        bs = self.cfg.train.batch_size
+        while True:
+            epoch = self.state.epoch
+            if hasattr(train, "resample"):
+                train.resample(self.cfg.train.seed * 100_003 + epoch)
+            order = np.random.default_rng([self.cfg.train.seed, epoch]).permutation(len(train))
+            n_batches = len(order) // bs
+            if n_batches == 0:
+                raise ValueError(f"training split has {len(order)} windows, fewer than one batch of {bs}")
+            for b in range(self.state.batch_in_epoch, n_batches):
+                idx = order[b * bs:(b + 1) * bs][self.rank::self.world]
+                yield epoch, b, collate([train[int(i)] for i in idx])
+            self.state.epoch += 1
+            self.state.batch_in_epoch = 0
+
+    # --------------------------------------------------------------- step
+    def teacher_forcing_prob(self) -> float:
+        if not self.autoregressive:
+            return 1.0
+        return teacher_forcing_prob(self.schedule, step=self.state.step, epoch=self.state.epoch)
+
+    def model_inputs(self, batch, eps: float, generator: torch.Generator):
+        """Parallel scheduled sampling: no-grad passes, fed-back counts mixed with the truth."""
+        truth = batch["target_counts"]
+        if not self.autoregressive:
+            return None
+        inputs = truth
+        if eps >= 1.0:
+            return inputs
+        for _ in range(self.cfg.sampling.passes - 1):
+            with torch.no_grad(), self._autocast():
+                params = self.model(batch, inputs).float()
+            predicted = feedback_counts(self.likelihood, params, self.cfg.sampling.feedback, generator)
+            inputs, _ = mix_inputs(truth, predicted, eps, generator)
+        return inputs
+
+    def loss(self, batch, params):
+        mask = batch["unit_mask"][:, None, :].expand_as(batch["target_counts"]).float()
+        nll = self.likelihood.nll(params.float(), batch["target_counts"])
+        total = (nll * mask).sum()
+        count = mask.sum()
+        count = dist_utils.all_reduce_sum(count.detach())  # normalise by the GLOBAL batch
+        return total / count.clamp_min(1.0) * self.world
+
+    def _autocast(self):
+        if self.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def train_step(self, batch) -> dict:
+        step_seed = self.cfg.train.seed * 1_000_003 + self.state.step
+        torch.manual_seed(step_seed)
+        generator = torch.Generator(device=self.device).manual_seed(step_seed)
+        cpu_gen = torch.Generator().manual_seed(step_seed)
+        batch = drop_units(batch, self.cfg.train.unit_dropout, cpu_gen)
+        batch = to_device(batch, self.device)
+        self.model.train()
+        eps = self.teacher_forcing_prob()
+        inputs = self.model_inputs(batch, eps, generator)
+        with self._autocast():
+            params = self.model(batch, inputs, n_steps=batch["target_counts"].shape[1])
+        loss = self.loss(batch, params)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss became {loss.item()} at step {self.state.step}; training stopped. "
+                f"The last good checkpoint is kept in {self.run_dir / 'last.pt'}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.cfg.train.grad_clip)
+        if not torch.isfinite(grad_norm):
+            raise TrainingDiverged(
+                f"gradient norm became {grad_norm.item()} at step {self.state.step}; training stopped. "
+                f"The last good checkpoint is kept in {self.run_dir / 'last.pt'}"
+            )
+        self.optimizer.step()
+        self.scheduler.step()
+        return {"loss": loss.item(), "eps": eps, "lr": self.scheduler.get_last_lr()[0],
+                "grad_norm": grad_norm.item()}
+
+    # ---------------------------------------------------------- validation
+    @torch.no_grad()
+    def validate(self) -> dict:
+        preds = predict_dataset(
+            self.raw_model, self.likelihood, self.data.valid, device=self.device,
+            feedback=self.cfg.sampling.feedback, n_samples=self.cfg.train.rollout_samples,
+            max_windows=self.cfg.train.max_eval_windows, seed=self.cfg.train.seed,
+        )
+        out = {"step": self.state.step}
+        for kind in ("teacher_forced", "rollout"):
+            out[f"val_{kind}_bps"] = pooled_bps(preds["groups"], kind)
+        out["val_nll"] = float(preds["rollout_nll"])
+        return out
+
+    # --------------------------------------------------------- checkpoints
+    def checkpoint_state(self) -> dict:
+        return {
+            "model": self.raw_model.state_dict(),
+            "likelihood": self.likelihood.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.state.step,
+            "train_state": vars(self.state).copy(),
+            "config": to_dict(self.cfg),
+            "vocab": self.data.vocab.tokens,
+            "model_kwargs": getattr(self.raw_model, "init_kwargs", {}),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+        }
+
+    def save(self, name: str) -> Path | None:
+        if self.rank != 0:
+            return None
+        return save_checkpoint(self.checkpoint_state(), self.run_dir / name)
+
+    def resume(self, path: Path) -> None:
+        state = load_checkpoint(path, map_location=self.device)
+        self.raw_model.load_state_dict(state["model"])
+        self.likelihood.load_state_dict(state["likelihood"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.state = TrainState(**state["train_state"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+
+    # ------------------------------------------------------------- the loop
+    def fit(self, *, stop_after: int | None = None) -> TrainState:
+        """Train until max_steps (or `stop_after` more steps, or max_minutes); returns the state."""
+        tc = self.cfg.train
+        end = tc.max_steps if stop_after is None else min(tc.max_steps, self.state.step + stop_after)
+        deadline = time.monotonic() + tc.max_minutes * 60 if tc.max_minutes > 0 else math.inf
+        bar = tqdm(total=end, initial=self.state.step, desc="train", disable=self.rank != 0,
+                   dynamic_ncols=True)
+        batches = self._batches()
+        while self.state.step < end and time.monotonic() < deadline:
+            epoch, b, batch = next(batches)
+            row = self.train_step(batch)
+            self.state.step += 1
+            self.state.batch_in_epoch = b + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", eps=f"{row['eps']:.2f}")
+            if self.state.step % tc.log_every == 0 or self.state.step == 1:
+                self.logger.log("train", {"step": self.state.step, "epoch": epoch, **row})
+            if self.state.step % tc.eval_every == 0:
+                self._evaluate_and_checkpoint()
+            elif self.state.step % tc.checkpoint_every == 0:
+                self.save("last.pt")
+        bar.close()
+        if self.state.step % tc.eval_every != 0:
+            self._evaluate_and_checkpoint()
+        self.logger.close()
+        return self.state
+
+    def _evaluate_and_checkpoint(self) -> None:
+        metrics = self.validate()
+        metrics["teacher_forcing_prob"] = self.teacher_forcing_prob()
+        self.logger.log("valid", metrics)
+        score = metrics.get("val_rollout_bps", -math.inf)
+        if score > self.state.best_metric:  # chosen by ROLLOUT bits/spike, never teacher-forced
+            self.state.best_metric, self.state.best_step = score, self.state.step
+            self.save("best.pt")
+        self.save("last.pt")

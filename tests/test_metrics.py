@@ -1,0 +1,203 @@
+"""Metrics against independent computations and known values."""
+
+import json
+import math
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from neurohorizon.evaluation import metrics as M
+
+
+def poisson_data(n=200, T=20, N=8, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(T)
+    rates = 0.3 + 0.25 * np.sin(t[None, :, None] / 3.0 + rng.uniform(0, 6, (n, 1, N)))
+    rates = rates * rng.uniform(0.5, 2.0, (1, 1, N))
+    return rates, rng.poisson(rates).astype(float)
+
+
+def nlb_bits_per_spike():
+    """nlb_tools' own function (needs only numpy/scipy; sklearn is stubbed if absent)."""
+    pytest.importorskip("nlb_tools")
+    names = ("sklearn", "sklearn.linear_model", "sklearn.metrics", "sklearn.model_selection")
+    stub = {}
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:  # the functions we compare need only numpy/scipy
+        stub = {n: types.ModuleType(n) for n in names}
+        stub["sklearn.linear_model"].Ridge = None
+        stub["sklearn.metrics"].r2_score = None
+        stub["sklearn.metrics"].explained_variance_score = None
+        stub["sklearn.model_selection"].GridSearchCV = None
+        sys.modules.update(stub)
+    try:
+        from nlb_tools.evaluation import bits_per_spike
+    except ImportError as e:
+        pytest.skip(f"nlb_tools not importable: {e}")
+    finally:
+        for n in stub:  # never leak the stub into other tests
+            sys.modules.pop(n, None)
+    return bits_per_spike
+
+
+def test_hand_computed_case():
+    rates = np.array([[0.5, 2.0], [1.0, 0.0]])
+    spikes = np.array([[1.0, 2.0], [0.0, 1.0]])
+    null = spikes.mean(0)  # [0.5, 1.5]
+
+    def nll(r, k):
+        r = max(r, 1e-9)
+        return r - k * math.log(r) + math.lgamma(k + 1)
+
+    model = sum(nll(rates[i, j], spikes[i, j]) for i in range(2) for j in range(2))
+    base = sum(nll(null[j], spikes[i, j]) for i in range(2) for j in range(2))
+    expected = (base - model) / spikes.sum() / math.log(2)
+    assert M.bits_per_spike(rates, spikes) == pytest.approx(expected, rel=1e-12)
+    assert M.bits_per_spike(torch.tensor(rates), torch.tensor(spikes)) == pytest.approx(expected)
+
+
+def test_matches_nlb_tools():
+    nlb = nlb_bits_per_spike()
+    rates, spikes = poisson_data()
+    spikes[3, 4:, 2] = np.nan
+    pred = rates * 1.1
+    pred[0, 0, 0] = 0.0
+    assert M.bits_per_spike(pred, spikes) == pytest.approx(nlb(pred.copy(), spikes), rel=1e-10)
+
+
+def test_null_model_scores_exactly_zero():
+    _, spikes = poisson_data()
+    null = np.broadcast_to(np.nanmean(spikes, axis=(0, 1)), spikes.shape)
+    assert M.bits_per_spike(null, spikes) == 0.0
+    assert M.fp_bps(null, spikes) == 0.0
+    train_null = np.full(spikes.shape[-1], 0.4)
+    assert M.fp_bps(np.broadcast_to(train_null, spikes.shape), spikes,
+                    null="train", null_rates=train_null) == 0.0
+
+
+def test_true_rates_beat_null_and_perturbed():
+    rates, spikes = poisson_data(seed=1)
+    true_bps = M.bits_per_spike(rates, spikes)
+    rng = np.random.default_rng(2)
+    perturbed = rates * np.exp(rng.normal(0, 0.4, rates.shape))
+    assert true_bps > 0.02
+    assert true_bps > M.bits_per_spike(perturbed, spikes)
+    assert M.oracle_bits_per_spike(rates, spikes) == true_bps
+    assert M.fraction_of_oracle(true_bps / 2, true_bps) == pytest.approx(0.5)
+    assert math.isnan(M.fraction_of_oracle(0.1, -0.2))
+
+
+def test_nan_spikes_are_masked():
+    rates, spikes = poisson_data(seed=3)
+    with_nan = spikes.copy()
+    with_nan[:, :, -1] = np.nan  # a padded unit
+    pred = rates.copy()
+    pred[:, :, -1] = np.nan  # its prediction is ignored too
+    expected = M.bits_per_spike(rates[..., :-1], spikes[..., :-1])
+    assert M.bits_per_spike(pred, with_nan) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(M.MetricError, match="negative"):
+        M.bits_per_spike(-rates, spikes)
+    with pytest.raises(M.MetricError, match="shapes differ"):
+        M.bits_per_spike(rates[:, :-1], spikes)
+
+
+def test_per_bin_decay_and_consistency():
+    rates, spikes = poisson_data(n=400, T=16, seed=4)
+    # a forecaster that blends from the truth to the neuron mean across the horizon
+    w = np.linspace(0, 1, 16)[None, :, None]
+    pred = (1 - w) * rates + w * rates.mean(axis=(0, 1), keepdims=True)
+    curve = M.per_bin_fp_bps(pred, spikes)
+    assert curve.shape == (16,)
+    assert curve[:4].mean() > curve[-4:].mean() + 0.02
+    weights = np.nansum(spikes, axis=(0, 2))
+    assert np.sum(curve * weights) / weights.sum() == pytest.approx(M.fp_bps(pred, spikes))
+
+
+def test_r2():
+    rates, spikes = poisson_data(seed=5)
+    assert M.r2_pooled(rates, rates) == 1.0
+    assert np.all(M.r2_per_neuron(rates, rates) == 1.0)
+    per = M.r2_per_neuron(rates, spikes)
+    y = spikes.reshape(-1, spikes.shape[-1])
+    p = rates.reshape(y.shape)
+    independent = 1 - ((y - p) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
+    np.testing.assert_allclose(per, independent)
+    ss_tot = ((y - y.mean(0)) ** 2).sum(0)
+    assert M.r2_pooled(rates, spikes) == pytest.approx(np.sum(per * ss_tot) / ss_tot.sum())
+
+
+def test_psth_r2_and_correlation():
+    rng = np.random.default_rng(6)
+    C, reps, T, N = 4, 30, 12, 5
+    psth = rng.uniform(0.1, 1.5, (C, T, N))
+    cond = np.repeat(np.arange(C), reps)
+    true = psth[cond]
+    spikes = rng.poisson(true).astype(float)
+    assert M.psth_r2(true, true, cond) == pytest.approx(1.0)
+    np.testing.assert_allclose(M.psth_correlation_per_step(true, true, cond), 1.0)
+    noisy = M.psth_r2(true, spikes, cond)
+    assert 0.3 < noisy < 1.0
+    # independent: stack condition means, per-neuron R², uniform average
+    t = np.concatenate([spikes[cond == c].mean(0) for c in range(C)])
+    p = np.concatenate([true[cond == c].mean(0) for c in range(C)])
+    r2 = 1 - ((t - p) ** 2).sum(0) / ((t - t.mean(0)) ** 2).sum(0)
+    assert noisy == pytest.approx(r2.mean())
+    # smoothing a constant leaves it unchanged (edge renormalisation)
+    np.testing.assert_allclose(M.smooth_gaussian(np.ones((2, 9, 3)), 2.0), 1.0)
+    assert M.psth_r2(true, spikes, cond, smooth_sigma_bins=1.0) != noisy
+    with pytest.raises(M.MetricError, match="no condition"):
+        M.psth_r2(true, true, -np.ones(len(cond)))
+
+
+def test_coverage_nominal_for_true_distribution():
+    rng = np.random.default_rng(7)
+    rates, _ = poisson_data(n=100, T=10, N=6, seed=8)
+    target = rng.poisson(rates).astype(float)
+    samples = rng.poisson(rates, size=(200, *rates.shape)).astype(float)
+    cov = M.interval_coverage(samples, target, levels=(0.5, 0.9))
+    for level in (0.5, 0.9):
+        assert cov["neuron"]["pit"][level] == pytest.approx(level, abs=0.02)
+        assert cov["population"]["pit"][level] == pytest.approx(level, abs=0.03)
+        assert cov["neuron"]["inclusive"][level] >= level
+    # an over-confident (too narrow) forecaster under-covers
+    narrow = np.round(np.broadcast_to(rates, samples.shape))
+    assert M.interval_coverage(narrow, target)["neuron"]["pit"][0.9] < 0.8
+
+
+def test_fano_factors():
+    rng = np.random.default_rng(9)
+    rates = np.full((300, 5, 4), 2.0)
+    target = rng.poisson(rates).astype(float)
+    pois = rng.poisson(rates, size=(50, *rates.shape)).astype(float)
+    f = M.fano_factors(pois, target)
+    np.testing.assert_allclose(f["predicted"], 1.0, atol=0.05)
+    np.testing.assert_allclose(f["predicted_within"], 1.0, atol=0.05)
+    np.testing.assert_allclose(f["observed"], 1.0, atol=0.15)
+    # negative binomial samples with mean 2 and variance 2 + 2**2 / 2 = 4
+    nb = rng.negative_binomial(2, 0.5, size=(50, *rates.shape)).astype(float)
+    np.testing.assert_allclose(M.fano_factors(nb)["predicted"], 2.0, atol=0.1)
+
+
+def test_summary_is_json_and_complete():
+    rates, spikes = poisson_data(n=60, T=8, N=4, seed=10)
+    rng = np.random.default_rng(11)
+    cond = np.arange(60) % 3
+    samples = rng.poisson(rates, size=(20, *rates.shape)).astype(float)
+    s = M.summarize_forecast(
+        rates * 0.9, spikes, tf_mean=rates, samples=samples, conditions=cond,
+        true_expected=rates, null_rates=np.full(4, 0.3),
+    )
+    json.dumps(s, allow_nan=False)
+    assert s["horizon_ms"] == pytest.approx(160.0)
+    assert len(s["rollout"]["per_bin_fp_bps"]) == 8
+    assert s["gap_rollout_minus_tf"]["fp_bps"] == pytest.approx(
+        s["rollout"]["fp_bps"] - s["teacher_forced"]["fp_bps"])
+    assert s["oracle"]["oracle_fp_bps"] == pytest.approx(s["teacher_forced"]["fp_bps"])
+    assert "train" in s["null"] and s["null"]["train"] is not None
+    assert "fp_bps_train_null" in s["rollout"]
+    assert s["psth"]["reference"] == "true expected counts"
+    assert set(s["calibration"]["coverage"]) == {"neuron", "population"}
