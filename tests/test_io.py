@@ -232,3 +232,66 @@ def test_recording_save_load_methods(tmp_path):
     path = rec.save(tmp_path / "sub" / "r.h5")
     assert Recording.load(path).n_units == 4
     assert io.REQUIRED_GROUPS == ("spikes", "units")
+
+
+# ------------------------------------------------------------------ sources.load_data
+def test_load_data_paths_and_folders(tmp_path):
+    from neurohorizon.data.sources import import_to_h5, load_data
+
+    rec = make_recording()
+    path = save_recording(rec, tmp_path / "d" / "a.h5")
+    make_brainsets_file(tmp_path / "d" / "b.hdf5")
+    (tmp_path / "d" / "notes.txt").write_text("ignored")
+    (one,) = load_data(str(path))
+    np.testing.assert_array_equal(one.spike_times, rec.spike_times)
+    with pytest.warns(UserWarning, match="outside the domain"):
+        both = load_data(tmp_path / "d")
+    assert [r.session_id for r in both] == ["s1", "c_20131003_center_out_reaching"]
+    with pytest.raises(FileNotFoundError, match="no .h5"):
+        load_data(tmp_path)
+    with pytest.raises(ValueError, match="valid forms: synthetic:reach.*pmd_reach_yu2009"):
+        load_data("not-a-thing")
+    with pytest.raises(FileNotFoundError, match="gone.h5"):
+        load_data(tmp_path / "gone.h5")
+
+    # import: single file, folder, never silently overwritten
+    (out,) = import_to_h5(str(path), tmp_path / "copy.h5")
+    np.testing.assert_array_equal(load_recording(out).spike_times, rec.spike_times)
+    with pytest.raises(FileExistsError, match="copy.h5"):
+        import_to_h5(str(path), tmp_path / "copy.h5")
+    assert import_to_h5(str(path), tmp_path / "copy.h5", overwrite=True) == [out]
+    with pytest.warns(UserWarning):
+        paths = import_to_h5(tmp_path / "d", tmp_path / "out")
+    assert [p.name for p in paths] == ["s1.h5", "c_20131003_center_out_reaching.h5"]
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="holds 2 recordings"):
+        import_to_h5(tmp_path / "d", tmp_path / "single.h5")
+
+
+def test_load_data_dispatches_synthetic_and_recipes(monkeypatch, tmp_path):
+    import neurohorizon.data.synthetic as synthetic
+    from neurohorizon.data import sources
+
+    calls = []
+
+    def fake_generate(name, *, seed=0, **kw):
+        calls.append((name, seed, kw))
+        return make_recording()
+
+    monkeypatch.setattr(synthetic, "generate", fake_generate)
+    (rec,) = sources.load_data("synthetic:lorenz", seed=3, n_neurons=5)
+    assert calls == [("lorenz", 3, {"n_neurons": 5})] and rec.session_id == "s1"
+    for spec in ("recipe:pmd_reach_yu2009", "pmd_reach_yu2009"):
+        with pytest.raises(FileNotFoundError, match="pmd_reach_yu2009"):
+            sources.load_data(spec, root=tmp_path)
+
+
+def test_load_data_real_synthetic_is_saved_and_reloaded(tmp_path):
+    from neurohorizon.data.sources import import_to_h5, load_data
+
+    (rec,) = load_data("synthetic:reach", n_neurons=8, n_conditions=2, trials_per_condition=3)
+    (path,) = import_to_h5("synthetic:reach", tmp_path, n_neurons=8, n_conditions=2,
+                           trials_per_condition=3)
+    back = load_recording(path)
+    assert path.name == f"{rec.session_id}.h5"
+    np.testing.assert_array_equal(back.spike_times, rec.spike_times)
+    np.testing.assert_array_equal(back.data.true_rate.rates, rec.data.true_rate.rates)

@@ -21,8 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOG_RATE_RANGE = (-10.0, 10.0)  # knowledge-base clamp: exp(10) ~ 22026 counts/bin, far past physiology
-LOG_THETA_RANGE = (-10.0, 10.0)  # theta=e^10 is Poisson for any physiological rate; e^-10 is extreme
+# knowledge-base clamp: exp(10) ~ 22026 counts/bin, far past physiology
+LOG_RATE_RANGE = (-10.0, 10.0)
+# theta = e^10 is Poisson for any physiological rate; e^-10 is extreme over-dispersion
+LOG_THETA_RANGE = (-10.0, 10.0)
 
 
 def _log_rate(raw: torch.Tensor) -> torch.Tensor:
@@ -131,11 +133,7 @@ class NegativeBinomial(Likelihood):
         # done in float64 (float32 would lose ~1e-2 nats at theta ~ 1e4).
         k64, theta64 = counts.double(), theta.double()
         lgamma_ratio = (torch.lgamma(k64 + theta64) - torch.lgamma(theta64)).to(counts.dtype)
-        out = (
-            theta * F.softplus(r - log_theta)
-            + counts * F.softplus(log_theta - r)
-            - lgamma_ratio
-        )
+        out = theta * F.softplus(r - log_theta) + counts * F.softplus(log_theta - r) - lgamma_ratio
         return out + torch.lgamma(counts + 1) if full else out
 
     def mean(self, params):
@@ -212,7 +210,9 @@ class Categorical(Likelihood):
     def __init__(self, *, max_count: int = 8):
         super().__init__()
         if not isinstance(max_count, int) or max_count < 1:
-            raise ValueError(f"categorical max_count (K) must be an integer >= 1, got {max_count!r}")
+            raise ValueError(
+                f"categorical max_count (K) must be an integer >= 1, got {max_count!r}"
+            )
         self.max_count = max_count
         self.n_params = max_count + 2
 

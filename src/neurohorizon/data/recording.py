@@ -73,7 +73,7 @@ class Recording:
         spike_times: np.ndarray,
         unit_ids: np.ndarray,
         spike_units: np.ndarray | None = None,
-        domain: tuple[float, float] | None = None,
+        domain: tuple[float, float] | Interval | None = None,
         trials: Trials | None = None,
         behavior: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
         true_rate: tuple[np.ndarray, float, float] | None = None,
@@ -89,7 +89,8 @@ class Recording:
                 (N,) unit labels and `spike_units` holds (S,) indices into it.
             spike_units: (S,) int index of each spike's unit in `unit_ids`, or None.
             domain: (start, end) of the valid recording time in seconds. Defaults to
-                the span of spikes and trials.
+                the span of spikes and trials. An `Interval` gives a domain of several
+                disjoint pieces (e.g. trials concatenated with gaps between them).
             trials: Optional trial table.
             behavior: name -> (timestamps (T,), values (T, D)) behavioural series.
             true_rate: (rates (T, N) in Hz, sampling_rate Hz, t0 s) ground truth.
@@ -120,13 +121,15 @@ class Recording:
             if len(lo) == 0:
                 _fail(source, "no spikes and no trials: cannot infer the time domain")
             domain = (float(lo.min()), float(np.nextafter(hi.max(), np.inf)))
+        if not isinstance(domain, Interval):
+            domain = Interval(np.array([float(domain[0])]), np.array([float(domain[1])]))
         fields = dict(
             session=_session(session_id),
-            domain=Interval(np.array([domain[0]]), np.array([domain[1]])),
+            domain=domain,
             spikes=IrregularTimeSeries(
                 timestamps=spike_times,
                 unit_index=spike_units.astype(np.int64),
-                domain=Interval(np.array([domain[0]]), np.array([domain[1]])),
+                domain=domain,
             ),
             units=ArrayDict(id=global_ids),
         )

@@ -58,24 +58,26 @@ def predict_dataset(
     teacher_forced: bool = True,
     keep_samples: bool = False,
 ) -> dict:
-    """Teacher-forced and rollout predictions of a NeuroHorizon model.
+    """Teacher-forced and rollout predictions of a NeuroHorizon model, grouped by session.
+
+    With feedback="sample" the forecast mean is the average over `n_samples` sampled
+    trajectories, and those trajectories are the calibration samples. With feedback="mean"
+    the rollout is deterministic and samples are drawn from its per-bin distributions.
 
     Returns:
-        dict(groups={session: {target, rollout, teacher_forced, samples, true_expected,
-        context, condition, start, units}}, rollout_nll=float, target/rollout/teacher_forced
-        pooled 2-D views for quick metrics).
+        dict(groups={session: {target, context, rollout, teacher_forced, samples,
+        true_expected, condition, start, units}}, rollout_nll=float)
     """
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     groups = defaultdict(lambda: defaultdict(list))
     nll_sum, nll_count = 0.0, 0.0
-    indices = eval_indices(len(dataset), max_windows)
-    for batch in _batches(dataset, indices, batch_size):
+    sampled = feedback == "sample"
+    for batch in _batches(dataset, eval_indices(len(dataset), max_windows), batch_size):
         dev = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         n_steps = batch["target_counts"].shape[1]
         out = model.rollout(dev, likelihood, n_steps=n_steps, feedback=feedback,
-                            n_samples=n_samples, generator=generator)
-        rollout_mean = out["mean"].float().mean(0)
+                            n_samples=n_samples if sampled else 1, generator=generator)
         mask = dev["unit_mask"][:, None, :].float()
         nll = likelihood.nll(out["params"][0].float(), dev["target_counts"], full=True)
         nll_sum += float((nll * mask).sum())
@@ -83,19 +85,43 @@ def predict_dataset(
         tf = None
         if teacher_forced and getattr(model, "decoder_kind", "autoregressive") == "autoregressive":
             tf = likelihood.mean(model(dev, dev["target_counts"]).float()).cpu().numpy()
-        samples = likelihood.sample(out["params"].float(), generator=generator) if keep_samples else None
+        samples = None
+        if keep_samples:
+            params = out["params"].float()
+            samples = out["counts"] if sampled else likelihood.sample(
+                params[0].expand(n_samples, *params.shape[1:]), generator=generator)
+            samples = samples.cpu().numpy()
         _split_by_item(batch, {
             "target": batch["target_counts"].numpy(),
             "context": batch["context_counts"].numpy(),
-            "rollout": rollout_mean.cpu().numpy(),
+            "rollout": out["mean"].float().mean(0).cpu().numpy(),
             "teacher_forced": tf,
-            "samples": None if samples is None else samples.cpu().numpy(),
+            "samples": samples,
             "true_expected": batch["true_expected"].numpy(),
         }, groups)
-    result = {"groups": {s: {k: (np.stack(v, axis=-3) if k == "samples" else np.asarray(v))
-                             for k, v in g.items()} for s, g in groups.items()}}
-    result["rollout_nll"] = nll_sum / max(nll_count, 1.0)
-    return result
+    return {"groups": _stack(groups), "rollout_nll": nll_sum / max(nll_count, 1.0)}
+
+
+@torch.no_grad()
+def predict_forecaster(forecaster, dataset, *, max_windows: int | None = None, batch_size: int = 64) -> dict:
+    """Rollout predictions (no ground-truth future) of a baseline, grouped by session."""
+    groups = defaultdict(lambda: defaultdict(list))
+    for batch in _batches(dataset, eval_indices(len(dataset), max_windows), batch_size):
+        query = {k: v for k, v in batch.items() if k not in ("target_counts", "true_expected")}
+        query["n_steps"] = batch["target_counts"].shape[1]
+        pred = forecaster.predict(query)
+        _split_by_item(batch, {
+            "target": batch["target_counts"].numpy(),
+            "context": batch["context_counts"].numpy(),
+            "rollout": pred.float().cpu().numpy(),
+            "true_expected": batch["true_expected"].numpy(),
+        }, groups)
+    return {"groups": _stack(groups)}
+
+
+def _stack(groups) -> dict:
+    return {s: {k: (np.stack(v, axis=-3) if k == "samples" else np.asarray(v)) for k, v in g.items()}
+            for s, g in groups.items()}
 
 
 def pooled_bps(groups: dict, key: str, *, null_rates: dict | None = None) -> float:

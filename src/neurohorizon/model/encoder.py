@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 from torch_brain.nn import RotaryCrossAttention, RotarySelfAttention, RotaryTimeEmbedding
+from torch_brain.nn.rotary_attention import rotary_attn_pytorch_func
 
 # token types: a spike, and per-unit markers at the start / end of the context, so that a
 # silent unit still leaves a trace (POYO does the same) and no row of the attention is empty.
@@ -33,6 +34,35 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+class TokenTableCrossAttention(RotaryCrossAttention):
+    """torch_brain's RotaryCrossAttention for contexts with few distinct token embeddings.
+
+    A spike token is unit embedding + type embedding, so before the rotary time rotation its
+    key/value depends on (unit, type) only. Normalising and projecting the U*3 distinct rows once
+    and gathering them per token is exact (LayerNorm and Linear act per token) and replaces a
+    (B*S, D) x (D, 2D) projection with a (3U, D) x (D, 2D) one: ~10x fewer encoder FLOPs at
+    2500 spikes / 100 units. Equality with the parent ``forward`` is tested.
+    """
+
+    def forward_table(self, x_query, table, index, query_pos_emb, context_pos_emb, context_mask):
+        """x_query (B, L, D); table (R, D) distinct context embeddings; index (B, S) row of each
+        context token; *_pos_emb rotary embeddings; context_mask (B, S) -> (B, L, D)."""
+        q = self.to_q(self.norm(x_query))
+        k, v = self.to_kv(self.norm_context(table))[index].chunk(2, dim=-1)
+        out = rotary_attn_pytorch_func(
+            query=q,
+            key=k,
+            value=v,
+            q_pos_emb=query_pos_emb,
+            kv_pos_emb=context_pos_emb,
+            attn_mask=context_mask,
+            num_heads=self.heads,
+            dropout_p=self.dropout if self.training else 0.0,
+            rotate_value=self.rotate_value,
+        )
+        return self.to_out(out)
 
 
 class SpikeEncoder(nn.Module):
@@ -73,7 +103,7 @@ class SpikeEncoder(nn.Module):
         self.latent_emb = nn.Embedding(n_latents_per_step, dim)
         nn.init.normal_(self.token_type_emb.weight, std=0.02)
         nn.init.normal_(self.latent_emb.weight, std=0.02)
-        self.cross_attn = RotaryCrossAttention(
+        self.cross_attn = TokenTableCrossAttention(
             dim=dim, heads=heads, dim_head=dim_head, dropout=dropout, rotate_value=True
         )
         self.cross_ffn = FeedForward(dim=dim, mult=ffn_mult, dropout=dropout)
@@ -129,7 +159,10 @@ class SpikeEncoder(nn.Module):
             dim=1,
         )
         mask = torch.cat([spike_mask, unit_mask, unit_mask], dim=1)
-        tokens = unit_emb(tok_units) + self.token_type_emb(types)  # (B, S + 2N, D)
+        # distinct (unit, type) token embeddings: table (3U, D), index (B, S + 2N)
+        uniq, inv = torch.unique(tok_units, return_inverse=True)
+        table = unit_emb(uniq).unsqueeze(1) + self.token_type_emb.weight  # (U, 3, D)
+        index = inv * 3 + types
 
         lat_t = self.latent_times(context, units.device)  # (L,)
         lat_idx = torch.arange(lat_t.shape[0], device=units.device) % self.n_latents_per_step
@@ -137,7 +170,9 @@ class SpikeEncoder(nn.Module):
         lat_rot = self.rotary(lat_t).unsqueeze(0).expand(B, -1, -1)
         tok_rot = self.rotary(times)
 
-        latents = latents + self.cross_attn(latents, tokens, lat_rot, tok_rot, mask)
+        latents = latents + self.cross_attn.forward_table(
+            latents, table.flatten(0, 1), index, lat_rot, tok_rot, mask
+        )
         latents = latents + self.cross_ffn(latents)
         for attn, ffn in zip(self.self_attn, self.self_ffn):
             latents = latents + self.drop(attn(latents, lat_rot))

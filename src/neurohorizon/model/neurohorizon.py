@@ -26,9 +26,9 @@ from torch import nn
 from torch_brain.nn import InfiniteVocabEmbedding, RotaryCrossAttention, RotaryTimeEmbedding
 
 from neurohorizon.model.encoder import FeedForward, SpikeEncoder
+from neurohorizon.model.feedback import FEEDBACK_MODES, feedback_counts
 
 DECODERS = ("autoregressive", "parallel", "causal")
-FEEDBACKS = ("mean", "sample")
 BATCH_KEYS = ("spike_times", "spike_units", "spike_mask", "context_counts", "units", "unit_mask")
 
 
@@ -356,8 +356,8 @@ class NeuroHorizon(nn.Module):
         Returns dict(params (S, B, T, N, P), counts (S, B, T, N) fed-back values,
         mean (S, B, T, N) expected counts).
         """
-        if feedback not in FEEDBACKS:
-            raise ValueError(f"feedback must be one of {FEEDBACKS}, got {feedback!r}")
+        if feedback not in FEEDBACK_MODES:
+            raise ValueError(f"feedback must be one of {FEEDBACK_MODES}, got {feedback!r}")
         if n_samples < 1 or n_steps < 1:
             raise ValueError("n_samples and n_steps must be >= 1")
         if likelihood.n_params != self.n_params:
@@ -366,9 +366,9 @@ class NeuroHorizon(nn.Module):
         prep = _repeat(self._prepare(batch), S)
 
         def emit(params):
-            mean = likelihood.mean(params)
-            fed = likelihood.sample(params, generator=generator) if feedback == "sample" else mean
-            return mean, fed.to(mean.dtype)
+            # the same feedback rule as scheduled-sampling training (model/feedback.py)
+            fed = feedback_counts(likelihood, params, feedback, generator)
+            return likelihood.mean(params), fed.to(params.dtype)
 
         if self.decoder != "autoregressive":
             params = self._decode(prep, self._tokens(prep, None, 0, n_steps))

@@ -1,0 +1,150 @@
+"""Model speed benchmark -> benchmarks/results/bench_model.json.
+
+Measures, for the "small" preset (autoregressive decoder, Poisson likelihood):
+  * parameter count;
+  * training throughput (forward + Poisson NLL + backward + AdamW step), batch 16, 100 units,
+    25 context bins of 20 ms, 50 future bins, ~2500 context spike tokens per window;
+  * rollout latency, 50 bins x 100 units x batch 1, with and without the decoder KV cache
+    (the cache is why the decoder has its own causal self-attention instead of torch_brain's
+    RotarySelfAttention, which has neither a causal mask nor incremental decoding);
+  * peak resident memory; the same numbers on CUDA when available.
+
+Usage: python benchmarks/bench_model.py [--threads 2] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from neurohorizon.losses import build_likelihood
+from neurohorizon.model.presets import PRESETS, count_parameters, from_config
+
+BIN = 0.02
+
+
+def make_batch(*, B: int, N: int, Tc: int, T: int, spikes: int, device, seed: int = 0) -> dict:
+    """Random batch following the docs/architecture.md contract (units 1..N, all real)."""
+    g = torch.Generator().manual_seed(seed)
+    units = torch.arange(1, N + 1).repeat(B, 1)
+    batch = {
+        "spike_times": -torch.rand(B, spikes, generator=g) * Tc * BIN,
+        "spike_units": torch.randint(1, N + 1, (B, spikes), generator=g),
+        "spike_mask": torch.ones(B, spikes, dtype=torch.bool),
+        "context_counts": torch.poisson(torch.full((B, Tc, N), 0.2), generator=g),
+        "target_counts": torch.poisson(torch.full((B, T, N), 0.2), generator=g),
+        "units": units,
+        "unit_mask": torch.ones(B, N, dtype=torch.bool),
+    }
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_throughput(model, lik, batch, *, steps: int, warmup: int) -> float:
+    """Windows per second for full optimisation steps."""
+    device = batch["units"].device
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    B = batch["units"].shape[0]
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        params = model(batch, batch["target_counts"])
+        loss = lik.nll(params, batch["target_counts"]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    _sync(device)
+    return steps * B / (time.perf_counter() - t0)
+
+
+def rollout_ms(model, lik, batch, *, n_steps: int, use_cache: bool, repeats: int) -> float:
+    """Median wall time (ms) of one rollout (encoder included)."""
+    device = batch["units"].device
+    model.eval()
+    times = []
+    for i in range(repeats + 2):
+        _sync(device)
+        t0 = time.perf_counter()
+        model.rollout(batch, lik, n_steps=n_steps, feedback="mean", use_cache=use_cache)
+        _sync(device)
+        if i >= 2:  # first two are warm-up
+            times.append(1e3 * (time.perf_counter() - t0))
+    return statistics.median(times)
+
+
+def run(device: torch.device, *, quick: bool) -> dict:
+    torch.manual_seed(0)
+    ids = [f"bench/u{i}" for i in range(100)]
+    lik = build_likelihood("poisson")
+    model = from_config("small", ids, n_params=lik.n_params).to(device)
+    train_batch = make_batch(B=16, N=100, Tc=25, T=50, spikes=2500, device=device)
+    roll_batch = make_batch(B=1, N=100, Tc=25, T=50, spikes=2500, device=device)
+    steps = 3 if quick else 10
+    out = {
+        "params_small": count_parameters(model),
+        "train_windows_per_s": train_throughput(model, lik, train_batch, steps=steps, warmup=2),
+    }
+    reps = 5 if quick else 21
+    cached = rollout_ms(model, lik, roll_batch, n_steps=50, use_cache=True, repeats=reps)
+    full = rollout_ms(model, lik, roll_batch, n_steps=50, use_cache=False, repeats=reps)
+    out |= {
+        "rollout50_ms_kv_cache": cached,
+        "rollout50_ms_recompute": full,
+        "kv_cache_speedup": full / cached,
+    }
+    if device.type == "cuda":
+        out["cuda_peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_model.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    # denormal floats make CPU kernels 10-100x slower once weights/activations get tiny
+    torch.set_flush_denormal(True)
+
+    cfg = PRESETS["small"]
+    results = {
+        "preset": "small",
+        "config": cfg.__dict__,
+        "setup": "B=16, N=100, Tc=25 bins, T=50 bins, 2500 spikes/window (training); "
+        "B=1, N=100, 50 bins (rollout, median of repeats, encoder included)",
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "threads": args.threads,
+        "cpu": run(torch.device("cpu"), quick=args.quick),
+    }
+    results["cpu"]["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available():
+        results["cuda"] = run(torch.device("cuda"), quick=args.quick)
+        results["cuda"]["device"] = torch.cuda.get_device_name()
+    targets = {
+        "train_windows_per_s >= 9": results["cpu"]["train_windows_per_s"] >= 9,
+        "rollout50_ms_kv_cache < 20": results["cpu"]["rollout50_ms_kv_cache"] < 20,
+        "kv_cache_speedup >= 5": results["cpu"]["kv_cache_speedup"] >= 5,
+    }
+    results["targets_met"] = targets
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""From a data config to train/valid/test forecasting datasets, deterministically.
+
+Training windows are drawn at random inside the training split (anew each epoch);
+validation and test windows are trial-aligned to `align_event` when given, otherwise
+sequential, non-overlapping windows covering the split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from neurohorizon.config import DataConfig
+from neurohorizon.data.recording import Recording
+from neurohorizon.data.splits import Splits, make_splits, windows_for_split
+from neurohorizon.data.windows import ForecastDataset, UnitVocab, WindowSpec
+
+
+@dataclass
+class PreparedData:
+    recordings: list[Recording]
+    spec: WindowSpec
+    vocab: UnitVocab
+    splits: Splits
+    mode: str
+    train: ForecastDataset
+    valid: ForecastDataset
+    test: ForecastDataset
+
+
+def resolve_mode(recordings: list[Recording], mode: str) -> str:
+    if mode != "auto":
+        return mode
+    return "trials" if all(r.trials is not None and len(r.trials.start) for r in recordings) else "continuous"
+
+
+def window_spec(cfg: DataConfig, horizon_ms: float | None = None) -> WindowSpec:
+    return WindowSpec.from_ms(
+        context_ms=cfg.context_ms, horizon_ms=horizon_ms or cfg.horizon_ms, bin_size_ms=cfg.bin_size_ms
+    )
+
+
+def prepare_data(
+    cfg: DataConfig,
+    *,
+    recordings: list[Recording] | None = None,
+    vocab: UnitVocab | None = None,
+    splits: Splits | None = None,
+) -> PreparedData:
+    """Load (unless given), split, and window the data described by `cfg`."""
+    if recordings is None:
+        from neurohorizon.data.sources import load_data
+
+        recordings = load_data(cfg.source, **cfg.options)
+    spec = window_spec(cfg)
+    mode = resolve_mode(recordings, cfg.mode)
+    if splits is None:
+        splits = make_splits(
+            recordings, spec, seed=cfg.split_seed, fractions=tuple(cfg.fractions),
+            holdout_sessions=tuple(cfg.holdout_sessions), mode=mode,
+        )
+    vocab = vocab or UnitVocab.from_recordings(recordings)
+    offset = cfg.align_offset_ms / 1000
+
+    def dataset(split: str, **kw) -> ForecastDataset:
+        windows = windows_for_split(recordings, splits, split, spec, seed=cfg.split_seed, **kw)
+        return ForecastDataset(recordings, windows, spec, vocab, **(
+            {"random_windows_per_epoch": cfg.train_windows_per_epoch} if split == "train" else {}))
+
+    return PreparedData(
+        recordings=recordings, spec=spec, vocab=vocab, splits=splits, mode=mode,
+        train=dataset("train", n_random=cfg.train_windows_per_epoch),
+        valid=dataset("valid", event=cfg.align_event, offset_s=offset),
+        test=dataset("test", event=cfg.align_event, offset_s=offset),
+    )

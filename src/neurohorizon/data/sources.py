@@ -1,0 +1,88 @@
+"""One entry point for every data source: `load_data(spec, **options) -> list[Recording]`.
+
+Valid specs:
+    synthetic:reach | synthetic:lorenz   ground-truth generators (options go to `generate`)
+    recipe:NAME or NAME                  a named recipe for ../shared/data (options go to it)
+    path/to/file.h5                      a file written here or by `brainsets prepare`
+    path/to/file.nwb                     an NWB file (options go to `read_nwb`)
+    path/to/folder                       every .h5/.hdf5 file in the folder, sorted by name
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from neurohorizon.data.io import load_recording, save_recording
+from neurohorizon.data.nwb import read_nwb
+from neurohorizon.data.recipes import RECIPES, load_recipe
+from neurohorizon.data.recording import Recording
+
+H5_SUFFIXES = (".h5", ".hdf5")
+VALID_FORMS = (
+    "synthetic:reach, synthetic:lorenz, recipe:NAME or NAME "
+    f"(recipes: {', '.join(sorted(RECIPES))}), a .h5/.hdf5 file, a .nwb file, "
+    "or a folder of .h5 files"
+)
+
+
+def load_data(spec: str | Path, **options) -> list[Recording]:
+    """Load the recordings named by `spec` (see the module docstring for the forms)."""
+    text = str(spec)
+    if text.startswith("synthetic:"):
+        from neurohorizon.data.synthetic import generate
+
+        out = generate(text.split(":", 1)[1], **options)
+        return list(out) if isinstance(out, (list, tuple)) else [out]
+    if text.startswith("recipe:"):
+        return load_recipe(text.split(":", 1)[1], **options)
+    if text in RECIPES:
+        return load_recipe(text, **options)
+    path = Path(text)
+    if path.suffix.lower() in H5_SUFFIXES:
+        _no_options(options, text)
+        return [load_recording(path)]
+    if path.suffix.lower() == ".nwb":
+        return [read_nwb(path, **options)]
+    if path.is_dir():
+        _no_options(options, text)
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in H5_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"{path}: folder holds no .h5/.hdf5 recordings")
+        return [load_recording(p) for p in files]
+    raise ValueError(f"unknown data source {text!r}; valid forms: {VALID_FORMS}")
+
+
+def _no_options(options: dict, spec: str) -> None:
+    if options:
+        raise ValueError(f"{spec}: options {sorted(options)} do not apply to HDF5 files")
+
+
+def import_to_h5(
+    spec: str | Path, out: str | Path, *, overwrite: bool = False, **options
+) -> list[Path]:
+    """Load `spec` and write each recording as HDF5 (atomically). Returns the written paths.
+
+    `out` ending in .h5/.hdf5 is a single file (the source must hold one recording);
+    otherwise it is a folder receiving `<session_id>.h5` files. Existing files are never
+    replaced unless `overwrite`; all destinations are checked before anything is written.
+    """
+    recordings = load_data(spec, **options)
+    out = Path(out)
+    if out.suffix.lower() in H5_SUFFIXES:
+        if len(recordings) != 1:
+            raise ValueError(
+                f"{out}: {spec} holds {len(recordings)} recordings; give a folder instead"
+            )
+        paths = [out]
+    else:
+        paths = [out / f"{_file_stem(r.session_id)}.h5" for r in recordings]
+        if len(set(paths)) != len(paths):
+            raise ValueError(f"{spec}: recordings share session ids; cannot name files in {out}")
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"refusing to overwrite {existing} (pass overwrite=True)")
+    return [save_recording(r, p, overwrite=overwrite) for r, p in zip(recordings, paths)]
+
+
+def _file_stem(session_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in session_id)

@@ -1,0 +1,266 @@
+"""Count statistics for `neurohorizon inspect` and a reasoned likelihood recommendation.
+
+Dispersion is measured against a rate estimate so that rate modulation does not fake
+over-dispersion: trial data use the per-condition PSTH at matched bins (across-trial
+variance); continuous data use a leave-one-out Gaussian-smoothed rate. For a Poisson
+process both give a dispersion index (variance / mean) of 1.
+
+Per neuron we report:
+    rate_hz, zero_fraction                  raw descriptive statistics
+    fano                                    classic Fano factor (trials: across trials per
+                                            condition and bin, mean over bins with mean > 0;
+                                            continuous: counts in `fano_window` windows)
+    dispersion_index, dispersion_z          pooled var/mean vs the rate estimate, and a
+                                            z-score against Poisson (Var[(x-mu)^2] = mu + 2 mu^2)
+    nb_alpha                                NB over-dispersion, Var = mu + alpha mu^2 (moments)
+    zero_observed / zero_poisson / zero_nb  zero fraction observed and predicted by Poisson and
+                                            by NB(alpha) given the same rate estimate
+    zero_z_poisson, zero_z_nb               z-scores of the observed zeros vs those predictions
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import convolve1d
+
+from neurohorizon.data.binning import bin_recording, bin_spikes
+
+Z_SIG = 3.09  # one-sided p < 0.001
+LARGE_DATA_HOURS = 100.0  # recorded hours above which a categorical likelihood is worth it
+
+
+# --------------------------------------------------------------- count layouts
+def trial_counts(rec, bin_size: float, event: str | None):
+    """(groups list of (n_trials, K, N) arrays, one per condition) or None if unusable."""
+    tr = rec.trials
+    if tr is None or len(tr.start) < 2:
+        return None
+    if event is None or event == "start":
+        anchor = tr.start
+    elif tr.events and event in tr.events:
+        anchor = tr.events[event]
+    else:
+        raise ValueError(f"{rec.source}: no trial event {event!r} for statistics")
+    ok = np.isfinite(anchor) & (tr.end > anchor)
+    if ok.sum() < 2:
+        return None
+    k = int(np.floor(np.min((tr.end - anchor)[ok]) / bin_size + 1e-9))
+    if k < 1:
+        return None
+    labels = tr.condition if tr.condition is not None else np.zeros(len(tr.start), str)
+    times, units, n = rec.spike_times, rec.spike_units, rec.n_units
+    groups = []
+    for label in sorted(set(labels[ok].tolist())):
+        idx = np.flatnonzero(ok & (labels == label))
+        if len(idx) >= 2:
+            groups.append(
+                np.stack(
+                    [
+                        bin_spikes(times, units, n, start=anchor[i], n_steps=k, bin_size=bin_size)
+                        for i in idx
+                    ]
+                ).astype(np.float64)
+            )
+    return groups or None
+
+
+def _loo_smooth(counts: np.ndarray, sigma_bins: float):
+    """Leave-one-out Gaussian smoothing along time; returns (rate (T, N), sum of w^2)."""
+    half = max(1, int(np.ceil(4 * sigma_bins)))
+    w = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma_bins) ** 2)
+    w[half] = 0.0  # exclude the bin itself so the estimate is independent of it
+    w /= w.sum()
+    return convolve1d(counts, w, axis=0, mode="reflect"), float((w**2).sum())
+
+
+# ----------------------------------------------------------------- statistics
+def _zero_stats(counts, mu, alpha, weight=None):
+    """Observed vs predicted zero counts per neuron; counts/mu broadcast to (..., N)."""
+    weight = np.ones_like(mu) if weight is None else weight
+    axes = tuple(range(counts.ndim - 1))
+    n = (np.ones_like(counts) * 1.0).sum(axis=axes)
+    obs = (counts == 0).sum(axis=axes)
+    p_pois = np.exp(-mu)
+    a = np.maximum(alpha, 1e-8)
+    p_nb = (1 + a * mu) ** (-1 / a)
+    out = {"zero_observed": obs / n}
+    for name, p in (("poisson", p_pois), ("nb", p_nb)):
+        pred = (weight * p).sum(axis=axes)
+        var = (weight * p * (1 - p)).sum(axis=axes)
+        out[f"zero_{name}"] = pred / n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[f"zero_z_{name}"] = (obs - pred) / np.sqrt(var)
+    return out
+
+
+def _trial_dispersion(groups):
+    """Across-trial dispersion per neuron from per-condition (n_trials, K, N) arrays."""
+    w = np.concatenate([np.full(g.shape[1:], g.shape[0] - 1.0) for g in groups])  # (sum K, N)
+    m = np.concatenate([g.mean(0) for g in groups])
+    v = np.concatenate([g.var(0, ddof=1) for g in groups])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fano = np.nanmean(np.where(m > 0, v / np.where(m > 0, m, 1), np.nan), axis=0)
+        index = (w * v).sum(0) / (w * m).sum(0)
+        z = (w * (v - m)).sum(0) / np.sqrt((w * (m + 2 * m**2)).sum(0))
+        alpha = np.maximum(0.0, (w * (v - m)).sum(0) / (w * m**2).sum(0))
+    counts = np.concatenate([g.reshape(-1, g.shape[-1]) for g in groups])
+    mu = np.concatenate([np.broadcast_to(g.mean(0), g.shape).reshape(-1, g.shape[-1]) for g in groups])
+    zeros = _zero_stats(counts, mu, alpha)
+    return dict(fano=fano, dispersion_index=index, dispersion_z=z, nb_alpha=alpha, **zeros)
+
+
+def _continuous_dispersion(counts, bin_size, fano_window, smooth_s):
+    """Dispersion per neuron of (T, N) counts against a leave-one-out smoothed rate."""
+    x = counts.astype(np.float64)
+    width = max(1, int(round(fano_window / bin_size)))
+    n_win = len(x) // width
+    agg = x[: n_win * width].reshape(n_win, width, -1).sum(1)
+    mu, c = _loo_smooth(x, smooth_s / bin_size)
+    resid = (x - mu) ** 2 / (1 + c)  # E[(x - mu_loo)^2] = mu (1 + c) for a Poisson process
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m_agg = agg.mean(0) if n_win > 1 else np.full(x.shape[1], np.nan)
+        fano = agg.var(0, ddof=1) / m_agg if n_win > 1 else m_agg
+        index = resid.sum(0) / mu.sum(0)
+        z = (resid - mu).sum(0) / np.sqrt((mu + 2 * mu**2).sum(0))
+        alpha = np.maximum(0.0, (resid - mu).sum(0) / (mu**2).sum(0))
+    zeros = _zero_stats(x, mu, alpha)
+    return dict(fano=fano, dispersion_index=index, dispersion_z=z, nb_alpha=alpha, **zeros)
+
+
+def _summary(per: dict, hours: float) -> dict:
+    def med(key):
+        v = np.asarray(per[key], float)
+        v = v[np.isfinite(v)]
+        return float(np.median(v)) if len(v) else float("nan")
+
+    def frac(key, sign):
+        v = np.asarray(per[key], float)
+        v = v[np.isfinite(v)]
+        return float(np.mean(sign * v > Z_SIG)) if len(v) else float("nan")
+
+    zo, zp = np.asarray(per["zero_observed"], float), np.asarray(per["zero_poisson"], float)
+    return {
+        "n_units": len(per["rate_hz"]),
+        "hours": hours,
+        "mean_rate_hz": float(np.mean(per["rate_hz"])) if len(per["rate_hz"]) else float("nan"),
+        "median_rate_hz": med("rate_hz"),
+        "zero_fraction": float(np.average(per["zero_fraction"], weights=per["n_bins"])),
+        "median_fano": med("fano"),
+        "median_dispersion_index": med("dispersion_index"),
+        "frac_overdispersed": frac("dispersion_z", 1),
+        "frac_underdispersed": frac("dispersion_z", -1),
+        "median_nb_alpha": med("nb_alpha"),
+        "mean_excess_zeros_vs_poisson": float(np.nanmean(zo - zp)) if len(zo) else float("nan"),
+        "frac_excess_zeros_vs_poisson": frac("zero_z_poisson", 1),
+        "frac_excess_zeros_vs_nb": frac("zero_z_nb", 1),
+    }
+
+
+def _session_stats(rec, bin_size, trial_event, fano_window, smooth_s) -> dict:
+    counts = bin_recording(rec, bin_size)  # (T, N)
+    dur = len(counts) * bin_size
+    groups = trial_counts(rec, bin_size, trial_event) if rec.trials is not None else None
+    if groups is not None:
+        method = "trials"
+        disp = _trial_dispersion(groups)
+    else:
+        method = "continuous"
+        disp = _continuous_dispersion(counts, bin_size, fano_window, smooth_s)
+    per = {
+        "unit_id": rec.unit_ids.tolist(),
+        "rate_hz": (counts.sum(0) / dur).tolist(),
+        "zero_fraction": (counts == 0).mean(0).tolist(),
+        "n_bins": [len(counts)] * rec.n_units,
+        **{k: np.asarray(v, float).tolist() for k, v in disp.items()},
+    }
+    tr = rec.trials
+    return {
+        "session": rec.session_id,
+        "source": rec.source,
+        "method": method,
+        "duration_s": dur,
+        "n_units": rec.n_units,
+        "n_spikes": int(counts.sum()),
+        "n_trials": 0 if tr is None else len(tr.start),
+        "summary": _summary(per, dur / 3600),
+        "per_neuron": per,
+    }
+
+
+def recording_stats(
+    recordings,
+    bin_size: float = 0.02,
+    *,
+    trial_event: str | None = None,
+    fano_window: float = 0.1,
+    smooth_s: float = 0.1,
+) -> dict:
+    """Statistics per session and overall (JSON-serialisable; NaN where undefined).
+
+    Args:
+        trial_event: anchor for across-trial statistics (default: trial start).
+        fano_window: counting window (s) of the continuous Fano factor.
+        smooth_s: Gaussian sigma (s) of the continuous leave-one-out rate estimate.
+    """
+    sessions = [_session_stats(r, bin_size, trial_event, fano_window, smooth_s) for r in recordings]
+    keys = sessions[0]["per_neuron"].keys()
+    per = {k: [v for s in sessions for v in s["per_neuron"][k]] for k in keys}
+    hours = sum(s["duration_s"] for s in sessions) / 3600
+    return {
+        "bin_size": bin_size,
+        "fano_window": fano_window,
+        "smooth_s": smooth_s,
+        "trial_event": trial_event,
+        "sessions": sessions,
+        "overall": {"summary": _summary(per, hours), "per_neuron": per},
+    }
+
+
+# -------------------------------------------------------------- recommendation
+def recommend_likelihood(stats: dict) -> tuple[str, list[str]]:
+    """Pick "poisson" | "negbin" | "zip" | "categorical" from `recording_stats` output.
+
+    Poisson is the default (one parameter, a useful prior on limited data); NB when counts
+    are clearly over-dispersed relative to the rate; ZIP when zeros exceed even what NB
+    predicts; categorical only with very large data and non-Poisson counts.
+    """
+    s = stats["overall"]["summary"]
+    reasons = []
+    disp, over, under = s["median_dispersion_index"], s["frac_overdispersed"], s["frac_underdispersed"]
+    reasons.append(
+        f"median dispersion index (var/mean vs rate estimate) {disp:.2f}; "
+        f"{over:.0%} of units significantly over-, {under:.0%} under-dispersed (|z| > {Z_SIG})"
+    )
+    overdispersed = disp > 1.1 and over >= 0.5
+    subpoisson = disp < 0.9 and under >= 0.5
+    zero_inflated = s["frac_excess_zeros_vs_nb"] >= 0.5 and s["mean_excess_zeros_vs_poisson"] > 0.01
+    reasons.append(
+        f"zeros: {s['mean_excess_zeros_vs_poisson']:+.3f} mean excess over Poisson given the rate; "
+        f"{s['frac_excess_zeros_vs_nb']:.0%} of units have more zeros than NB(alpha) predicts"
+    )
+    if s["hours"] >= LARGE_DATA_HOURS and (overdispersed or subpoisson or zero_inflated):
+        reasons.append(
+            f"{s['hours']:.0f} h of data: enough to learn a full categorical count distribution"
+        )
+        return "categorical", reasons
+    reasons.append(
+        f"{s['hours']:.2f} h of data: limited, prefer a parametric likelihood"
+        if s["hours"] < LARGE_DATA_HOURS
+        else f"{s['hours']:.0f} h of data, but counts look Poisson"
+    )
+    if zero_inflated:
+        reasons.append("excess zeros beyond over-dispersion: zero-inflated Poisson")
+        return "zip", reasons
+    if overdispersed:
+        reasons.append(
+            f"clearly over-dispersed (median NB alpha {s['median_nb_alpha']:.2f}): negative binomial"
+        )
+        return "negbin", reasons
+    if subpoisson:
+        reasons.append(
+            "sub-Poisson (more regular than Poisson): Poisson over-states the variance but "
+            "neither NB nor ZIP can express this; Poisson kept as the robust default"
+        )
+    else:
+        reasons.append("Fano close to 1: Poisson (the default)")
+    return "poisson", reasons

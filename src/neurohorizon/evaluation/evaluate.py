@@ -1,0 +1,168 @@
+"""`neurohorizon evaluate`: the model against every baseline at 12, 25 and 50 bins.
+
+Writes metrics.json, figures and report.html/report.md into a new folder
+`<run>/evaluations/eval-<time>/`. Bits/spike use the NLB null (per-neuron mean of the
+evaluated spikes); the training-split null is reported beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neurohorizon.data.binning import STANDARD_HORIZONS, horizon_label
+from neurohorizon.data.prepare import prepare_data
+from neurohorizon.evaluation.baselines import build_baseline
+from neurohorizon.evaluation.loading import LoadedRun, load_run, match_units
+from neurohorizon.evaluation.metrics import summarize_forecast
+from neurohorizon.evaluation.predict import predict_dataset, predict_forecaster
+from neurohorizon.runs import new_run_dir
+
+MODEL = "NeuroHorizon"
+
+
+def default_baselines(mode: str) -> list[str]:
+    names = ["mean_rate", "persistence", "glm_autoregressive", "glm_direct", "gru", "ndt"]
+    return (["psth"] if mode == "trials" else []) + names
+
+
+def train_null_rates(dataset, max_windows: int = 2000) -> dict[int, np.ndarray]:
+    """Per-session, per-neuron mean count per bin over training windows (the 'train' null)."""
+    sums, counts = {}, {}
+    for i in np.linspace(0, len(dataset) - 1, min(len(dataset), max_windows)).astype(int):
+        item = dataset[int(i)]
+        s = int(item["session"])
+        sums[s] = sums.get(s, 0) + item["target_counts"].sum(0)
+        counts[s] = counts.get(s, 0) + item["target_counts"].shape[0]
+    return {s: sums[s] / counts[s] for s in sums}
+
+
+def fit_baselines(names, prepared, *, time_budget_s: float, log=print) -> dict:
+    fitted = {}
+    for name in names:
+        t0 = time.monotonic()
+        try:
+            fitted[name] = build_baseline(name).fit(prepared.train, prepared.valid)
+        except Exception as err:  # one failing baseline must not hide the others; it is reported
+            log(f"  baseline {name} failed: {type(err).__name__}: {err}")
+            continue
+        log(f"  fitted {name} in {time.monotonic() - t0:.1f} s")
+    return fitted
+
+
+def evaluate_predictions(predictions: dict, *, horizons, bin_size, null_rates, calib_method=MODEL) -> dict:
+    """Per method, per horizon, per session metrics plus pooled (spike-weighted) numbers."""
+    results = {}
+    for method, groups in predictions.items():
+        results[method] = {}
+        for h in horizons:
+            per_session = {}
+            for s, g in groups.items():
+                if g["target"].shape[1] < h:
+                    continue
+                per_session[s] = summarize_forecast(
+                    g["rollout"][:, :h], g["target"][:, :h],
+                    tf_mean=None if g.get("teacher_forced") is None else g["teacher_forced"][:, :h],
+                    samples=g["samples"][:, :, :h] if (method == calib_method and g.get("samples") is not None) else None,
+                    conditions=g["condition"],
+                    true_expected=g["true_expected"][:, :h] if not np.isnan(g["true_expected"]).all() else None,
+                    null_rates=null_rates.get(s), bin_size=bin_size,
+                )
+            if per_session:
+                results[method][str(h)] = {"pooled": pool_sessions(per_session), "sessions": {
+                    str(k): v for k, v in per_session.items()}}
+    return results
+
+
+def pool_sessions(per_session: dict) -> dict:
+    """Spike-weighted pooling over sessions; exact for bits/spike, a weighted mean otherwise."""
+    weights = np.array([v["n_spikes"] for v in per_session.values()], dtype=float)
+    weights = weights / max(weights.sum(), 1e-12)
+
+    def pool(path):
+        vals = []
+        for v in per_session.values():
+            node = v
+            for key in path:
+                node = node.get(key) if isinstance(node, dict) else None
+                if node is None:
+                    return None
+            vals.append(np.asarray(node, dtype=float))
+        if len(vals) != len(weights):
+            return None
+        return np.tensordot(weights, np.stack(vals), axes=1).tolist()
+
+    out = {"n_spikes": float(sum(v["n_spikes"] for v in per_session.values()))}
+    for block in ("rollout", "teacher_forced"):
+        for key in ("fp_bps", "fp_bps_train_null", "per_bin_fp_bps", "r2_pooled"):
+            val = pool((block, key))
+            if val is not None:
+                out.setdefault(block, {})[key] = val
+    for path in (("oracle", "bps"), ("oracle", "fraction_of_oracle"), ("oracle", "per_bin_bps"),
+                 ("psth", "psth_r2"), ("psth", "corr_per_step")):
+        val = pool(path)
+        if val is not None:
+            out.setdefault(path[0], {})[path[1]] = val
+    cal = [v.get("calibration") for v in per_session.values()]
+    if all(c is not None for c in cal):
+        out["calibration"] = cal[0] if len(cal) == 1 else {"sessions": cal}
+    return out
+
+
+def evaluate_run(run_dir: Path, *, data: str | None = None, unknown_units: str = "error",
+                 n_samples: int = 20, baselines: bool | list = True, horizons=STANDARD_HORIZONS,
+                 baseline_budget_s: float = 120.0, out_dir: Path | None = None, log=print) -> Path:
+    """Evaluate a run on its test split (or on `data`); returns the evaluation folder."""
+    torch.set_flush_denormal(True)
+    run = load_run(run_dir)
+    prepared, test = _eval_data(run, data, unknown_units)
+    out = new_run_dir(run.run_dir / "evaluations", "eval") if out_dir is None else Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"evaluating {run.checkpoint} (step {run.step}) on {len(test)} windows -> {out}")
+    feedback = run.cfg.sampling.feedback
+    model_preds = predict_dataset(run.model, run.likelihood, test, device=run.device, feedback=feedback,
+                                  n_samples=n_samples, keep_samples=True, seed=run.cfg.train.seed)
+    predictions = {MODEL: model_preds["groups"]}
+    names = default_baselines(prepared.mode) if baselines is True else list(baselines or [])
+    for name, forecaster in fit_baselines(names, prepared, time_budget_s=baseline_budget_s, log=log).items():
+        predictions[name] = predict_forecaster(forecaster, test)["groups"]
+    horizons = [h for h in horizons if h <= prepared.spec.horizon_bins]
+    results = evaluate_predictions(predictions, horizons=horizons, bin_size=prepared.spec.bin_size,
+                                   null_rates=train_null_rates(prepared.train))
+    metrics = {
+        "run": str(run.run_dir), "checkpoint": str(run.checkpoint), "step": run.step,
+        "data": data or run.cfg.data.source, "split": "test" if data is None else "all windows",
+        "feedback": feedback, "decoder": run.cfg.model.decoder, "likelihood": run.cfg.loss.likelihood,
+        "bin_size_s": prepared.spec.bin_size,
+        "horizons": {str(h): horizon_label(h, prepared.spec.bin_size) for h in horizons},
+        "null": "fp_bps: per-neuron mean of the evaluated spikes (NLB); fp_bps_train_null: training-split mean",
+        "results": results,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    from neurohorizon.evaluation.evaluation_report import write_evaluation_report
+
+    write_evaluation_report(out, metrics, predictions, prepared, title=f"NeuroHorizon evaluation — {metrics['data']}")
+    return out
+
+
+def _eval_data(run: LoadedRun, data: str | None, unknown_units: str):
+    """The run's prepared data (for baselines and nulls) and the dataset to evaluate on."""
+    prepared = prepare_data(run.cfg.data, splits=run.splits, vocab=run.vocab)
+    if data is None:
+        return prepared, prepared.test
+    from neurohorizon.data.sources import load_data
+    from neurohorizon.data.windows import ForecastDataset, sequential_windows, trial_windows
+
+    recordings = match_units(load_data(data), run.vocab, unknown_units)
+    spec, event = prepared.spec, run.cfg.data.align_event
+    windows = []
+    for i, rec in enumerate(recordings):
+        if event is not None and rec.trials is not None:
+            windows += trial_windows(rec, spec, event, run.cfg.data.align_offset_ms / 1000, rec_index=i)
+        else:
+            windows += sequential_windows([(i, *rec.domain)], spec, names=[rec.source])
+    return prepared, ForecastDataset(recordings, windows, spec, run.vocab)

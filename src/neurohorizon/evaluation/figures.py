@@ -1,0 +1,382 @@
+"""Figures for `evaluate`, `demo` and `study`: forecast decay, rasters, PSTHs, calibration, bars.
+
+Every function takes plain numpy arrays plus an output path, writes one PNG and returns the path.
+Figures are built on `matplotlib.figure.Figure` with the Agg canvas, never through pyplot, so
+no global figure state is created (nothing to leak, safe on machines without a display).
+Time axes are in ms; horizons are labelled in bins and ms with `horizon_label`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from neurohorizon.data.binning import STANDARD_HORIZONS, horizon_label
+
+DPI = 120
+ONSET_STYLE = dict(color="tab:red", lw=1.2, ls="-")
+
+
+# ------------------------------------------------------------------ helpers
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, format="png")
+    fig.clear()  # free memory now; the figure is not registered with pyplot
+    return path
+
+
+def _array(x, name: str, ndim: int) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-d array, got shape {a.shape}")
+    return a
+
+
+def _ms(bin_size: float) -> float:
+    if not bin_size > 0:
+        raise ValueError(f"bin_size must be positive, got {bin_size}")
+    return bin_size * 1000.0
+
+
+def _finite_max(*arrays: np.ndarray, q: float = 99.0, floor: float = 1.0) -> float:
+    vals = np.concatenate([a[np.isfinite(a)].ravel() for a in arrays])
+    return max(floor, float(np.percentile(vals, q))) if vals.size else floor
+
+
+def _method_style(name: str) -> dict:
+    """NeuroHorizon lines thick, teacher-forced dashed, baselines thin."""
+    low = name.lower()
+    style = dict(lw=2.2 if low.startswith("neurohorizon") else 1.3, alpha=1.0)
+    if "teacher" in low:
+        style["ls"] = "--"
+    if not low.startswith("neurohorizon"):
+        style["alpha"] = 0.85
+    return style
+
+
+# ------------------------------------------------------------------ decay
+def plot_decay(
+    curves: dict[str, np.ndarray],
+    *,
+    bin_size: float,
+    path,
+    oracle: np.ndarray | None = None,
+    title: str = "Forecast quality vs time ahead",
+    horizons: Sequence[int] = STANDARD_HORIZONS,
+) -> Path:
+    """Per-bin forecast bits/spike vs time ahead, one line per method.
+
+    curves: name -> (T,) per-bin bits/spike (NaN allowed: gaps in the line). Bin k (0-based) is
+    plotted at its end, (k + 1) * bin_size, so the last bin of a 12-bin forecast sits at 240 ms.
+    oracle: (T,) per-bin bits/spike of the true rates (synthetic data), drawn black dashed.
+    """
+    ms = _ms(bin_size)
+    if not curves:
+        raise ValueError("plot_decay: no curves given")
+    fig = _new_figure(8.0, 4.6)
+    ax = fig.add_subplot()
+    t_max = 0
+    for name, curve in curves.items():
+        y = _array(curve, f"plot_decay curve {name!r}", 1)
+        t_max = max(t_max, len(y))
+        ax.plot((np.arange(len(y)) + 1) * ms, y, label=name, **_method_style(name))
+    if oracle is not None:
+        y = _array(oracle, "plot_decay oracle", 1)
+        t_max = max(t_max, len(y))
+        ax.plot((np.arange(len(y)) + 1) * ms, y, color="black", ls="--", lw=1.5,
+                label="oracle (true rates)")
+    ax.axhline(0.0, color="0.4", lw=0.9, ls="-", label="null (per-neuron mean rate) = 0")
+    for h in horizons:
+        if h <= t_max:
+            ax.axvline(h * ms, color="0.55", ls=":", lw=1.0)
+            ax.annotate(horizon_label(h, bin_size), xy=(h * ms, 1.0), xycoords=("data", "axes fraction"),
+                        xytext=(-3, -4), textcoords="offset points", rotation=90, ha="right",
+                        va="top", fontsize=8, color="0.35")
+    ax.set_xlim(0, t_max * ms)
+    ax.set_xlabel(f"time ahead of forecast onset (ms; {ms:g} ms bins)")
+    ax.set_ylabel("forecast bits/spike in that bin")
+    ax.set_title(title)
+    ax.grid(alpha=0.25)
+    ax.legend(fontsize=8, loc="best", framealpha=0.9)
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------ forecast raster
+def _choose_units(context, target, mean, unit_order, max_units: int) -> np.ndarray:
+    """Unit columns to show: the given order, else the most active units sorted by predicted peak time."""
+    n = target.shape[1]
+    if unit_order is not None:
+        order = np.asarray(unit_order, dtype=np.int64)
+        if order.size and (order.min() < 0 or order.max() >= n):
+            raise ValueError(f"plot_forecast_raster: unit_order indexes outside 0..{n - 1}")
+        return order[:max_units]
+    activity = np.nansum(context, axis=0) + np.nansum(target, axis=0) + np.nansum(mean, axis=0)
+    top = np.argsort(-activity, kind="stable")[:max_units]
+    filled = np.where(np.isfinite(mean[:, top]), mean[:, top], -np.inf)
+    peak = np.argmax(filled, axis=0) if len(mean) else np.zeros(len(top), dtype=np.int64)
+    return top[np.argsort(peak, kind="stable")]
+
+
+def _raster_panel(fig, ax, data, extent, vmax, label, cbar_label, cmap="Greys"):
+    im = ax.imshow(np.ma.masked_invalid(data.T), aspect="auto", origin="lower", interpolation="nearest",
+                   extent=extent, cmap=cmap, vmin=0, vmax=vmax)
+    ax.axvline(0, **ONSET_STYLE)
+    ax.set_ylabel("unit (sorted)")
+    ax.set_title(label, loc="left", fontsize=10)
+    fig.colorbar(im, ax=ax, pad=0.01, fraction=0.03).set_label(cbar_label, fontsize=8)
+
+
+def plot_forecast_raster(
+    *,
+    context: np.ndarray,
+    target: np.ndarray,
+    mean: np.ndarray,
+    samples: np.ndarray | None,
+    bin_size: float,
+    path,
+    unit_order=None,
+    max_units: int = 40,
+    title: str = "Forecast vs actual",
+) -> Path:
+    """Forecast vs actual for one window.
+
+    context (Tc, N) and target (T, N) observed counts, mean (T, N) predicted expected counts,
+    samples (S, T, N) sampled count trajectories or None. Panels: (a) actual counts, context
+    and future; (b) predicted expected counts; (c) one or two sampled trajectories; (d) population
+    count, actual vs predicted mean with 50% / 90% bands from the samples. Rasters show at most
+    `max_units` units (default: the most active, sorted by predicted peak time); (d) sums all N.
+    """
+    ms = _ms(bin_size)
+    context = _array(context, "plot_forecast_raster context", 2)
+    target = _array(target, "plot_forecast_raster target", 2)
+    mean = _array(mean, "plot_forecast_raster mean", 2)
+    if target.shape != mean.shape or context.shape[1] != target.shape[1]:
+        raise ValueError(f"plot_forecast_raster: shapes disagree, context {context.shape}, "
+                         f"target {target.shape}, mean {mean.shape}")
+    if samples is not None:
+        samples = _array(samples, "plot_forecast_raster samples", 3)
+        if samples.shape[1:] != target.shape:
+            raise ValueError(f"plot_forecast_raster: samples {samples.shape} do not match target {target.shape}")
+    Tc, T = len(context), len(target)
+    units = _choose_units(context, target, mean, unit_order, max_units)
+    n_shown = len(units)
+    n_sample_panels = 0 if samples is None else min(2, len(samples))
+
+    heights = [1.0, 1.0] + [1.0] * n_sample_panels + [0.9]
+    fig = _new_figure(9.0, 2.0 * len(heights) + 0.6)
+    axes = fig.subplots(len(heights), 1, sharex=True, gridspec_kw=dict(height_ratios=heights))
+    vmax = _finite_max(context[:, units], target[:, units])
+    y_ext = (-0.5, n_shown - 0.5)
+    full = np.concatenate([context, target])[:, units]
+    _raster_panel(fig, axes[0], full, (-Tc * ms, T * ms, *y_ext), vmax,
+                  f"(a) actual spike counts, {n_shown} of {target.shape[1]} units", "spikes / bin")
+    _raster_panel(fig, axes[1], mean[:, units], (0, T * ms, *y_ext), _finite_max(mean[:, units], floor=1e-3),
+                  "(b) predicted expected counts", "expected spikes / bin", cmap="viridis")
+    for i in range(n_sample_panels):
+        _raster_panel(fig, axes[2 + i], samples[i][:, units], (0, T * ms, *y_ext), vmax,
+                      f"(c) sampled trajectory {i + 1}", "spikes / bin")
+    _population_panel(axes[-1], context, target, mean, samples, ms)
+    axes[-1].set_title(f"({'d' if n_sample_panels else 'c'}) population count, all {target.shape[1]} units",
+                       loc="left", fontsize=10)
+    axes[-1].set_xlabel("time relative to forecast onset (ms)")
+    axes[-1].set_xlim(-Tc * ms, T * ms)
+    fig.suptitle(f"{title} — horizon {horizon_label(T, bin_size)}, context {Tc * ms:g} ms")
+    return _save(fig, path)
+
+
+def _population_panel(ax, context, target, mean, samples, ms: float) -> None:
+    Tc, T = len(context), len(target)
+    t_ctx = (np.arange(-Tc, 0) + 0.5) * ms  # bin centres
+    t_fut = (np.arange(T) + 0.5) * ms
+    actual = np.concatenate([np.nansum(context, 1), np.nansum(target, 1)])
+    ax.plot(np.concatenate([t_ctx, t_fut]), actual, color="black", lw=1.2, label="actual")
+    if samples is not None and len(samples) > 1:
+        pop = np.nansum(samples, axis=2)  # (S, T)
+        for lo, hi, alpha, name in ((5, 95, 0.18, "90% band"), (25, 75, 0.35, "50% band")):
+            ax.fill_between(t_fut, np.percentile(pop, lo, 0), np.percentile(pop, hi, 0),
+                            color="tab:blue", alpha=alpha, lw=0, label=f"samples {name}")
+    ax.plot(t_fut, np.nansum(mean, 1), color="tab:blue", lw=2, label="predicted mean")
+    ax.axvline(0, **ONSET_STYLE)
+    ax.set_ylabel("spikes / bin")
+    ax.legend(fontsize=8, loc="upper left", ncol=4, framealpha=0.9)
+    ax.grid(alpha=0.25)
+
+
+# ------------------------------------------------------------------ PSTHs
+def _condition_colors(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"] if n <= 10 else colormaps["hsv"]
+    return [cmap(i if n <= 10 else i / n) for i in range(n)]
+
+
+def plot_psths(
+    *,
+    predicted: dict,
+    actual: dict,
+    bin_size: float,
+    path,
+    units: list[int],
+    context: dict | None = None,
+    title: str = "Condition-averaged firing rates: actual vs forecast",
+    unit_names: list[str] | None = None,
+) -> Path:
+    """Small multiples, one panel per unit: condition-averaged rate (Hz) actual solid, predicted dashed.
+
+    predicted / actual: condition -> (T, N) mean counts per bin over the future; context: optional
+    condition -> (Tc, N) actual mean counts before onset (drawn thin). Rates are counts / bin_size.
+    """
+    ms = _ms(bin_size)
+    conds = list(actual)
+    if not conds or not units:
+        raise ValueError("plot_psths: need at least one condition and one unit")
+    missing = [c for c in conds if c not in predicted]
+    if missing:
+        raise ValueError(f"plot_psths: no prediction for conditions {missing}")
+    colors = _condition_colors(len(conds))
+    ncols = min(4, len(units))
+    nrows = int(np.ceil(len(units) / ncols))
+    fig = _new_figure(3.2 * ncols + 1.6, 2.5 * nrows + 0.6)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, squeeze=False)).ravel()
+    for ax, u in zip(axes, units):
+        for c, color in zip(conds, colors):
+            act = _array(actual[c], f"plot_psths actual[{c!r}]", 2)
+            pred = _array(predicted[c], f"plot_psths predicted[{c!r}]", 2)
+            t = (np.arange(len(act)) + 0.5) * ms
+            ax.plot(t, act[:, u] / bin_size, color=color, lw=1.5)
+            ax.plot((np.arange(len(pred)) + 0.5) * ms, pred[:, u] / bin_size, color=color, lw=1.5, ls="--")
+            if context is not None and c in context:
+                ctx = _array(context[c], f"plot_psths context[{c!r}]", 2)
+                ax.plot((np.arange(-len(ctx), 0) + 0.5) * ms, ctx[:, u] / bin_size, color=color, lw=0.9, alpha=0.7)
+        ax.axvline(0, **ONSET_STYLE)
+        ax.set_title(unit_names[u] if unit_names else f"unit {u}", fontsize=9)
+        ax.grid(alpha=0.25)
+    for ax in axes[len(units):]:
+        ax.set_visible(False)
+    for ax in axes[::ncols]:
+        ax.set_ylabel("rate (Hz)")
+    for ax in axes[(nrows - 1) * ncols:]:
+        ax.set_xlabel("time from onset (ms)")
+    _psth_legend(fig, conds, colors)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _psth_legend(fig, conds, colors) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="black", lw=1.5), Line2D([], [], color="black", lw=1.5, ls="--")]
+    labels = ["actual", "predicted"]
+    handles += [Line2D([], [], color=col, lw=3) for col in colors]
+    labels += [f"condition {c}" for c in conds]
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
+
+
+# ------------------------------------------------------------------ calibration
+def plot_calibration(
+    *,
+    nominal: list[float],
+    coverage: dict[str, list[float]],
+    fano_pred: np.ndarray,
+    fano_obs: np.ndarray,
+    path,
+    title: str = "Calibration of sampled forecasts",
+) -> Path:
+    """(left) empirical vs nominal interval coverage with identity; (right) predicted vs observed Fano.
+
+    coverage: name (e.g. "per-neuron", "population") -> coverage at each nominal level (0..1).
+    fano_pred / fano_obs: (N,) Fano factors per neuron; non-finite pairs are dropped and counted.
+    """
+    nominal = _array(nominal, "plot_calibration nominal", 1)
+    fig = _new_figure(10.0, 4.4)
+    ax_cov, ax_fano = fig.subplots(1, 2)
+    ax_cov.plot([0, 1], [0, 1], color="0.5", ls=":", lw=1, label="perfect calibration")
+    for (name, cov), marker in zip(coverage.items(), "osD^v<>"):
+        cov = _array(cov, f"plot_calibration coverage[{name!r}]", 1)
+        if cov.shape != nominal.shape:
+            raise ValueError(f"plot_calibration: coverage[{name!r}] has {cov.shape}, nominal {nominal.shape}")
+        ax_cov.plot(nominal, cov, marker=marker, lw=1.5, label=name)
+    ax_cov.set(xlim=(0, 1), ylim=(0, 1.02), aspect="equal", xlabel="nominal interval level",
+               ylabel="empirical coverage (fraction inside)", title="central interval coverage")
+    ax_cov.legend(fontsize=8, loc="upper left")
+    ax_cov.grid(alpha=0.25)
+
+    fp, fo = np.asarray(fano_pred, float).ravel(), np.asarray(fano_obs, float).ravel()
+    if fp.shape != fo.shape:
+        raise ValueError(f"plot_calibration: fano_pred {fp.shape} vs fano_obs {fo.shape}")
+    ok = np.isfinite(fp) & np.isfinite(fo)
+    ax_fano.scatter(fo[ok], fp[ok], s=14, alpha=0.7, color="tab:purple", edgecolor="none")
+    hi = max(2.0, float(np.max(np.r_[fp[ok], fo[ok]]))) * 1.05 if ok.any() else 2.0
+    ax_fano.plot([0, hi], [0, hi], color="0.5", ls=":", lw=1, label="identity")
+    ax_fano.axhline(1, color="0.75", lw=0.8)
+    ax_fano.axvline(1, color="0.75", lw=0.8)
+    dropped = f", {int((~ok).sum())} without a finite value" if (~ok).any() else ""
+    ax_fano.set(xlim=(0, hi), ylim=(0, hi), aspect="equal", xlabel="observed Fano factor (var/mean)",
+                ylabel="predicted Fano factor (from samples)",
+                title=f"Fano factor per neuron (n={int(ok.sum())}{dropped})")
+    ax_fano.text(0.98, 0.02, "1 = Poisson", transform=ax_fano.transAxes, ha="right", fontsize=8, color="0.4")
+    ax_fano.legend(fontsize=8, loc="upper left")
+    ax_fano.grid(alpha=0.25)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------ horizon bars
+def plot_horizon_bars(
+    table: list[dict],
+    *,
+    metric: str,
+    path,
+    bin_size: float = 0.020,
+    ylabel: str | None = None,
+    title: str | None = None,
+) -> Path:
+    """Grouped bars: one group per horizon, one bar per method; rows {"method", "horizon_bins", metric}.
+
+    Missing or NaN values leave a gap marked "n/a".
+    """
+    if not table:
+        raise ValueError("plot_horizon_bars: empty table")
+    for row in table:
+        if "method" not in row or "horizon_bins" not in row:
+            raise ValueError(f"plot_horizon_bars: row lacks 'method' or 'horizon_bins': {row}")
+    methods = list(dict.fromkeys(r["method"] for r in table))
+    horizons = sorted({int(r["horizon_bins"]) for r in table})
+    value = {(r["method"], int(r["horizon_bins"])): r.get(metric) for r in table}
+    width = 0.8 / len(methods)
+    fig = _new_figure(max(6.0, 1.2 + 0.45 * len(methods) * len(horizons)), 4.4)
+    ax = fig.add_subplot()
+    for i, m in enumerate(methods):
+        x = np.arange(len(horizons)) + (i - (len(methods) - 1) / 2) * width
+        y = np.array([np.nan if value.get((m, h)) is None else float(value[(m, h)]) for h in horizons])
+        ax.bar(x, np.nan_to_num(y, nan=0.0), width * 0.92, label=m, **_bar_style(m, i))
+        for xi, yi in zip(x, y):
+            if not np.isfinite(yi):
+                ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="0.4")
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_xticks(np.arange(len(horizons)), [horizon_label(h, bin_size) for h in horizons])
+    ax.set_xlabel("forecast horizon")
+    ax.set_ylabel(ylabel or metric)
+    ax.set_title(title or f"{metric} by method and horizon")
+    ax.grid(axis="y", alpha=0.25)
+    fig.legend(loc="outside right upper", fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def _bar_style(method: str, i: int) -> dict:
+    from matplotlib import colormaps
+
+    color = colormaps["tab10"](i % 10)
+    return dict(color=color, edgecolor="black" if method.lower().startswith("neurohorizon") else "none",
+                hatch="//" if "teacher" in method.lower() else None)

@@ -1,0 +1,144 @@
+"""`neurohorizon inspect`: data statistics as text, stats.json and figures."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from neurohorizon.data.binning import bin_recording  # noqa: E402
+from neurohorizon.data.stats import trial_counts, recommend_likelihood, recording_stats  # noqa: E402
+
+FILES = ("stats.json", "summary.txt", "rates.png", "fano.png", "raster.png")
+RASTER_S = 10.0  # length of the raster stretch (s)
+
+
+def _json_safe(x):
+    """NaN/inf -> None so stats.json is strict JSON."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def summary_text(stats: dict, name: str, recommendation) -> str:
+    lines = [f"== {name}: {len(stats['sessions'])} session(s), bin {stats['bin_size'] * 1000:g} ms"]
+    for s in stats["sessions"]:
+        m = s["summary"]
+        lines.append(
+            f"  {s['session']:<24} {s['method']:<10} {s['duration_s']:9.1f} s  {s['n_units']:4d} units  "
+            f"{s['n_trials']:4d} trials  rate {m['mean_rate_hz']:6.2f} Hz  zeros {m['zero_fraction']:.3f}  "
+            f"Fano {m['median_fano']:.2f}  disp {m['median_dispersion_index']:.2f}"
+        )
+    o = stats["overall"]["summary"]
+    lines += [
+        f"  overall: {o['n_units']} units, {o['hours']:.3f} h, mean rate {o['mean_rate_hz']:.2f} Hz "
+        f"(median {o['median_rate_hz']:.2f}), zero bins {o['zero_fraction']:.3f}",
+        f"  median Fano {o['median_fano']:.2f}, dispersion index {o['median_dispersion_index']:.2f}, "
+        f"over-dispersed units {o['frac_overdispersed']:.0%}, under-dispersed {o['frac_underdispersed']:.0%}, "
+        f"median NB alpha {o['median_nb_alpha']:.3f}",
+        f"  excess zeros vs Poisson {o['mean_excess_zeros_vs_poisson']:+.3f}; units with zeros "
+        f"beyond NB {o['frac_excess_zeros_vs_nb']:.0%}",
+        f"  recommended likelihood: {recommendation[0]}",
+        *[f"    - {r}" for r in recommendation[1]],
+    ]
+    return "\n".join(lines)
+
+
+def _hist(ax, values, title, xlabel, ref=None):
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    ax.hist(v, bins=min(40, max(5, len(v) // 3)), color="0.4")
+    if ref is not None:
+        ax.axvline(ref, color="r", ls="--", lw=1)
+    ax.set(title=title, xlabel=xlabel, ylabel="units")
+
+
+def _raster(rec, stats_session, bin_size, trial_event, path):
+    fig, (ax_r, ax_p) = plt.subplots(2, 1, figsize=(9, 6), height_ratios=(2, 1))
+    t0 = rec.domain[0]
+    t1 = min(rec.domain[1], t0 + RASTER_S)
+    times, units = rec.spike_times, rec.spike_units
+    keep = (times >= t0) & (times < t1)
+    ax_r.scatter(times[keep], units[keep], s=1, c="k", marker="|")
+    ax_r.set(title=f"{rec.session_id}: raster {t0:.1f}-{t1:.1f} s", ylabel="unit", xlim=(t0, t1))
+    groups = trial_counts(rec, bin_size, trial_event) if stats_session["method"] == "trials" else None
+    if groups is not None:
+        labels = sorted(set(rec.trials.condition.tolist())) if rec.trials.condition is not None else [""]
+        for g, label in zip(groups, labels):
+            x = np.arange(g.shape[1]) * bin_size
+            ax_p.plot(x, g.mean((0, 2)) / bin_size, label=str(label), lw=1)
+        ax_p.set(title="PSTH per condition (population mean)", xlabel=f"time from {trial_event or 'trial start'} (s)")
+        if len(groups) <= 10:
+            ax_p.legend(fontsize=7)
+    else:
+        counts = bin_recording(rec, bin_size, start=t0, end=t1)
+        x = t0 + np.arange(len(counts)) * bin_size
+        ax_p.plot(x, counts.mean(1) / bin_size, lw=0.8, c="k")
+        ax_p.set(title="population rate", xlabel="time (s)", xlim=(t0, t1))
+    ax_p.set_ylabel("rate (Hz)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def inspect_data(
+    recordings,
+    out_dir: str | Path,
+    *,
+    bin_size: float = 0.02,
+    name: str = "data",
+    trial_event: str | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Print and save a data summary into the existing folder `out_dir`.
+
+    Writes stats.json, summary.txt, rates.png, fano.png and raster.png (raster of the
+    first session with PSTH per condition, or its population rate). Refuses to replace
+    existing files unless `overwrite`.
+
+    Returns:
+        dict(stats, recommendation=(name, reasons), text, files={key: path}).
+    """
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise FileNotFoundError(f"inspect output folder {out} does not exist (create it first)")
+    existing = [f for f in FILES if (out / f).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{out}: would overwrite {existing}; choose a new folder")
+    if not recordings:
+        raise ValueError(f"{name}: no recordings to inspect")
+    stats = recording_stats(recordings, bin_size, trial_event=trial_event)
+    rec = recommend_likelihood(stats)
+    text = summary_text(stats, name, rec)
+    print(text)
+    files = {f.split(".")[0]: out / f for f in FILES}
+    payload = {"name": name, "recommendation": {"likelihood": rec[0], "reasons": rec[1]}, **stats}
+    files["stats"].write_text(json.dumps(_json_safe(payload), indent=1))
+    files["summary"].write_text(text + "\n")
+    per = stats["overall"]["per_neuron"]
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    _hist(ax, per["rate_hz"], f"{name}: firing rates", "rate (Hz)")
+    fig.tight_layout()
+    fig.savefig(files["rates"], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    _hist(axes[0], per["fano"], "Fano factor", "Fano", ref=1.0)
+    _hist(axes[1], per["dispersion_index"], "dispersion vs rate estimate", "var / mean", ref=1.0)
+    fig.tight_layout()
+    fig.savefig(files["fano"], dpi=110)
+    plt.close(fig)
+
+    _raster(recordings[0], stats["sessions"][0], bin_size, trial_event, files["raster"])
+    return {"stats": stats, "recommendation": rec, "text": text, "files": files}

@@ -1,0 +1,102 @@
+"""Load a trained run, and match new data's units to the run's vocabulary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neurohorizon.config import RunConfig, from_dict
+from neurohorizon.data.recording import Recording, Trials
+from neurohorizon.data.splits import Splits
+from neurohorizon.data.windows import UnitVocab
+from neurohorizon.losses import build_likelihood
+from neurohorizon.training.checkpoint import CheckpointError, load_checkpoint
+from neurohorizon.training.run import build_model, pick_device
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    cfg: RunConfig
+    model: torch.nn.Module
+    likelihood: torch.nn.Module
+    vocab: UnitVocab
+    splits: Splits
+    device: torch.device
+    checkpoint: Path
+    step: int
+
+
+def load_run(run_dir: str | Path, *, device: str = "auto", which: str = "best") -> LoadedRun:
+    """Model, likelihood, vocabulary and splits of a run folder (best checkpoint by default)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: run folder not found")
+    path = run_dir / f"{which}.pt"
+    if not path.exists():
+        path = run_dir / "last.pt"
+    state = load_checkpoint(path)
+    cfg = from_dict(state["config"])
+    vocab = UnitVocab(state["vocab"][1:])
+    dev = pick_device(device)
+    likelihood = build_likelihood(cfg.loss.likelihood, **cfg.loss.options)
+    model = build_model(cfg, vocab.tokens, likelihood)
+    try:
+        model.load_state_dict(state["model"])
+        likelihood.load_state_dict(state.get("likelihood", {}))
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{path}: weights (format version {state['format_version']}) do not fit the model "
+            f"its config describes: {str(err).splitlines()[0]}"
+        ) from None
+    return LoadedRun(
+        run_dir=run_dir, cfg=cfg, model=model.to(dev).eval(), likelihood=likelihood.to(dev),
+        vocab=vocab, splits=Splits.from_json(run_dir / "splits.json"), device=dev,
+        checkpoint=path, step=int(state["step"]),
+    )
+
+
+def match_units(recordings: list[Recording], vocab: UnitVocab, policy: str) -> list[Recording]:
+    """Handle units the model never saw: policy "error" lists them; "known-only" drops them."""
+    unknown = {r.session_id: [u for u in r.unit_ids if u not in vocab] for r in recordings}
+    unknown = {s: u for s, u in unknown.items() if u}
+    if not unknown:
+        return recordings
+    if policy == "error":
+        listing = "; ".join(f"{s}: {len(u)} unknown (e.g. {u[:3]})" for s, u in unknown.items())
+        raise ValueError(
+            f"the data has units the model was not trained on ({listing}). "
+            "Use --unknown-units known-only to evaluate on the known units only."
+        )
+    if policy != "known-only":
+        raise ValueError(f"unknown-units policy must be 'error' or 'known-only', got {policy!r}")
+    kept = [keep_units(r, vocab.known(r.unit_ids)) for r in recordings]
+    kept = [r for r in kept if r.n_units > 0]
+    if not kept:
+        raise ValueError("none of the data's units are known to the model")
+    return kept
+
+
+def keep_units(rec: Recording, keep: np.ndarray) -> Recording:
+    """A copy of `rec` with only the units where `keep` is True (spikes re-indexed)."""
+    keep = np.asarray(keep, dtype=bool)
+    new_index = np.cumsum(keep) - 1
+    spike_keep = keep[rec.spike_units]
+    rate = None
+    if rec.has_true_rate:
+        tr = rec.data.true_rate
+        rate = (np.asarray(tr.rates)[:, keep], float(tr.sampling_rate), float(tr.domain.start[0]))
+    trials = rec.trials
+    return Recording.from_arrays(
+        session_id=rec.session_id,
+        spike_times=rec.spike_times[spike_keep],
+        spike_units=new_index[rec.spike_units[spike_keep]],
+        unit_ids=rec.unit_ids[keep],
+        domain=rec.domain,
+        trials=None if trials is None else Trials(trials.start, trials.end, trials.condition, trials.events),
+        true_rate=rate,
+        source=rec.source,
+    )

@@ -1,0 +1,76 @@
+"""`neurohorizon train`: a new run folder with the resolved config, splits, logs and checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from neurohorizon.config import RunConfig, from_dict, save_config
+from neurohorizon.data.prepare import prepare_data
+from neurohorizon.data.splits import Splits
+from neurohorizon.losses import build_likelihood
+from neurohorizon.model.presets import count_parameters, from_config
+from neurohorizon.runs import new_run_dir
+from neurohorizon.training import distributed as dist_utils
+from neurohorizon.training.checkpoint import load_checkpoint
+from neurohorizon.training.trainer import Trainer
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and dist_utils.is_distributed():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device(name)
+
+
+def build_model(cfg: RunConfig, vocab_tokens: list[str], likelihood):
+    """The model from the config's preset, decoder and overrides (plain kwargs, no config object)."""
+    unit_only = 1 if cfg.loss.options.get("dispersion") == "per_neuron" else 0
+    return from_config(
+        cfg.model.preset, vocab_tokens, n_params=likelihood.n_params, unit_only_params=unit_only,
+        decoder=cfg.model.decoder, bin_size=cfg.data.bin_size_ms / 1000, **cfg.model.overrides,
+    )
+
+
+def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = None,
+              recordings=None, stop_after: int | None = None, quiet: bool = False) -> Path:
+    """Train a model; returns the run folder. `resume` continues a run folder exactly."""
+    torch.set_flush_denormal(True)  # denormal floats made the seed's elementwise ops 10-20x slower
+    splits = None
+    if resume is not None:
+        state = load_checkpoint(Path(resume) / "last.pt")
+        cfg, run_dir = from_dict(state["config"]), Path(resume)
+        splits = Splits.from_json(run_dir / "splits.json")
+    device = pick_device(cfg.train.device)
+    dist_utils.init_from_env(device.type)
+    device = pick_device(cfg.train.device)
+    if resume is None:
+        run_dir = _claim_run_dir(runs_dir, cfg.name)
+    data = prepare_data(cfg.data, recordings=recordings, splits=splits)
+    likelihood = build_likelihood(cfg.loss.likelihood, **cfg.loss.options)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg, data.vocab.tokens, likelihood).to(device)
+    if dist_utils.rank() == 0 and resume is None:
+        save_config(cfg, run_dir / "config.yaml")
+        data.splits.to_json(run_dir / "splits.json")
+        data.vocab.to_json(run_dir / "vocab.json")
+        if not quiet:
+            print(f"model: {count_parameters(model):,} parameters ({cfg.model.preset}, {cfg.model.decoder}); "
+                  f"data: {len(data.recordings)} recording(s), {data.mode} mode, "
+                  f"{len(data.train)} train / {len(data.valid)} valid / {len(data.test)} test windows")
+    trainer = Trainer(model=model, likelihood=likelihood, data=data, cfg=cfg, run_dir=run_dir, device=device)
+    if resume is not None:
+        trainer.resume(Path(resume) / "last.pt")
+    trainer.fit(stop_after=stop_after)
+    return run_dir
+
+
+def _claim_run_dir(runs_dir, name: str) -> Path:
+    """Rank 0 creates the folder; other ranks learn its name through a broadcast."""
+    if not dist_utils.is_distributed():
+        return new_run_dir(runs_dir, name)
+    holder = [str(new_run_dir(runs_dir, name)) if dist_utils.rank() == 0 else None]
+    torch.distributed.broadcast_object_list(holder, src=0)
+    return Path(holder[0])
