@@ -289,8 +289,9 @@ def test_load_data_real_synthetic_is_saved_and_reloaded(tmp_path):
     from neurohorizon.data.sources import import_to_h5, load_data
 
     (rec,) = load_data("synthetic:reach", n_neurons=8, n_conditions=2, trials_per_condition=3)
-    (path,) = import_to_h5("synthetic:reach", tmp_path, n_neurons=8, n_conditions=2,
-                           trials_per_condition=3)
+    (path,) = import_to_h5(
+        "synthetic:reach", tmp_path, n_neurons=8, n_conditions=2, trials_per_condition=3
+    )
     back = load_recording(path)
     assert path.name == f"{rec.session_id}.h5"
     np.testing.assert_array_equal(back.spike_times, rec.spike_times)

@@ -85,8 +85,13 @@ def test_written_nwb_reads_back_exactly(tmp_path):
 
 
 def test_condition_column_argument(tmp_path):
-    trials = [dict(start_time=0.0, stop_time=1.0, target=3), dict(start_time=1.0, stop_time=2.0, target=5)]
-    path = write_nwb(tmp_path / "c.nwb", [[0.1, 0.5, 1.5]], trials=trials, extra_trial_cols=[("target", "t")])
+    trials = [
+        dict(start_time=0.0, stop_time=1.0, target=3),
+        dict(start_time=1.0, stop_time=2.0, target=5),
+    ]
+    path = write_nwb(
+        tmp_path / "c.nwb", [[0.1, 0.5, 1.5]], trials=trials, extra_trial_cols=[("target", "t")]
+    )
     assert read_nwb(path).trials.condition is None
     assert list(read_nwb(path, condition_column="target").trials.condition) == ["3", "5"]
     with pytest.raises(RecordingError, match=r"c\.nwb.*no column 'colour'"):
@@ -135,7 +140,9 @@ def test_adn_peyrache_against_h5py(shared_data, tmp_path):
     assert rec.n_units == len(ids) == 15
     assert list(rec.unit_ids) == [f"A2929-200711/{i}" for i in ids]
     assert len(rec.spike_times) == len(flat)
-    np.testing.assert_array_equal(np.bincount(rec.spike_units, minlength=15), np.diff(ends, prepend=0))
+    np.testing.assert_array_equal(
+        np.bincount(rec.spike_units, minlength=15), np.diff(ends, prepend=0)
+    )
     np.testing.assert_array_equal(rec.spike_times, np.sort(flat))
     np.testing.assert_array_equal(rec.data.epochs.start, ep_start)
     np.testing.assert_array_equal(rec.data.epochs.end, ep_stop)

@@ -51,7 +51,11 @@ def test_aplysia_file_handling(tmp_path):
     assert list(other.unit_ids) == ["Xyz02/2"]
     with pytest.raises(FileNotFoundError, match="Nope01da01"):
         load_recipe("aplysia_bruno2017", root=tmp_path, sessions=["Nope01da01"])
-    for bad, problem in [([[1, np.nan]], "NaN"), ([[1, -0.2]], "negative"), ([[1.5, 0.2]], "non-integer")]:
+    for bad, problem in [
+        ([[1, np.nan]], "NaN"),
+        ([[1, -0.2]], "negative"),
+        ([[1.5, 0.2]], "non-integer"),
+    ]:
         path = tmp_path / "Bad01da01.mat"
         scipy.io.savemat(path, {"spks": np.array(bad, dtype=float)})
         with pytest.raises(RecordingError, match=rf"Bad01da01\.mat.*{problem}"):
@@ -104,7 +108,9 @@ def test_pmd_round_trips_through_h5(shared_data, tmp_path):
 def test_aplysia_real(shared_data):
     folder = _need(shared_data, "aplysia_bruno2017")
     recs = load_recipe("aplysia_bruno2017", root=shared_data, preps=["Jun0214", "Nov0514"])
-    assert [r.session_id for r in recs] == [f"{p}da0{k}" for p in ("Jun0214", "Nov0514") for k in (1, 2, 3)]
+    assert [r.session_id for r in recs] == [
+        f"{p}da0{k}" for p in ("Jun0214", "Nov0514") for k in (1, 2, 3)
+    ]
     for r in recs:
         spks = scipy.io.loadmat(folder / f"{r.session_id}.mat")["spks"]
         assert len(r.spike_times) == len(spks)

@@ -67,9 +67,7 @@ def load_recording(path: str | Path) -> Recording:
         try:
             data = Data.from_hdf5(f, lazy=False)
         except Exception as e:  # truncated datasets, foreign layouts, ...
-            raise RecordingError(
-                f"{path}: cannot read recording ({type(e).__name__}: {e})"
-            ) from e
+            raise RecordingError(f"{path}: cannot read recording ({type(e).__name__}: {e})") from e
     _normalize(data, path)
     return Recording(data, source=str(path))
 
@@ -80,7 +78,7 @@ def _normalize(data: Data, path: Path) -> None:
     Brainsets set `domain` from behaviour (e.g. the cursor), so a few spikes can lie
     outside it; they are dropped with a warning, as the domain is the valid time.
     """
-    if "session" not in data.keys():
+    if "session" not in data:
         data.session = _session(path.stem)
     if data.domain is not None and len(data.domain):
         t = np.asarray(data.spikes.timestamps)
@@ -95,6 +93,6 @@ def _normalize(data: Data, path: Path) -> None:
     ids = np.asarray(data.units.id).astype(str)
     prefix = f"{session_id}/"
     if not all(u.startswith(prefix) for u in ids):
-        fields = {k: getattr(data.units, k) for k in data.units.keys()}
+        fields = {k: getattr(data.units, k) for k in data.units.keys()}  # noqa: SIM118 (no __iter__)
         fields["id"] = np.array([u if u.startswith(prefix) else prefix + u for u in ids])
         data.units = ArrayDict(**fields)

@@ -133,8 +133,12 @@ def _read_trials(nwbfile, source: str, condition_column: str | None) -> Trials |
         if c.endswith("_time") and c not in ("start_time", "stop_time")
     }
     start, stop = _column(table, "start_time"), _column(table, "stop_time")
-    return Trials(start=start.astype(np.float64), end=stop.astype(np.float64),
-                  condition=condition, events=events)
+    return Trials(
+        start=start.astype(np.float64),
+        end=stop.astype(np.float64),
+        condition=condition,
+        events=events,
+    )
 
 
 def _read_epochs(nwbfile) -> Interval | None:

@@ -65,7 +65,9 @@ def pmd_reach_yu2009(root=None, *, which: str = "ex2", trial_gap: float = 1.0) -
         raise ValueError(f"pmd_reach_yu2009: which must be one of {list(choices)}, got {which!r}")
     folder = _dataset_dir(root, "pmd_reach_yu2009")
     gap_ms = round(trial_gap / MS)
-    return [_pmd_file(folder / PMD_FILES[w], f"pmd_reach_yu2009_{w}", gap_ms) for w in choices[which]]
+    return [
+        _pmd_file(folder / PMD_FILES[w], f"pmd_reach_yu2009_{w}", gap_ms) for w in choices[which]
+    ]
 
 
 def _pmd_file(path: Path, session_id: str, gap_ms: int) -> Recording:
@@ -78,7 +80,9 @@ def _pmd_file(path: Path, session_id: str, gap_ms: int) -> Recording:
     for k, trial in enumerate(D):
         data = np.asarray(trial["data"])
         if data.ndim != 2 or data.shape[0] != n_neurons:
-            raise RecordingError(f"{path}: trial {k} data shape {data.shape}, expected ({n_neurons}, ms)")
+            raise RecordingError(
+                f"{path}: trial {k} data shape {data.shape}, expected ({n_neurons}, ms)"
+            )
         if data.min() < 0 or data.max() > 1:
             raise RecordingError(f"{path}: trial {k} is not a 0/1 spike train (max {data.max()})")
         neuron, sample = np.nonzero(data)
@@ -128,7 +132,9 @@ def aplysia_bruno2017(root=None, *, sessions=None, preps=None) -> list[Recording
         files = [f for f in files if f.stem in set(sessions)]
         missing = set(sessions) - {f.stem for f in files}
         if missing:
-            raise FileNotFoundError(f"aplysia_bruno2017: no file for sessions {sorted(missing)} in {folder}")
+            raise FileNotFoundError(
+                f"aplysia_bruno2017: no file for sessions {sorted(missing)} in {folder}"
+            )
     if preps is not None:
         files = [f for f in files if _aplysia_prep(f) in set(preps)]
     if not files:
@@ -154,7 +160,9 @@ def read_aplysia_file(path: str | Path) -> Recording:
     if spks.ndim != 2 or spks.shape[1] != 2:
         raise RecordingError(f"{path}: 'spks' has shape {spks.shape}, expected (n_spikes, 2)")
     if not np.isfinite(spks).all():
-        raise RecordingError(f"{path}: {int((~np.isfinite(spks)).any(1).sum())} row(s) with NaN/inf")
+        raise RecordingError(
+            f"{path}: {int((~np.isfinite(spks)).any(1).sum())} row(s) with NaN/inf"
+        )
     neuron, t = spks[:, 0], spks[:, 1]
     if (neuron != np.round(neuron)).any():
         raise RecordingError(f"{path}: non-integer neuron ids")
@@ -162,7 +170,9 @@ def read_aplysia_file(path: str | Path) -> Recording:
         raise RecordingError(f"{path}: negative spike time {t.min():.6f} s")
     rows = np.unique(spks, axis=0)
     if len(rows) < len(spks):
-        warnings.warn(f"{path}: dropped {len(spks) - len(rows)} duplicate spike row(s)", stacklevel=2)
+        warnings.warn(
+            f"{path}: dropped {len(spks) - len(rows)} duplicate spike row(s)", stacklevel=2
+        )
     order = np.argsort(rows[:, 1], kind="stable")
     neuron, t = rows[order, 0].astype(np.int64), rows[order, 1]
     ids, index = np.unique(neuron, return_inverse=True)  # numeric order: 1, 2, ..., 10

@@ -114,6 +114,7 @@ class Recording:
             _fail(source, "spike unit index out of range of unit_ids")
         namespace = session_id if unit_namespace is None else unit_namespace
         global_ids = np.array([_global_unit_id(namespace, u) for u in unit_ids])
+        trials_interval = None if trials is None else _trials_interval(trials, source)
         if domain is None:
             lo = [spike_times[:1], trials.start if trials else []]
             hi = [spike_times[-1:], trials.end if trials else []]
@@ -133,8 +134,8 @@ class Recording:
             ),
             units=ArrayDict(id=global_ids),
         )
-        if trials is not None:
-            fields["trials"] = _trials_interval(trials, source)
+        if trials_interval is not None:
+            fields["trials"] = trials_interval
         for name, (ts, values) in (behavior or {}).items():
             values = np.asarray(values, dtype=np.float32)
             if len(values) != len(ts):
@@ -205,17 +206,19 @@ class Recording:
 
     @property
     def trials(self) -> Trials | None:
-        if "trials" not in self.data.keys():
+        if "trials" not in self.data:
             return None
         tr = self.data.trials
         keys = tr.keys()
         cond = np.asarray(tr.condition).astype(str) if "condition" in keys else None
-        events = {k[: -len("_time")]: np.asarray(getattr(tr, k)) for k in keys if k.endswith("_time")}
+        events = {
+            k[: -len("_time")]: np.asarray(getattr(tr, k)) for k in keys if k.endswith("_time")
+        }
         return Trials(np.asarray(tr.start), np.asarray(tr.end), cond, events)
 
     @property
     def has_true_rate(self) -> bool:
-        return "true_rate" in self.data.keys()
+        return "true_rate" in self.data
 
     def __repr__(self) -> str:
         t = self.trials
@@ -230,13 +233,13 @@ class Recording:
         if self.data.domain is None:
             _fail(src, "missing 'domain' (not a NeuroHorizon/brainsets recording)")
         for key in ("spikes", "units", "session"):
-            if key not in self.data.keys():
+            if key not in self.data:
                 _fail(src, f"missing '{key}' (not a NeuroHorizon/brainsets recording)")
         _check_spike_times(self.spike_times, src)
         ids = self.unit_ids
         uniq, counts = np.unique(ids, return_counts=True)
         if (counts > 1).any():
-            _fail(src, f"duplicate unit ids: {list(uniq[counts > 1][:5])}")
+            _fail(src, f"duplicate unit ids: {uniq[counts > 1][:5].tolist()}")
         units = self.spike_units
         if len(units) and (units.min() < 0 or units.max() >= len(ids)):
             _fail(src, "spike unit_index out of range of units")
@@ -250,7 +253,7 @@ class Recording:
         if len(silent):
             warnings.warn(
                 f"{src}: {len(silent)} unit(s) have no spikes and are kept: "
-                f"{list(ids[silent][:5])}",
+                f"{ids[silent][:5].tolist()}",
                 stacklevel=3,
             )
         trials = self.trials

@@ -97,18 +97,18 @@ def plot_decay(
         ax.plot((np.arange(len(y)) + 1) * ms, y, color="black", ls="--", lw=1.5,
                 label="oracle (true rates)")
     ax.axhline(0.0, color="0.4", lw=0.9, ls="-", label="null (per-neuron mean rate) = 0")
-    for h in horizons:
-        if h <= t_max:
-            ax.axvline(h * ms, color="0.55", ls=":", lw=1.0)
-            ax.annotate(horizon_label(h, bin_size), xy=(h * ms, 1.0), xycoords=("data", "axes fraction"),
-                        xytext=(-3, -4), textcoords="offset points", rotation=90, ha="right",
-                        va="top", fontsize=8, color="0.35")
+    shown = [h for h in horizons if h <= t_max]
+    for h in shown:
+        ax.axvline(h * ms, color="0.55", ls=":", lw=1.0)
+    top = ax.secondary_xaxis("top")  # horizon marks labelled in bins and ms
+    top.set_xticks([h * ms for h in shown], [horizon_label(h, bin_size) for h in shown], fontsize=8)
+    top.tick_params(length=0, colors="0.3")
     ax.set_xlim(0, t_max * ms)
     ax.set_xlabel(f"time ahead of forecast onset (ms; {ms:g} ms bins)")
     ax.set_ylabel("forecast bits/spike in that bin")
     ax.set_title(title)
     ax.grid(alpha=0.25)
-    ax.legend(fontsize=8, loc="best", framealpha=0.9)
+    fig.legend(loc="outside right upper", fontsize=8, frameon=False)
     return _save(fig, path)
 
 
@@ -132,6 +132,8 @@ def _raster_panel(fig, ax, data, extent, vmax, label, cbar_label, cmap="Greys"):
     im = ax.imshow(np.ma.masked_invalid(data.T), aspect="auto", origin="lower", interpolation="nearest",
                    extent=extent, cmap=cmap, vmin=0, vmax=vmax)
     ax.axvline(0, **ONSET_STYLE)
+    ax.text(0, 1.01, " onset", transform=ax.get_xaxis_transform(), color=ONSET_STYLE["color"], fontsize=8,
+            va="bottom")
     ax.set_ylabel("unit (sorted)")
     ax.set_title(label, loc="left", fontsize=10)
     fig.colorbar(im, ax=ax, pad=0.01, fraction=0.03).set_label(cbar_label, fontsize=8)
@@ -201,13 +203,17 @@ def _population_panel(ax, context, target, mean, samples, ms: float) -> None:
     t_fut = (np.arange(T) + 0.5) * ms
     actual = np.concatenate([np.nansum(context, 1), np.nansum(target, 1)])
     ax.plot(np.concatenate([t_ctx, t_fut]), actual, color="black", lw=1.2, label="actual")
+    bands = []
     if samples is not None and len(samples) > 1:
         pop = np.nansum(samples, axis=2)  # (S, T)
         for lo, hi, alpha, name in ((5, 95, 0.18, "90% band"), (25, 75, 0.35, "50% band")):
-            ax.fill_between(t_fut, np.percentile(pop, lo, 0), np.percentile(pop, hi, 0),
-                            color="tab:blue", alpha=alpha, lw=0, label=f"samples {name}")
+            band = np.percentile(pop, [lo, hi], axis=0)
+            ax.fill_between(t_fut, band[0], band[1], color="tab:blue", alpha=alpha, lw=0,
+                            label=f"samples {name}", step="mid")
+            bands.append(band)
     ax.plot(t_fut, np.nansum(mean, 1), color="tab:blue", lw=2, label="predicted mean")
     ax.axvline(0, **ONSET_STYLE)
+    ax.set_ylim(0, _finite_max(actual, np.nansum(mean, 1), *bands, q=100) * 1.4)  # headroom for the legend
     ax.set_ylabel("spikes / bin")
     ax.legend(fontsize=8, loc="upper left", ncol=4, framealpha=0.9)
     ax.grid(alpha=0.25)
@@ -259,15 +265,16 @@ def plot_psths(
             if context is not None and c in context:
                 ctx = _array(context[c], f"plot_psths context[{c!r}]", 2)
                 ax.plot((np.arange(-len(ctx), 0) + 0.5) * ms, ctx[:, u] / bin_size, color=color, lw=0.9, alpha=0.7)
-        ax.axvline(0, **ONSET_STYLE)
+        ax.axvline(0, color="0.3", ls=":", lw=1.0)
         ax.set_title(unit_names[u] if unit_names else f"unit {u}", fontsize=9)
         ax.grid(alpha=0.25)
     for ax in axes[len(units):]:
         ax.set_visible(False)
     for ax in axes[::ncols]:
         ax.set_ylabel("rate (Hz)")
-    for ax in axes[(nrows - 1) * ncols:]:
-        ax.set_xlabel("time from onset (ms)")
+    for ax in axes[max(0, len(units) - ncols) : len(units)]:  # lowest visible panel of each column
+        ax.xaxis.set_tick_params(labelbottom=True)
+        ax.set_xlabel("time from forecast onset (ms)")
     _psth_legend(fig, conds, colors)
     fig.suptitle(title)
     return _save(fig, path)

@@ -80,13 +80,16 @@ def match_units(recordings: list[Recording], vocab: UnitVocab, policy: str) -> l
     return kept
 
 
-def keep_units(rec: Recording, keep: np.ndarray) -> Recording:
-    """A copy of `rec` with only the units where `keep` is True (spikes re-indexed)."""
+def keep_units(rec: Recording, keep: np.ndarray, *, drop_truth: bool = False) -> Recording:
+    """A copy of `rec` with only the units where `keep` is True (spikes re-indexed).
+
+    drop_truth: leave out the synthetic true rates (e.g. to forecast past their end).
+    """
     keep = np.asarray(keep, dtype=bool)
     new_index = np.cumsum(keep) - 1
     spike_keep = keep[rec.spike_units]
     rate = None
-    if rec.has_true_rate:
+    if rec.has_true_rate and not drop_truth:
         tr = rec.data.true_rate
         rate = (np.asarray(tr.rates)[:, keep], float(tr.sampling_rate), float(tr.domain.start[0]))
     trials = rec.trials

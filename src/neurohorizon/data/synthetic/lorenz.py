@@ -19,8 +19,8 @@ from neurohorizon.data.synthetic.common import (
     FINE_DT,
     assemble,
     check_count,
-    lognormal_mean_rates,
     log_linear_rates,
+    lognormal_mean_rates,
     streams,
 )
 

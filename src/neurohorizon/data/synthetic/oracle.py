@@ -60,7 +60,7 @@ def expected_counts(
 
 def generator_params(rec: Recording) -> dict:
     """Parameters the recording was generated with (noise family, dispersion, sizes...)."""
-    if PARAMS_KEY not in rec.data.keys():
+    if PARAMS_KEY not in rec.data:
         raise RecordingError(f"{rec.source}: no '{PARAMS_KEY}' (not a synthetic recording)")
     raw = getattr(rec.data, PARAMS_KEY)
     return json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))

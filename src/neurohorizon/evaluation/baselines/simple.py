@@ -134,7 +134,7 @@ class PSTH(Baseline):
 class Persistence(Baseline):
     """Recent smoothed rate of each unit, held constant over the horizon.
 
-    Candidates: boxcar over the last k context bins, or an exponential average with time
+    Candidates: boxcar over the last k context bins (k = inf: the whole context), or an exponential average with time
     constant tau bins; the candidate with the lowest Poisson NLL on the validation set
     (training set when none) is kept. Rates are floored at `min_rate` so a silent unit
     does not get an infinite NLL.
@@ -142,7 +142,7 @@ class Persistence(Baseline):
 
     name = "persistence"
 
-    def __init__(self, *, ks=(1, 2, 3, 5, 10, 25, 50), taus=(1.0, 3.0, 10.0),
+    def __init__(self, *, ks=(1, 2, 3, 5, 10, 25, 50, float("inf")), taus=(1.0, 3.0, 10.0),
                  min_rate: float = 1e-3, kind: str | None = None, k: float | None = None):
         self.candidates = [("boxcar", float(x)) for x in ks] + [("exp", float(t)) for t in taus]
         self.min_rate = min_rate
@@ -157,7 +157,7 @@ class Persistence(Baseline):
         for batch in iter_batches(data, 256):
             Tc = batch["context_counts"].shape[1]
             for c in self.candidates:
-                if c[0] == "boxcar" and c[1] > Tc:
+                if c[0] == "boxcar" and Tc < c[1] < float("inf"):
                     continue
                 nll.setdefault(c, 0.0)
                 mean = self._smooth(batch["context_counts"], c)[:, None, :]

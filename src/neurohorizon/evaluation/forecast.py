@@ -1,0 +1,99 @@
+"""Forecast from a trained run: the Python function users call, and `neurohorizon forecast`.
+
+    from neurohorizon import forecast
+    fc = forecast("runs/demo-.../demo-...", recording, start=12.3, n_samples=20)
+    fc.mean          # (T, N) expected counts per 20 ms bin after `start`
+    fc.samples       # (S, T, N) sampled trajectories
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neurohorizon.data.recording import Recording
+from neurohorizon.data.windows import ForecastDataset, Window, collate
+from neurohorizon.evaluation.loading import LoadedRun, keep_units, load_run, match_units
+
+
+@dataclass
+class Forecast:
+    session_id: str
+    unit_ids: np.ndarray  # (N,)
+    onset: float  # s, start of the forecast
+    bin_edges: np.ndarray  # (T + 1,) absolute times, s
+    mean: np.ndarray  # (T, N) expected counts
+    samples: np.ndarray  # (S, T, N) sampled trajectories
+    context: np.ndarray  # (Tc, N) observed counts before the onset
+    actual: np.ndarray  # (T, N) observed counts after the onset (NaN beyond the recording)
+
+    def save_npz(self, path: str | Path) -> Path:
+        path = Path(path)
+        np.savez_compressed(path, **{k: np.asarray(v) for k, v in vars(self).items()})
+        return path
+
+
+def forecast(run: str | Path | LoadedRun, recording: Recording, *, start: float | None = None,
+             n_samples: int = 10, seed: int = 0, unknown_units: str = "error") -> Forecast:
+    """Forecast the bins after `start` (default: the end of the recording) from the preceding context."""
+    run = run if isinstance(run, LoadedRun) else load_run(run)
+    recording = match_units([recording], run.vocab, unknown_units)[0]
+    from neurohorizon.data.prepare import window_spec
+
+    spec = window_spec(run.cfg.data)
+    d0, d1 = recording.domain
+    start = d1 if start is None else float(start)
+    if start - spec.context_s < d0 - 1e-9 or start > d1 + 1e-9:
+        raise ValueError(
+            f"{recording.source}: forecast onset {start:.3f} s needs {spec.context_s * 1000:g} ms of "
+            f"context inside the recording [{d0:.3f}, {d1:.3f}] s"
+        )
+    beyond = start + spec.horizon_s > d1 + 1e-9
+    source = keep_units(recording, np.ones(recording.n_units, bool), drop_truth=True) if beyond else recording
+    item = ForecastDataset([source], [Window(0, start)], spec, run.vocab)[0]
+    batch = {k: v.to(run.device) if torch.is_tensor(v) else v for k, v in collate([item]).items()}
+    generator = torch.Generator(device=run.device).manual_seed(seed)
+    sampled = run.cfg.sampling.feedback == "sample"
+    with torch.no_grad():
+        out = run.model.rollout(batch, run.likelihood, n_steps=spec.horizon_bins, feedback=run.cfg.sampling.feedback,
+                                n_samples=n_samples if sampled else 1, generator=generator)
+        params = out["params"].float()
+        samples = out["counts"] if sampled else run.likelihood.sample(
+            params[0].expand(n_samples, *params.shape[1:]), generator=generator)
+    edges = start + np.arange(spec.horizon_bins + 1) * spec.bin_size
+    actual = item["target_counts"].astype(float)
+    actual[edges[1:] > d1 + 1e-9] = np.nan
+    return Forecast(
+        session_id=recording.session_id, unit_ids=recording.unit_ids, onset=start, bin_edges=edges,
+        mean=out["mean"].float().mean(0)[0].cpu().numpy(), samples=samples[:, 0].cpu().numpy(),
+        context=item["context_counts"], actual=actual,
+    )
+
+
+def forecast_to_files(run_dir: Path, *, data: str, start: float | None, n_samples: int,
+                      session: str | None = None, unknown_units: str = "error") -> Path:
+    """`neurohorizon forecast`: forecast.npz and forecast.png in a new folder of the run."""
+    from neurohorizon.data.sources import load_data
+    from neurohorizon.evaluation import figures
+    from neurohorizon.runs import new_run_dir
+
+    recordings = load_data(data)
+    if session is not None:
+        recordings = [r for r in recordings if r.session_id == session]
+        if not recordings:
+            raise ValueError(f"{data}: no session {session!r}")
+    elif len(recordings) > 1:
+        ids = [r.session_id for r in recordings]
+        raise ValueError(f"{data} holds {len(ids)} sessions; choose one with --session ({ids[:5]} ...)")
+    run = load_run(run_dir)
+    fc = forecast(run, recordings[0], start=start, n_samples=n_samples, unknown_units=unknown_units)
+    out = new_run_dir(Path(run_dir) / "forecasts", "forecast")
+    fc.save_npz(out / "forecast.npz")
+    bin_size = float(fc.bin_edges[1] - fc.bin_edges[0])
+    figures.plot_forecast_raster(context=fc.context, target=np.nan_to_num(fc.actual), mean=fc.mean,
+                                 samples=fc.samples, bin_size=bin_size, path=out / "forecast.png",
+                                 title=f"{fc.session_id}: forecast from {fc.onset:.3f} s")
+    return out

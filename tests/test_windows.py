@@ -1,0 +1,231 @@
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from neurohorizon.data.binning import BinningError
+from neurohorizon.data.recording import Recording, Trials
+from neurohorizon.data.windows import (
+    ForecastDataset,
+    UnitVocab,
+    Window,
+    WindowSpec,
+    collate,
+    make_loader,
+    random_windows,
+    sequential_windows,
+    trial_windows,
+)
+
+SPEC = WindowSpec(bin_size=0.02, context_bins=25, horizon_bins=50)
+
+
+def make_rec(sid="a", n_units=5, duration=20.0, rate=10.0, seed=0, true_rate=None, trials=None):
+    rng = np.random.default_rng(seed)
+    n = rng.poisson(rate * n_units * duration)
+    times = np.sort(rng.random(n) * duration)
+    units = rng.integers(0, n_units, n)
+    return Recording.from_arrays(
+        session_id=sid,
+        spike_times=times,
+        unit_ids=np.array([f"u{i}" for i in range(n_units)]),
+        spike_units=units,
+        domain=(0.0, duration),
+        true_rate=true_rate,
+        trials=trials,
+    )
+
+
+# ------------------------------------------------------------------ spec/vocab
+def test_window_spec_from_ms():
+    spec = WindowSpec.from_ms(context_ms=500, horizon_ms=240, bin_size_ms=20)
+    assert (spec.context_bins, spec.horizon_bins) == (25, 12)
+    assert spec.context_s == pytest.approx(0.5) and spec.horizon_s == pytest.approx(0.24)
+    assert spec.total_s == pytest.approx(0.74)
+    with pytest.raises(BinningError, match="horizon of 250 ms"):
+        WindowSpec.from_ms(context_ms=500, horizon_ms=250, bin_size_ms=20)
+
+
+def test_unit_vocab(tmp_path):
+    vocab = UnitVocab.from_recordings([make_rec("b", 2), make_rec("a", 3)])
+    assert vocab.tokens == ["NA", "a/u0", "a/u1", "a/u2", "b/u0", "b/u1"]
+    np.testing.assert_array_equal(vocab.index(["b/u1", "a/u0"]), [5, 1])
+    assert vocab.index(["a/u0"]).dtype == np.int64
+    with pytest.raises(KeyError, match=r"c/u9.*c/u8|c/u8.*c/u9"):
+        vocab.index(["a/u0", "c/u9", "c/u8"])
+    np.testing.assert_array_equal(vocab.known(["a/u0", "zz", "NA"]), [True, False, False])
+    back = UnitVocab.from_json(vocab.to_json(tmp_path / "vocab.json"))
+    assert back.tokens == vocab.tokens
+
+
+# ----------------------------------------------------------------- sampling
+def test_random_windows_fit_inside_intervals_and_are_deterministic():
+    ivs = [(0, 0.0, 3.0), (1, 10.0, 11.6), (1, 20.0, 20.5)]  # last one is too short
+    w1 = random_windows(ivs, SPEC, 500, np.random.default_rng(3))
+    w2 = random_windows(ivs, SPEC, 500, np.random.default_rng(3))
+    assert w1 == w2 and len(w1) == 500
+    for w in w1:
+        ok = [
+            r == w.rec and w.onset - SPEC.context_s >= s - 1e-9 and w.onset + SPEC.horizon_s <= e
+            for r, s, e in ivs
+        ]
+        assert any(ok)
+    # drawn proportionally to usable length: 1.5 s vs 0.1 s of onsets
+    frac0 = np.mean([w.rec == 0 for w in w1])
+    assert 0.85 < frac0 < 0.98
+    onsets = np.array([w.onset for w in w1])
+    assert len(np.unique(np.round(onsets / 0.02, 6) % 1)) > 100  # not snapped to the bin grid
+
+
+def test_random_windows_on_grid_and_errors():
+    w = random_windows([(0, 0.0, 5.0)], SPEC, 200, np.random.default_rng(0), grid=0.005)
+    k = np.array([x.onset for x in w]) / 0.005
+    np.testing.assert_allclose(k, np.round(k), atol=1e-9)
+    with pytest.raises(BinningError, match=r"1500 ms window.*longest is 1000 ms.*rec-a"):
+        random_windows([(0, 0.0, 1.0)], SPEC, 5, np.random.default_rng(0), names=["rec-a"])
+
+
+def test_sequential_windows_tile_without_overlap():
+    w = sequential_windows([(0, 1.0, 7.9), (2, 0.0, 1.0)], SPEC)  # second too short: skipped
+    assert [x.rec for x in w] == [0] * 4
+    onsets = np.array([x.onset for x in w])
+    np.testing.assert_allclose(onsets, 1.0 + 0.5 + 1.5 * np.arange(4))
+    assert onsets[-1] + SPEC.horizon_s <= 7.9
+    with pytest.raises(BinningError):
+        sequential_windows([(0, 0.0, 1.0)], SPEC)
+
+
+def test_trial_windows():
+    trials = Trials(
+        start=np.array([1.0, 4.0, 8.0, 12.0]),
+        end=np.array([3.0, 6.0, 10.0, 14.0]),
+        condition=np.array(["right", "left", "right", "up"]),
+        events={"go_cue": np.array([1.7, 4.7, np.nan, 12.9])},
+    )
+    rec = make_rec(trials=trials)
+    with pytest.warns(UserWarning, match="skipping 1 trial"):
+        w = trial_windows(rec, SPEC, "go_cue", offset_s=0.1, rec_index=3)
+    assert [x.onset for x in w] == pytest.approx([1.8, 4.8, 13.0])
+    assert [x.condition for x in w] == [1, 0, 2]  # sorted labels: left, right, up
+    assert {x.rec for x in w} == {3}
+    w = trial_windows(rec, SPEC, "start", trials=[1])
+    assert w == [Window(0, 4.0, 0)]
+    with pytest.raises(BinningError, match=r"trial 0 window.*leaves the recording domain"):
+        trial_windows(rec, SPEC, "start", offset_s=-0.9)
+    with pytest.raises(ValueError, match="no trial event 'move'"):
+        trial_windows(rec, SPEC, "move")
+
+
+# ----------------------------------------------------------------- dataset
+def _reference_counts(rec, onset, lo_bin, hi_bin):
+    edges = onset + np.arange(lo_bin, hi_bin + 1) * 0.02
+    t, u = rec.spike_times, rec.spike_units
+    out = np.zeros((hi_bin - lo_bin, rec.n_units))
+    for i in range(hi_bin - lo_bin):
+        for n in range(rec.n_units):
+            out[i, n] = np.sum((t >= edges[i]) & (t < edges[i + 1]) & (u == n))
+    return out
+
+
+def test_dataset_item_matches_independent_binning():
+    recs = [make_rec("a", 4, seed=1), make_rec("b", 6, seed=2)]
+    vocab = UnitVocab.from_recordings(recs)
+    windows = [Window(0, 3.21357, -1), Window(1, 10.0, 2)]
+    ds = ForecastDataset(recs, windows, SPEC, vocab)
+    for w in windows:
+        it = ds[windows.index(w)]
+        rec = recs[w.rec]
+        np.testing.assert_array_equal(it["context_counts"], _reference_counts(rec, w.onset, -25, 0))
+        np.testing.assert_array_equal(it["target_counts"], _reference_counts(rec, w.onset, 0, 50))
+        np.testing.assert_array_equal(it["units"], vocab.index(rec.unit_ids))
+        assert it["start"] == w.onset and it["session"] == w.rec and it["condition"] == w.condition
+        st = it["spike_times"]
+        assert st.min() >= -0.5 and st.max() < 0
+        assert len(st) == it["context_counts"].sum()
+        # per-unit spike tokens agree with the binned context
+        for col, vid in enumerate(it["units"]):
+            assert (it["spike_units"] == vid).sum() == it["context_counts"][:, col].sum()
+        assert np.isnan(it["true_expected"]).all() and it["true_expected"].shape == (50, len(vid_list := it["units"]))
+        assert len(vid_list) == rec.n_units
+
+
+def test_true_expected_integrates_the_fine_rate():
+    fs, dur, n = 200.0, 20.0, 3
+    t = np.arange(int(dur * fs)) / fs
+    rates = np.stack([5 + 4 * np.sin(2 * np.pi * (k + 1) * t) for k in range(n)], 1) + 1.0
+    rec = make_rec("a", n, duration=dur, true_rate=(rates, fs, 0.0))
+    ds = ForecastDataset([rec], [Window(0, 5.0), Window(0, 7.3456)], SPEC, UnitVocab.from_recordings([rec]))
+    it = ds[0]
+    # independent: explicit sum of rate * dt over the 4 fine samples of each 20 ms bin
+    ref = rates[int(5.0 * fs) : int(6.0 * fs)].reshape(50, 4, n).sum(1) / fs
+    np.testing.assert_allclose(it["true_expected"], ref, rtol=1e-5)
+    ref_ctx = rates[int(4.5 * fs) : int(5.0 * fs)].reshape(25, 4, n).sum(1) / fs
+    np.testing.assert_allclose(it["context_true_expected"], ref_ctx, rtol=1e-5)
+    with pytest.raises(BinningError, match="not on the true_rate grid"):
+        ds[1]
+
+
+def test_collate_pads_units_and_spikes():
+    recs = [make_rec("a", 3, seed=1), make_rec("b", 7, seed=2)]
+    vocab = UnitVocab.from_recordings(recs)
+    ds = ForecastDataset(recs, [Window(0, 2.0), Window(1, 5.0, 1)], SPEC, vocab)
+    items = [ds[0], ds[1]]
+    b = collate(items)
+    S = max(len(it["spike_times"]) for it in items)
+    assert b["spike_times"].shape == (2, S) and b["spike_times"].dtype == torch.float32
+    assert b["spike_units"].dtype == torch.int64 and b["spike_mask"].dtype == torch.bool
+    assert b["context_counts"].shape == (2, 25, 7) and b["target_counts"].shape == (2, 50, 7)
+    assert b["units"].shape == (2, 7) and b["unit_mask"].sum().item() == 10
+    assert (b["units"][0, 3:] == 0).all() and (b["target_counts"][0, :, 3:] == 0).all()
+    assert b["spike_mask"][0].sum().item() == len(items[0]["spike_times"])
+    assert (b["spike_units"][~b["spike_mask"]] == 0).all()
+    assert b["start"].dtype == torch.float64 and b["start"].tolist() == [2.0, 5.0]
+    assert b["condition"].tolist() == [-1, 1] and b["session"].tolist() == [0, 1]
+    assert b["true_expected"].shape == (2, 50, 7) and torch.isnan(b["true_expected"]).all()
+
+
+def test_random_windows_resampled_each_epoch_and_loader():
+    rec = make_rec("a", 5, duration=30.0)
+    vocab = UnitVocab.from_recordings([rec])
+    ds = ForecastDataset(
+        [rec], None, SPEC, vocab, random_windows_per_epoch=64, intervals=[(0, 0.0, 30.0)], seed=7
+    )
+    first = list(ds.windows)
+    ds.set_epoch(1)
+    assert ds.windows != first and len(ds) == 64
+    ds.set_epoch(1)
+    again = list(ds.windows)
+    ds.set_epoch(1)
+    assert ds.windows == again
+    batches = list(make_loader(ds, batch_size=16, shuffle=True, seed=0))
+    assert len(batches) == 4 and batches[0]["target_counts"].shape == (16, 50, 5)
+    starts = torch.cat([b["start"] for b in batches]).numpy()
+    assert sorted(starts.tolist()) == sorted(w.onset for w in ds.windows)
+
+
+def test_distributed_loader_uses_distributed_sampler(tmp_path):
+    import torch.distributed as dist
+
+    rec = make_rec("a", 5, duration=30.0)
+    ds = ForecastDataset([rec], sequential_windows([(0, 0.0, 30.0)], SPEC), SPEC, UnitVocab.from_recordings([rec]))
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    try:
+        loader = make_loader(ds, 4, shuffle=True, seed=1, distributed=True)
+        assert isinstance(loader.sampler, torch.utils.data.DistributedSampler)
+        assert sum(len(b["start"]) for b in loader) == len(ds)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_loader_throughput():
+    rec = make_rec("a", 100, duration=300.0, rate=8.0)
+    ds = ForecastDataset(
+        [rec], None, SPEC, UnitVocab.from_recordings([rec]),
+        random_windows_per_epoch=2048, intervals=[(0, 0.0, 300.0)],
+    )
+    loader = make_loader(ds, batch_size=32, shuffle=True, seed=0)
+    t0 = time.perf_counter()
+    n = sum(len(b["start"]) for b in loader)
+    rate = n / (time.perf_counter() - t0)
+    assert rate > 2000, f"{rate:.0f} windows/s"
