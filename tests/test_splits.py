@@ -112,5 +112,104 @@ def test_trial_windows_and_trials_as_continuous():
     assert [x.onset for x in w] == pytest.approx(rec.trials.events["go_cue"][test_trials])
     # no event: windows stay inside the split's trials
     _check_no_leak([rec], sp, WindowSpec(0.02, 25, 25), seed=0)
+    short = trial_rec(trial_s=1.0)
+    sp = make_splits([short], SPEC, seed=0)
     with pytest.raises(ValueError, match="split 'train' is empty.*1500 ms window"):
-        windows_for_split([rec], sp, "train", SPEC)  # 2 s trials cannot hold... wait
+        windows_for_split([short], sp, "train", SPEC)  # 1 s trials cannot hold 1.5 s windows
+
+
+# ----------------------------------------------------------------- continuous
+def test_continuous_blocks_guard_gap_and_fractions():
+    rec = cont_rec(duration=600.0)
+    sp = make_splits([rec], SPEC, seed=1)
+    assert sp.mode == "continuous" and sp.guard_s == pytest.approx(SPEC.total_s)
+    spans = sorted((s, e, name) for name in SPLITS for s, e in sp.intervals(name, 0))
+    for (s1, e1, n1), (s2, e2, n2) in zip(spans, spans[1:]):
+        assert s2 >= e1 - 1e-9
+        if n1 != n2:
+            assert s2 - e1 >= SPEC.total_s - 1e-9
+    assert spans[0][0] >= 0 and spans[-1][1] <= 600.0 + 1e-9
+    total = {n: sum(e - s for s, e in sp.intervals(n, 0)) for n in SPLITS}
+    used = sum(total.values())
+    for n, f in zip(SPLITS, (0.7, 0.15, 0.15)):
+        assert total[n] / used == pytest.approx(f, abs=0.01)
+    # blocks start on the bin grid
+    for s, _, _ in spans:
+        assert abs(s / 0.02 - round(s / 0.02)) < 1e-6
+    _check_no_leak([rec], sp, SPEC, seed=0)
+
+
+def test_holdout_sessions_go_to_test():
+    recs = [cont_rec("a", 200.0), cont_rec("b", 100.0, seed=1)]
+    sp = make_splits(recs, SPEC, holdout_sessions=["b"])
+    assert sp.intervals("test", 1) == [(0.0, 100.0)]
+    assert sp.intervals("train", 1) == [] and sp.intervals("valid", 1) == []
+    assert sp.holdout_sessions == ["b"]
+    w = windows_for_split(recs, sp, "test", SPEC)
+    assert {x.rec for x in w} == {0, 1}
+    with pytest.raises(ValueError, match=r"held-out session\(s\) \['zz'\]"):
+        make_splits(recs, SPEC, holdout_sessions=["zz"])
+
+
+def test_short_recording_error_names_it():
+    with pytest.raises(ValueError, match=r"tiny.h5: recording of 5.000 s is too short.*1500 ms"):
+        make_splits([cont_rec("tiny", 5.0)], SPEC)
+
+
+def test_train_windows_random_eval_windows_sequential():
+    rec = cont_rec(duration=300.0)
+    sp = make_splits([rec], SPEC, seed=0)
+    train = windows_for_split([rec], sp, "train", SPEC, seed=1)
+    train_s = sum(e - s for s, e in sp.intervals("train", 0))
+    assert len(train) == int(train_s / SPEC.horizon_s)
+    assert train == windows_for_split([rec], sp, "train", SPEC, seed=1)
+    test = windows_for_split([rec], sp, "test", SPEC)
+    onsets = np.array([w.onset for w in test])
+    assert (np.diff(onsets)[np.diff(onsets) < 2 * SPEC.total_s] >= SPEC.total_s - 1e-9).all()
+
+
+# -------------------------------------------------------------- properties
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    durations=st.lists(st.floats(3.0, 200.0), min_size=1, max_size=3),
+    context=st.integers(1, 30),
+    horizon=st.integers(1, 60),
+    seed=st.integers(0, 10_000),
+)
+def test_property_continuous_splits_never_leak(durations, context, horizon, seed):
+    spec = WindowSpec(0.02, context, horizon)
+    recs = [cont_rec(f"s{i}", d, seed=i) for i, d in enumerate(durations)]
+    try:
+        sp = make_splits(recs, spec, seed=seed)
+    except ValueError as e:
+        assert "too short" in str(e)
+        # one round needs 2 guard gaps + a 15% block of at least one window
+        assert min(durations) < (2 + 1 / 0.15) * spec.total_s + 0.1
+        return
+    assert sp.to_dict() == make_splits(recs, spec, seed=seed).to_dict()
+    _check_no_leak(recs, sp, spec, seed)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    per_condition=st.lists(st.integers(1, 25), min_size=1, max_size=5),
+    seed=st.integers(0, 10_000),
+)
+def test_property_trial_stratification(per_condition, seed):
+    rec = trial_rec(per_condition=tuple(per_condition), trial_s=0.5, gap_s=0.1, seed=seed % 7)
+    try:
+        sp = make_splits([rec], SPEC, seed=seed)
+    except ValueError as e:
+        assert "too few trials" in str(e)
+        assert all(n < 3 for n in per_condition)
+        return
+    cond = rec.trials.condition
+    seen = []
+    for s in SPLITS:
+        idx = sp.trials(s, 0)
+        seen += idx.tolist()
+        for i, n in enumerate(per_condition):
+            if n >= 3:
+                assert (cond[idx] == f"c{i}").sum() >= 1
+    assert sorted(seen) == list(range(len(cond)))
+    assert sp.to_dict() == make_splits([rec], SPEC, seed=seed).to_dict()

@@ -143,7 +143,7 @@ def write_report(
         raise FileExistsError(f"report already exists: {', '.join(existing)} (pass overwrite=True to replace)")
     figures = {id(s): _figure_items(s) for s in sections}  # validate before writing anything
     out_dir.mkdir(parents=True, exist_ok=True)
-    used: set[str] = set()
+    used = {"run-metadata"}  # the metadata section's fixed anchor
     anchors = [_slug(s.title, used) for s in sections]
     local = {id(s): [(_localise(p, out_dir), c) for p, c in figures[id(s)]] for s in sections}
     meta = dict(metadata or {})

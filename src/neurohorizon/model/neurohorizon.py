@@ -88,7 +88,7 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             if x.shape[1] != 1:
                 raise ValueError("cached decoding takes one bin at a time")
-            cache.append(k, v)
+            k, v = cache.append(k, v)
             causal = False  # the single new query may see every cached bin
         out = F.scaled_dot_product_attention(
             q, k, v, is_causal=causal, dropout_p=self.dropout if self.training else 0.0

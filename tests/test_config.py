@@ -1,0 +1,65 @@
+"""YAML config loading and dotted overrides."""
+
+import pytest
+
+from neurohorizon.config import ConfigError, apply_override, from_dict, load_config, save_config, to_dict
+
+
+def test_defaults_then_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ntrain:\n  lr: 0.01\n  max_steps: 10\ndata:\n  options: {n_neurons: 60}\n")
+    cfg = load_config(path, ["train.max_steps=20", "train.lr=3e-4", "data.options.seed=4"])
+    assert cfg.name == "x"
+    assert cfg.train.max_steps == 20
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.data.options == {"n_neurons": 60, "seed": 4}
+    assert cfg.train.batch_size == 16  # untouched default
+
+
+def test_round_trip_through_yaml(tmp_path):
+    cfg = load_config(None, ["model.preset=tiny", "sampling.kind=linear", "data.align_event=go_cue"])
+    save_config(cfg, tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert to_dict(again) == to_dict(cfg)
+    assert to_dict(from_dict(to_dict(cfg))) == to_dict(cfg)
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("train.lrr=1", ["unknown key", "train.lrr"]),
+        ("train.max_steps=abc", ["train.max_steps", "wrong type"]),
+        ("train.amp=3", ["train.amp", "wrong type"]),
+        ("train.max_steps=1.5", ["wrong type"]),
+        ("nonsense", ["key.sub=value"]),
+        ("bogus.x=1", ["unknown key"]),
+    ],
+)
+def test_bad_overrides_name_the_key(override, words):
+    cfg = load_config()
+    with pytest.raises(ConfigError) as err:
+        apply_override(cfg, override)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(bad)
+    notmap = tmp_path / "list.yaml"
+    notmap.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(notmap)
+
+
+def test_packaged_demo_config_loads():
+    from importlib import resources
+    from pathlib import Path
+
+    cfg = load_config(Path(str(resources.files("neurohorizon") / "configs" / "demo.yaml")))
+    assert cfg.data.source == "synthetic:reach"
+    assert cfg.sampling.floor == pytest.approx(0.1)
