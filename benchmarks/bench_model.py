@@ -23,8 +23,10 @@ import time
 from pathlib import Path
 
 import torch
+from torch_brain.nn import RotaryCrossAttention
 
 from neurohorizon.losses import build_likelihood
+from neurohorizon.model.encoder import rotary_cis
 from neurohorizon.model.presets import PRESETS, count_parameters, from_config
 
 BIN = 0.02
@@ -85,6 +87,55 @@ def rollout_ms(model, lik, batch, *, n_steps: int, use_cache: bool, repeats: int
     return statistics.median(times)
 
 
+def decoder_only_ms(model, lik, batch, *, n_steps: int, use_cache: bool, repeats: int) -> float:
+    """Rollout minus the (shared) encoder cost: median ms of rollout - median ms of _prepare."""
+    device = batch["units"].device
+    times = []
+    with torch.no_grad():
+        for i in range(repeats + 2):
+            _sync(device)
+            t0 = time.perf_counter()
+            model._prepare(batch)
+            _sync(device)
+            if i >= 2:
+                times.append(1e3 * (time.perf_counter() - t0))
+    enc = statistics.median(times)
+    return (
+        rollout_ms(model, lik, batch, n_steps=n_steps, use_cache=use_cache, repeats=repeats) - enc
+    )
+
+
+def encoder_cross_attn_ms(model, *, B: int, S: int, N: int, repeats: int) -> dict:
+    """Forward+backward of the spike cross-attention: torch_brain RotaryCrossAttention on every
+    token vs our token-table version (same weights, same result; justifies the replacement)."""
+    enc, rot = model.encoder.cross_attn, model.rotary
+    D = enc.to_q.in_features
+    lat_t = model.encoder.latent_times(0.5, torch.device("cpu"))
+    lat = torch.randn(B, lat_t.shape[0], D, requires_grad=True)
+    table = torch.randn(3 * N, D, requires_grad=True)
+    idx, times = torch.randint(0, 3 * N, (B, S)), -torch.rand(B, S) * 0.5
+    mask = torch.ones(B, S, dtype=torch.bool)
+
+    def plain():
+        qr = rot(lat_t)[None].expand(B, -1, -1)
+        RotaryCrossAttention.forward(enc, lat, table[idx], qr, rot(times), mask).sum().backward()
+
+    def ours():
+        q, k = rotary_cis(rot, lat_t)[None], rotary_cis(rot, times)
+        enc.forward_table(lat, table, idx, q, k, mask).sum().backward()
+
+    out = {}
+    for name, fn in (("torch_brain_ms", plain), ("token_table_ms", ours)):
+        times_ms = []
+        for i in range(repeats + 1):
+            t0 = time.perf_counter()
+            fn()
+            if i:
+                times_ms.append(1e3 * (time.perf_counter() - t0))
+        out[name] = statistics.median(times_ms)
+    return out
+
+
 def run(device: torch.device, *, quick: bool) -> dict:
     torch.manual_seed(0)
     ids = [f"bench/u{i}" for i in range(100)]
@@ -100,11 +151,20 @@ def run(device: torch.device, *, quick: bool) -> dict:
     reps = 5 if quick else 21
     cached = rollout_ms(model, lik, roll_batch, n_steps=50, use_cache=True, repeats=reps)
     full = rollout_ms(model, lik, roll_batch, n_steps=50, use_cache=False, repeats=reps)
+    dec_cached = decoder_only_ms(model, lik, roll_batch, n_steps=50, use_cache=True, repeats=reps)
+    dec_full = decoder_only_ms(model, lik, roll_batch, n_steps=50, use_cache=False, repeats=reps)
     out |= {
         "rollout50_ms_kv_cache": cached,
         "rollout50_ms_recompute": full,
         "kv_cache_speedup": full / cached,
+        "decoder_only50_ms_kv_cache": dec_cached,
+        "decoder_only50_ms_recompute": dec_full,
+        "decoder_only_kv_cache_speedup": dec_full / dec_cached,
     }
+    if device.type == "cpu":
+        out["encoder_cross_attn_fwd_bwd_B16"] = encoder_cross_attn_ms(
+            model, B=16, S=2700, N=100, repeats=3 if quick else 5
+        )
     if device.type == "cuda":
         out["cuda_peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out

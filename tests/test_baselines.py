@@ -5,10 +5,26 @@ import pytest
 import torch
 
 from neurohorizon.evaluation.baselines import (
-    BASELINES, PSTH, GRUSeq2Seq, MeanRate, NDTForward, Persistence, PoissonGLM,
-    build_baseline, fit_poisson_ridge,
+    BASELINES,
+    PSTH,
+    GRUSeq2Seq,
+    MeanRate,
+    NDTForward,
+    Persistence,
+    PoissonGLM,
+    build_baseline,
+    fit_poisson_ridge,
 )
 from neurohorizon.evaluation.metrics import fp_bps
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run ~10x faster on one thread than with two contended ones."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def make_batch(counts, units, condition=None, Tc=10, session=0):
@@ -16,8 +32,10 @@ def make_batch(counts, units, condition=None, Tc=10, session=0):
     counts = torch.as_tensor(counts, dtype=torch.float32)
     B, _, N = counts.shape
     return {
-        "context_counts": counts[:, :Tc], "target_counts": counts[:, Tc:],
-        "units": torch.as_tensor(units).repeat(B, 1), "unit_mask": torch.ones(B, N, dtype=bool),
+        "context_counts": counts[:, :Tc],
+        "target_counts": counts[:, Tc:],
+        "units": torch.as_tensor(units).repeat(B, 1),
+        "unit_mask": torch.ones(B, N, dtype=bool),
         "condition": torch.as_tensor(condition if condition is not None else [-1] * B),
         "session": torch.full((B,), session),
     }
@@ -37,7 +55,7 @@ def ar_counts(n, T=20, N=8, seed=0, a=0.9):
 
 
 def split(counts, units, size, Tc=10):
-    return [make_batch(counts[i:i + size], units, Tc=Tc) for i in range(0, len(counts), size)]
+    return [make_batch(counts[i : i + size], units, Tc=Tc) for i in range(0, len(counts), size)]
 
 
 def test_mean_rate_exact_and_multisession():
@@ -65,14 +83,15 @@ def test_psth_equals_condition_mean():
     counts = rng.poisson(true[cond]).astype(np.float32)
     batches = [make_batch(counts[i::4], [1, 2, 3, 4], cond[i::4]) for i in range(4)]
     p = PSTH().fit(batches)
-    test = make_batch(counts[:C * reps:reps], [1, 2, 3, 4], np.arange(C))
+    test = make_batch(counts[: C * reps : reps], [1, 2, 3, 4], np.arange(C))
     pred = p.predict(test).numpy()
     for c in range(C):  # exactly the empirical condition mean of the target bins
         np.testing.assert_allclose(pred[c], counts[cond == c, 10:].mean(0), rtol=1e-5)
     np.testing.assert_allclose(pred, true[:, 10:], atol=0.25)  # and close to the truth
     test["condition"][:] = -1  # no condition -> mean rate
-    np.testing.assert_allclose(p.predict(test)[0, 0].numpy(), counts[:, 10:].mean((0, 1)),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        p.predict(test)[0, 0].numpy(), counts[:, 10:].mean((0, 1)), rtol=1e-5
+    )
 
 
 def test_persistence():
@@ -80,7 +99,9 @@ def test_persistence():
     ctx = rng.poisson(1.0, (5, 20, 3)).astype(np.float32)
     b = make_batch(ctx, [1, 2, 3], Tc=15)
     fixed = Persistence(kind="boxcar", k=2).predict(b)
-    np.testing.assert_allclose(fixed[:, 3].numpy(), np.maximum(ctx[:, 13:15].mean(1), 1e-3), rtol=1e-6)
+    np.testing.assert_allclose(
+        fixed[:, 3].numpy(), np.maximum(ctx[:, 13:15].mean(1), 1e-3), rtol=1e-6
+    )
     assert fixed.shape == (5, 5, 3)
     # rate constant within each window, varied across windows: the longest average wins
     rates = rng.uniform(0.2, 3.0, (300, 1, 3)).repeat(30, 1)
@@ -148,8 +169,9 @@ def test_glm_routes_sessions_and_reorders_columns():
     b = make_batch(c1[:5], [1, 2, 3, 4])
     ref = glm.predict(b)
     perm = [2, 0, 3, 1]  # same session, shuffled columns, plus a padded column
-    shuf = make_batch(np.concatenate([c1[:5][:, :, perm], np.zeros((5, 20, 1))], 2),
-                      [3, 1, 4, 2, 0])
+    shuf = make_batch(
+        np.concatenate([c1[:5][:, :, perm], np.zeros((5, 20, 1))], 2), [3, 1, 4, 2, 0]
+    )
     shuf["unit_mask"][:, 4] = False
     out = glm.predict(shuf)
     torch.testing.assert_close(out[..., :4], ref[..., perm])
@@ -163,7 +185,7 @@ def test_neural_baselines_train(cls):
     counts, _ = ar_counts(400, T=20, N=6, seed=8)
     train = split(counts[:320], list(range(1, 7)), 32)
     valid = make_batch(counts[320:], list(range(1, 7)))
-    f = cls(dim=32, max_steps=80, eval_every=40, lr=1e-2).fit(train, valid)
+    f = cls(dim=32, max_steps=80, eval_every=40, lr=5e-3).fit(train, valid)
     h = f.history
     assert np.mean(h[-10:]) < np.mean(h[:10])
     assert len(f.valid_history) == 2
@@ -177,10 +199,43 @@ def test_neural_baselines_train(cls):
 
 
 def test_registry():
-    assert set(BASELINES) >= {"mean_rate", "psth", "persistence", "glm_ar", "glm_direct",
-                              "gru_seq2seq", "ndt_forward"}
+    assert set(BASELINES) >= {
+        "mean_rate",
+        "psth",
+        "persistence",
+        "glm_ar",
+        "glm_direct",
+        "gru_seq2seq",
+        "ndt_forward",
+    }
     assert build_baseline("glm_direct", history=2).mode == "direct"
     with pytest.raises(ValueError, match="unknown baseline"):
         build_baseline("nope")
     with pytest.raises(ValueError, match="bad options"):
         build_baseline("psth", bogus=1)
+
+
+def test_map_style_dataset_items_are_collated():
+    """A map-style dataset of window items (ForecastDataset's item layout) works like batches."""
+    pytest.importorskip("neurohorizon.data.windows")
+    counts, _ = ar_counts(40, N=3, seed=9)
+    items = [
+        {
+            "spike_times": np.zeros(0, np.float32),
+            "spike_units": np.zeros(0, np.int64),
+            "context_counts": c[:10],
+            "target_counts": c[10:],
+            "units": np.array([4, 5, 6]),
+            "true_expected": np.full((10, 3), np.nan, np.float32),
+            "context_true_expected": np.full((10, 3), np.nan, np.float32),
+            "condition": -1,
+            "session": 0,
+            "start": 1.0 * i,
+        }
+        for i, c in enumerate(counts)
+    ]
+    from_items = MeanRate().fit(items)
+    from_batches = MeanRate().fit(split(counts, [4, 5, 6], 7))
+    torch.testing.assert_close(from_items.total, from_batches.total)
+    glm = PoissonGLM(history=2, ridge=0.1).fit(items)
+    assert list(glm.models) == [(4, 5, 6)]

@@ -2,7 +2,14 @@
 
 import pytest
 
-from neurohorizon.config import ConfigError, apply_override, from_dict, load_config, save_config, to_dict
+from neurohorizon.config import (
+    ConfigError,
+    apply_override,
+    from_dict,
+    load_config,
+    save_config,
+    to_dict,
+)
 
 
 def test_defaults_then_yaml_then_overrides(tmp_path):

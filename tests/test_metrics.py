@@ -75,8 +75,12 @@ def test_null_model_scores_exactly_zero():
     assert M.bits_per_spike(null, spikes) == 0.0
     assert M.fp_bps(null, spikes) == 0.0
     train_null = np.full(spikes.shape[-1], 0.4)
-    assert M.fp_bps(np.broadcast_to(train_null, spikes.shape), spikes,
-                    null="train", null_rates=train_null) == 0.0
+    assert (
+        M.fp_bps(
+            np.broadcast_to(train_null, spikes.shape), spikes, null="train", null_rates=train_null
+        )
+        == 0.0
+    )
 
 
 def test_true_rates_beat_null_and_perturbed():
@@ -188,14 +192,20 @@ def test_summary_is_json_and_complete():
     cond = np.arange(60) % 3
     samples = rng.poisson(rates, size=(20, *rates.shape)).astype(float)
     s = M.summarize_forecast(
-        rates * 0.9, spikes, tf_mean=rates, samples=samples, conditions=cond,
-        true_expected=rates, null_rates=np.full(4, 0.3),
+        rates * 0.9,
+        spikes,
+        tf_mean=rates,
+        samples=samples,
+        conditions=cond,
+        true_expected=rates,
+        null_rates=np.full(4, 0.3),
     )
     json.dumps(s, allow_nan=False)
     assert s["horizon_ms"] == pytest.approx(160.0)
     assert len(s["rollout"]["per_bin_fp_bps"]) == 8
     assert s["gap_rollout_minus_tf"]["fp_bps"] == pytest.approx(
-        s["rollout"]["fp_bps"] - s["teacher_forced"]["fp_bps"])
+        s["rollout"]["fp_bps"] - s["teacher_forced"]["fp_bps"]
+    )
     assert s["oracle"]["oracle_fp_bps"] == pytest.approx(s["teacher_forced"]["fp_bps"])
     assert "train" in s["null"] and s["null"]["train"] is not None
     assert "fp_bps_train_null" in s["rollout"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch_brain.nn import RotaryCrossAttention
+from torch_brain.nn import RotaryCrossAttention, RotaryTimeEmbedding
 
 from neurohorizon.losses import build_likelihood
+from neurohorizon.model.encoder import rotary_cis, rotate
 from neurohorizon.model.presets import PRESETS, count_parameters, from_config
 
 V = 30  # vocabulary size (global units)
@@ -171,21 +172,29 @@ def test_kv_cache_matches_full_recomputation(feedback):
         torch.testing.assert_close(runs[0][key], runs[1][key], atol=1e-5, rtol=0)
 
 
-def test_latent_cross_attention_matches_torch_brain_forward():
-    m, b = model(), make_batch()
+def test_attention_helpers_match_torch_brain():
+    m = model()
+    # complex rotation == RotaryTimeEmbedding.rotate
+    t, x = torch.rand(3, 5) * 2 - 1, torch.randn(3, 5, 2, 16)  # (B, T, H, Dh)
+    ref = RotaryTimeEmbedding.rotate(x, m.rotary(t), unsqueeze_dim=2)
+    torch.testing.assert_close(rotate(x, rotary_cis(m.rotary, t)[:, :, None]), ref)
+    # split (cached) latent cross-attention == torch_brain RotaryCrossAttention.forward
     block = m.blocks[0].cross_attn
     x, lat = torch.randn(2, 5, 32), torch.randn(2, 7, 32)
-    qr, kr = m.rotary(torch.rand(5)), m.rotary(torch.rand(7))
-    ref = RotaryCrossAttention.forward(block, x, lat, qr.expand(2, -1, -1), kr.expand(2, -1, -1))
-    torch.testing.assert_close(block.attend(x, qr, block.context_kv(lat, kr)), ref)
-    # and the encoder's token-table cross-attention equals the plain layer on gathered tokens
+    tq, tk = torch.rand(5), torch.rand(7) - 1
+    qr, kr = m.rotary(tq).expand(2, -1, -1), m.rotary(tk).expand(2, -1, -1)
+    ref = RotaryCrossAttention.forward(block, x, lat, qr, kr)
+    qc, kc = rotary_cis(m.rotary, tq), rotary_cis(m.rotary, tk)
+    torch.testing.assert_close(block.attend(x, qc, block.context_kv(lat, kc)), ref)
+    # encoder token-table cross-attention (rotate_value=True) == the plain layer on tokens
     enc = m.encoder.cross_attn
     table, idx = torch.randn(9, 32), torch.randint(0, 9, (2, 11))
     mask = torch.rand(2, 11) > 0.3
     mask[:, 0] = True
-    tr = m.rotary(torch.rand(2, 11))
-    ref = RotaryCrossAttention.forward(enc, lat, table[idx], kr.expand(2, -1, -1), tr, mask)
-    torch.testing.assert_close(enc.forward_table(lat, table, idx, kr.expand(2, -1, -1), tr, mask), ref)
+    tt = torch.rand(2, 11) - 1
+    ref = RotaryCrossAttention.forward(enc, lat, table[idx], kr, m.rotary(tt), mask)
+    out = enc.forward_table(lat, table, idx, kc[None], rotary_cis(m.rotary, tt), mask)
+    torch.testing.assert_close(out, ref)
 
 
 def test_sampled_rollouts_reproducible_and_distinct():

@@ -47,6 +47,8 @@ def test_aplysia_file_handling(tmp_path):
     assert list(r.unit_ids) == ["Abc01/1", "Abc01/2", "Abc01/10"]
     assert list(r.unit_ids[r.spike_units]) == ["Abc01/2", "Abc01/1", "Abc01/10", "Abc01/2"]
     assert set(recs[1].unit_ids) <= set(r.unit_ids)  # same prep, same namespace
+    back = load_recording(save_recording(r, tmp_path / "r.h5"))  # shared namespace survives
+    assert list(back.unit_ids) == list(r.unit_ids)
     other = load_recipe("aplysia_bruno2017", root=tmp_path, sessions=["Xyz02da01"])[0]
     assert list(other.unit_ids) == ["Xyz02/2"]
     with pytest.raises(FileNotFoundError, match="Nope01da01"):

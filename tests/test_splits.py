@@ -50,7 +50,9 @@ def _check_no_leak(recs, splits, spec, seed):
     wins = {}
     for s in SPLITS:
         if any(splits.intervals(s, r) for r in range(len(recs))):
-            wins[s] = _spans(windows_for_split(recs, splits, s, spec, seed=seed, n_random=200), spec)
+            wins[s] = _spans(
+                windows_for_split(recs, splits, s, spec, seed=seed, n_random=200), spec
+            )
     tol = 1e-9
     for s, spans in wins.items():
         own = splits.all_intervals(s)
@@ -124,7 +126,7 @@ def test_continuous_blocks_guard_gap_and_fractions():
     sp = make_splits([rec], SPEC, seed=1)
     assert sp.mode == "continuous" and sp.guard_s == pytest.approx(SPEC.total_s)
     spans = sorted((s, e, name) for name in SPLITS for s, e in sp.intervals(name, 0))
-    for (s1, e1, n1), (s2, e2, n2) in zip(spans, spans[1:]):
+    for (_, e1, n1), (s2, _, n2) in zip(spans, spans[1:]):
         assert s2 >= e1 - 1e-9
         if n1 != n2:
             assert s2 - e1 >= SPEC.total_s - 1e-9

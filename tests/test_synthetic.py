@@ -265,8 +265,9 @@ def test_gamma_poisson_variance_is_negative_binomial():
 def test_zero_inflated_fano_matches_zip_formula():
     c, _, _ = stationary_counts("zero_inflated")
     lam = np.tile(RATES_HZ, 4) * BIN / 0.8  # Poisson intensity of the non-structural bins
-    fano = c.var(0, ddof=1) / c.mean(0)
-    np.testing.assert_allclose(fano, 1 + 0.2 * lam, atol=0.08)
+    # mean over the 4 copies of each rate: sd of the estimate <= ~0.02 (measured over seeds)
+    fano = (c.var(0, ddof=1) / c.mean(0)).reshape(4, 5).mean(0)
+    np.testing.assert_allclose(fano, 1 + 0.2 * lam[:5], atol=0.06)  # Poisson would miss by 0.4
     p0 = (c == 0).mean(0)
     np.testing.assert_allclose(p0, 0.2 + 0.8 * np.exp(-lam), atol=0.02)
 
@@ -279,8 +280,8 @@ def test_refractory_is_sub_poisson_gamma_renewal():
     isi = np.diff(times[units == 3])  # 40 Hz neuron
     np.testing.assert_allclose(isi.std() / isi.mean(), 1 / np.sqrt(3), atol=0.03)
     long, _, _ = stationary_counts("refractory", bin_size=1.0)
-    fano_1s = long[:, 3::5].var(0, ddof=1) / long[:, 3::5].mean(0)
-    assert np.all(np.abs(fano_1s - 1 / 3) < 0.12), fano_1s  # renewal limit CV^2 = 1/k
+    fano_1s = np.mean(long[:, 3::5].var(0, ddof=1) / long[:, 3::5].mean(0))
+    assert abs(fano_1s - 1 / 3) < 0.08, fano_1s  # renewal limit CV^2 = 1/k; sd ~0.025
 
 
 # ------------------------------------------------------------------ persistence

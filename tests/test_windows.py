@@ -146,8 +146,9 @@ def test_dataset_item_matches_independent_binning():
         # per-unit spike tokens agree with the binned context
         for col, vid in enumerate(it["units"]):
             assert (it["spike_units"] == vid).sum() == it["context_counts"][:, col].sum()
-        assert np.isnan(it["true_expected"]).all() and it["true_expected"].shape == (50, len(vid_list := it["units"]))
-        assert len(vid_list) == rec.n_units
+        assert len(it["units"]) == rec.n_units
+        assert it["true_expected"].shape == (50, rec.n_units)
+        assert np.isnan(it["true_expected"]).all() and np.isnan(it["context_true_expected"]).all()
 
 
 def test_true_expected_integrates_the_fine_rate():
@@ -155,7 +156,9 @@ def test_true_expected_integrates_the_fine_rate():
     t = np.arange(int(dur * fs)) / fs
     rates = np.stack([5 + 4 * np.sin(2 * np.pi * (k + 1) * t) for k in range(n)], 1) + 1.0
     rec = make_rec("a", n, duration=dur, true_rate=(rates, fs, 0.0))
-    ds = ForecastDataset([rec], [Window(0, 5.0), Window(0, 7.3456)], SPEC, UnitVocab.from_recordings([rec]))
+    ds = ForecastDataset(
+        [rec], [Window(0, 5.0), Window(0, 7.3456)], SPEC, UnitVocab.from_recordings([rec])
+    )
     it = ds[0]
     # independent: explicit sum of rate * dt over the 4 fine samples of each 20 ms bin
     ref = rates[int(5.0 * fs) : int(6.0 * fs)].reshape(50, 4, n).sum(1) / fs
@@ -208,7 +211,9 @@ def test_distributed_loader_uses_distributed_sampler(tmp_path):
     import torch.distributed as dist
 
     rec = make_rec("a", 5, duration=30.0)
-    ds = ForecastDataset([rec], sequential_windows([(0, 0.0, 30.0)], SPEC), SPEC, UnitVocab.from_recordings([rec]))
+    ds = ForecastDataset(
+        [rec], sequential_windows([(0, 0.0, 30.0)], SPEC), SPEC, UnitVocab.from_recordings([rec])
+    )
     dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
     try:
         loader = make_loader(ds, 4, shuffle=True, seed=1, distributed=True)
@@ -221,11 +226,33 @@ def test_distributed_loader_uses_distributed_sampler(tmp_path):
 def test_loader_throughput():
     rec = make_rec("a", 100, duration=300.0, rate=8.0)
     ds = ForecastDataset(
-        [rec], None, SPEC, UnitVocab.from_recordings([rec]),
-        random_windows_per_epoch=2048, intervals=[(0, 0.0, 300.0)],
+        [rec],
+        None,
+        SPEC,
+        UnitVocab.from_recordings([rec]),
+        random_windows_per_epoch=2048,
+        intervals=[(0, 0.0, 300.0)],
     )
     loader = make_loader(ds, batch_size=32, shuffle=True, seed=0)
     t0 = time.perf_counter()
     n = sum(len(b["start"]) for b in loader)
     rate = n / (time.perf_counter() - t0)
     assert rate > 2000, f"{rate:.0f} windows/s"
+
+
+def test_oracle_matches_synthetic_generator_on_split_windows():
+    synthetic = pytest.importorskip("neurohorizon.data.synthetic")
+    from neurohorizon.data.splits import make_splits, windows_for_split
+
+    rec = synthetic.generate("lorenz", seed=0, n_neurons=8, duration=60.0)
+    splits = make_splits([rec], SPEC, seed=0)
+    vocab = UnitVocab.from_recordings([rec])
+    for split in ("train", "test"):  # random onsets (drawn on the 5 ms grid) and tiled ones
+        windows = windows_for_split([rec], splits, split, SPEC, seed=2, n_random=20)
+        ds = ForecastDataset([rec], windows, SPEC, vocab)
+        for i in range(0, len(ds), max(1, len(ds) // 5)):
+            it, w = ds[i], windows[i]
+            ref = synthetic.expected_counts(rec, start=w.onset, n_steps=50)
+            np.testing.assert_allclose(it["true_expected"], ref, rtol=1e-5, atol=1e-7)
+            ref_ctx = synthetic.expected_counts(rec, start=w.onset - SPEC.context_s, n_steps=25)
+            np.testing.assert_allclose(it["context_true_expected"], ref_ctx, rtol=1e-5, atol=1e-7)

@@ -1,4 +1,5 @@
-from neurohorizon.cli import main
 import sys
+
+from neurohorizon.cli import main
 
 sys.exit(main())

@@ -77,7 +77,11 @@ def bin_spikes_at_edges(
 
 
 def bin_recording(
-    recording, bin_size: float = DEFAULT_BIN_SIZE, *, start: float | None = None, end: float | None = None
+    recording,
+    bin_size: float = DEFAULT_BIN_SIZE,
+    *,
+    start: float | None = None,
+    end: float | None = None,
 ) -> np.ndarray:
     """Bin a whole recording (or [start, end)) on the grid `start + k * bin_size`.
 

@@ -5,8 +5,9 @@ Files are written with `Data.to_hdf5`, so torch_brain reads them with plain
 the file is serialized into a temporary file in the destination folder and renamed
 into place, so a crash never leaves a half-written recording behind.
 
-Brainsets files name units locally (e.g. `group_A/elec3/unit_0`); on load such ids are
-prefixed with the session id to follow the `session/unit` global-id convention.
+Brainsets files (those with a `brainset` description) name units locally (e.g.
+`group_A/elec3/unit_0`); on load such ids are prefixed with the session id to follow the
+`session/unit` global-id convention. Our own files keep their ids as written.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def load_recording(path: str | Path) -> Recording:
 
 
 def _normalize(data: Data, path: Path) -> None:
-    """Adapt brainsets files: session fallback, global unit ids, spikes outside the domain.
+    """Adapt foreign files: session fallback, spikes outside the domain, brainsets unit ids.
 
     Brainsets set `domain` from behaviour (e.g. the cursor), so a few spikes can lie
     outside it; they are dropped with a warning, as the domain is the valid time.
@@ -89,9 +90,10 @@ def _normalize(data: Data, path: Path) -> None:
                 stacklevel=3,
             )
             data.spikes = data.spikes.select_by_mask(inside)
-    session_id = str(data.session.id)
+    if "brainset" not in data:
+        return  # ours: ids are already global (possibly in a shared namespace)
     ids = np.asarray(data.units.id).astype(str)
-    prefix = f"{session_id}/"
+    prefix = f"{data.session.id}/"
     if not all(u.startswith(prefix) for u in ids):
         fields = {k: getattr(data.units, k) for k in data.units.keys()}  # noqa: SIM118 (no __iter__)
         fields["id"] = np.array([u if u.startswith(prefix) else prefix + u for u in ids])

@@ -61,14 +61,17 @@ def prepare_data(
     vocab = vocab or UnitVocab.from_recordings(recordings)
     offset = cfg.align_offset_ms / 1000
 
-    def dataset(split: str, **kw) -> ForecastDataset:
-        windows = windows_for_split(recordings, splits, split, spec, seed=cfg.split_seed, **kw)
-        return ForecastDataset(recordings, windows, spec, vocab, **(
-            {"random_windows_per_epoch": cfg.train_windows_per_epoch} if split == "train" else {}))
+    def fixed(split: str) -> ForecastDataset:
+        windows = windows_for_split(recordings, splits, split, spec, seed=cfg.split_seed,
+                                    event=cfg.align_event, offset_s=offset)
+        return ForecastDataset(recordings, windows, spec, vocab)
 
+    intervals = splits.all_intervals("train")
+    if not intervals:
+        raise ValueError("split 'train' is empty: no training time in any recording")
+    train = ForecastDataset(recordings, [], spec, vocab, random_windows_per_epoch=cfg.train_windows_per_epoch,
+                            intervals=intervals, seed=cfg.split_seed)
     return PreparedData(
         recordings=recordings, spec=spec, vocab=vocab, splits=splits, mode=mode,
-        train=dataset("train", n_random=cfg.train_windows_per_epoch),
-        valid=dataset("valid", event=cfg.align_event, offset_s=offset),
-        test=dataset("test", event=cfg.align_event, offset_s=offset),
+        train=train, valid=fixed("valid"), test=fixed("test"),
     )

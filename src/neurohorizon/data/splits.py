@@ -52,9 +52,7 @@ class Splits:
 
     def all_intervals(self, split: str) -> list[tuple[int, float, float]]:
         """(rec, start, end) for every interval of `split` (the input of window samplers)."""
-        return [
-            (r, s, e) for r in range(len(self.sessions)) for s, e in self.intervals(split, r)
-        ]
+        return [(r, s, e) for r in range(len(self.sessions)) for s, e in self.intervals(split, r)]
 
     def to_dict(self) -> dict:
         return {
@@ -318,9 +316,7 @@ def windows_for_split(
             fs = [float(r.data.true_rate.sampling_rate) for r in recordings if r.has_true_rate]
             n = n_random or max(1, int(sum(e - s for _, s, e in ivs) / spec.horizon_s))
             grid = 1 / max(fs) if fs else None
-            return random_windows(
-                ivs, spec, n, np.random.default_rng(seed), grid=grid, names=names
-            )
+            return random_windows(ivs, spec, n, np.random.default_rng(seed), grid=grid, names=names)
     except ValueError as e:
         raise ValueError(f"split {split!r} is empty: {e}") from e
     raise ValueError(f"unknown window mode {mode!r}; use auto, trial, random or sequential")

@@ -31,7 +31,10 @@ LARGE_DATA_HOURS = 100.0  # recorded hours above which a categorical likelihood 
 
 # --------------------------------------------------------------- count layouts
 def trial_counts(rec, bin_size: float, event: str | None):
-    """(groups list of (n_trials, K, N) arrays, one per condition) or None if unusable."""
+    """{condition label: (n_trials, K, N) counts aligned at the anchor} or None if unusable.
+
+    Conditions with fewer than 2 usable trials are left out.
+    """
     tr = rec.trials
     if tr is None or len(tr.start) < 2:
         return None
@@ -49,18 +52,16 @@ def trial_counts(rec, bin_size: float, event: str | None):
         return None
     labels = tr.condition if tr.condition is not None else np.zeros(len(tr.start), str)
     times, units, n = rec.spike_times, rec.spike_units, rec.n_units
-    groups = []
+    groups = {}
     for label in sorted(set(labels[ok].tolist())):
         idx = np.flatnonzero(ok & (labels == label))
         if len(idx) >= 2:
-            groups.append(
-                np.stack(
-                    [
-                        bin_spikes(times, units, n, start=anchor[i], n_steps=k, bin_size=bin_size)
-                        for i in idx
-                    ]
-                ).astype(np.float64)
-            )
+            groups[label] = np.stack(
+                [
+                    bin_spikes(times, units, n, start=anchor[i], n_steps=k, bin_size=bin_size)
+                    for i in idx
+                ]
+            ).astype(np.float64)
     return groups or None
 
 
@@ -104,7 +105,9 @@ def _trial_dispersion(groups):
         z = (w * (v - m)).sum(0) / np.sqrt((w * (m + 2 * m**2)).sum(0))
         alpha = np.maximum(0.0, (w * (v - m)).sum(0) / (w * m**2).sum(0))
     counts = np.concatenate([g.reshape(-1, g.shape[-1]) for g in groups])
-    mu = np.concatenate([np.broadcast_to(g.mean(0), g.shape).reshape(-1, g.shape[-1]) for g in groups])
+    mu = np.concatenate(
+        [np.broadcast_to(g.mean(0), g.shape).reshape(-1, g.shape[-1]) for g in groups]
+    )
     zeros = _zero_stats(counts, mu, alpha)
     return dict(fano=fano, dispersion_index=index, dispersion_z=z, nb_alpha=alpha, **zeros)
 
@@ -162,10 +165,15 @@ def _session_stats(rec, bin_size, trial_event, fano_window, smooth_s) -> dict:
     groups = trial_counts(rec, bin_size, trial_event) if rec.trials is not None else None
     if groups is not None:
         method = "trials"
-        disp = _trial_dispersion(groups)
+        disp = _trial_dispersion(list(groups.values()))
     else:
         method = "continuous"
-        disp = _continuous_dispersion(counts, bin_size, fano_window, smooth_s)
+        # unit chunks bound memory (a float64 copy of 1 h x 300 units is ~0.4 GB)
+        parts = [
+            _continuous_dispersion(counts[:, i : i + 32], bin_size, fano_window, smooth_s)
+            for i in range(0, counts.shape[1], 32)
+        ]
+        disp = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     per = {
         "unit_id": rec.unit_ids.tolist(),
         "rate_hz": (counts.sum(0) / dur).tolist(),
@@ -226,7 +234,11 @@ def recommend_likelihood(stats: dict) -> tuple[str, list[str]]:
     """
     s = stats["overall"]["summary"]
     reasons = []
-    disp, over, under = s["median_dispersion_index"], s["frac_overdispersed"], s["frac_underdispersed"]
+    disp, over, under = (
+        s["median_dispersion_index"],
+        s["frac_overdispersed"],
+        s["frac_underdispersed"],
+    )
     reasons.append(
         f"median dispersion index (var/mean vs rate estimate) {disp:.2f}; "
         f"{over:.0%} of units significantly over-, {under:.0%} under-dispersed (|z| > {Z_SIG})"

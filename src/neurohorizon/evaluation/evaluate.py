@@ -26,7 +26,7 @@ MODEL = "NeuroHorizon"
 
 
 def default_baselines(mode: str) -> list[str]:
-    names = ["mean_rate", "persistence", "glm_autoregressive", "glm_direct", "gru", "ndt"]
+    names = ["mean_rate", "persistence", "glm_ar", "glm_direct", "gru_seq2seq", "ndt_forward"]
     return (["psth"] if mode == "trials" else []) + names
 
 

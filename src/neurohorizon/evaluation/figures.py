@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from neurohorizon.data.binning import STANDARD_HORIZONS, horizon_label
+from neurohorizon.data.binning import DEFAULT_BIN_SIZE, STANDARD_HORIZONS, horizon_label
 
 DPI = 120
 ONSET_STYLE = dict(color="tab:red", lw=1.2, ls="-")
@@ -94,8 +94,14 @@ def plot_decay(
     if oracle is not None:
         y = _array(oracle, "plot_decay oracle", 1)
         t_max = max(t_max, len(y))
-        ax.plot((np.arange(len(y)) + 1) * ms, y, color="black", ls="--", lw=1.5,
-                label="oracle (true rates)")
+        ax.plot(
+            (np.arange(len(y)) + 1) * ms,
+            y,
+            color="black",
+            ls="--",
+            lw=1.5,
+            label="oracle (true rates)",
+        )
     ax.axhline(0.0, color="0.4", lw=0.9, ls="-", label="null (per-neuron mean rate) = 0")
     shown = [h for h in horizons if h <= t_max]
     for h in shown:
@@ -129,11 +135,17 @@ def _choose_units(context, target, mean, unit_order, max_units: int) -> np.ndarr
 
 
 def _raster_panel(fig, ax, data, extent, vmax, label, cbar_label, cmap="Greys"):
-    im = ax.imshow(np.ma.masked_invalid(data.T), aspect="auto", origin="lower", interpolation="nearest",
-                   extent=extent, cmap=cmap, vmin=0, vmax=vmax)
+    im = ax.imshow(
+        np.ma.masked_invalid(data.T),
+        aspect="auto",
+        origin="lower",
+        interpolation="nearest",
+        extent=extent,
+        cmap=cmap,
+        vmin=0,
+        vmax=vmax,
+    )
     ax.axvline(0, **ONSET_STYLE)
-    ax.text(0, 1.01, " onset", transform=ax.get_xaxis_transform(), color=ONSET_STYLE["color"], fontsize=8,
-            va="bottom")
     ax.set_ylabel("unit (sorted)")
     ax.set_title(label, loc="left", fontsize=10)
     fig.colorbar(im, ax=ax, pad=0.01, fraction=0.03).set_label(cbar_label, fontsize=8)
@@ -164,12 +176,16 @@ def plot_forecast_raster(
     target = _array(target, "plot_forecast_raster target", 2)
     mean = _array(mean, "plot_forecast_raster mean", 2)
     if target.shape != mean.shape or context.shape[1] != target.shape[1]:
-        raise ValueError(f"plot_forecast_raster: shapes disagree, context {context.shape}, "
-                         f"target {target.shape}, mean {mean.shape}")
+        raise ValueError(
+            f"plot_forecast_raster: shapes disagree, context {context.shape}, "
+            f"target {target.shape}, mean {mean.shape}"
+        )
     if samples is not None:
         samples = _array(samples, "plot_forecast_raster samples", 3)
         if samples.shape[1:] != target.shape:
-            raise ValueError(f"plot_forecast_raster: samples {samples.shape} do not match target {target.shape}")
+            raise ValueError(
+                f"plot_forecast_raster: samples {samples.shape} do not match target {target.shape}"
+            )
     Tc, T = len(context), len(target)
     units = _choose_units(context, target, mean, unit_order, max_units)
     n_shown = len(units)
@@ -181,16 +197,41 @@ def plot_forecast_raster(
     vmax = _finite_max(context[:, units], target[:, units])
     y_ext = (-0.5, n_shown - 0.5)
     full = np.concatenate([context, target])[:, units]
-    _raster_panel(fig, axes[0], full, (-Tc * ms, T * ms, *y_ext), vmax,
-                  f"(a) actual spike counts, {n_shown} of {target.shape[1]} units", "spikes / bin")
-    _raster_panel(fig, axes[1], mean[:, units], (0, T * ms, *y_ext), _finite_max(mean[:, units], floor=1e-3),
-                  "(b) predicted expected counts", "expected spikes / bin", cmap="viridis")
+    _raster_panel(
+        fig,
+        axes[0],
+        full,
+        (-Tc * ms, T * ms, *y_ext),
+        vmax,
+        f"(a) actual spike counts, {n_shown} of {target.shape[1]} units",
+        "spikes / bin",
+    )
+    _raster_panel(
+        fig,
+        axes[1],
+        mean[:, units],
+        (0, T * ms, *y_ext),
+        _finite_max(mean[:, units], floor=1e-3),
+        "(b) predicted expected counts",
+        "expected spikes / bin",
+        cmap="viridis",
+    )
     for i in range(n_sample_panels):
-        _raster_panel(fig, axes[2 + i], samples[i][:, units], (0, T * ms, *y_ext), vmax,
-                      f"(c) sampled trajectory {i + 1}", "spikes / bin")
+        _raster_panel(
+            fig,
+            axes[2 + i],
+            samples[i][:, units],
+            (0, T * ms, *y_ext),
+            vmax,
+            f"(c) sampled trajectory {i + 1}",
+            "spikes / bin",
+        )
     _population_panel(axes[-1], context, target, mean, samples, ms)
-    axes[-1].set_title(f"({'d' if n_sample_panels else 'c'}) population count, all {target.shape[1]} units",
-                       loc="left", fontsize=10)
+    axes[-1].set_title(
+        f"({'d' if n_sample_panels else 'c'}) population count, all {target.shape[1]} units",
+        loc="left",
+        fontsize=10,
+    )
     axes[-1].set_xlabel("time relative to forecast onset (ms)")
     axes[-1].set_xlim(-Tc * ms, T * ms)
     fig.suptitle(f"{title} — horizon {horizon_label(T, bin_size)}, context {Tc * ms:g} ms")
@@ -208,14 +249,24 @@ def _population_panel(ax, context, target, mean, samples, ms: float) -> None:
         pop = np.nansum(samples, axis=2)  # (S, T)
         for lo, hi, alpha, name in ((5, 95, 0.18, "90% band"), (25, 75, 0.35, "50% band")):
             band = np.percentile(pop, [lo, hi], axis=0)
-            ax.fill_between(t_fut, band[0], band[1], color="tab:blue", alpha=alpha, lw=0,
-                            label=f"samples {name}", step="mid")
+            ax.fill_between(
+                t_fut,
+                band[0],
+                band[1],
+                color="tab:blue",
+                alpha=alpha,
+                lw=0,
+                label=f"samples {name}",
+                step="mid",
+            )
             bands.append(band)
     ax.plot(t_fut, np.nansum(mean, 1), color="tab:blue", lw=2, label="predicted mean")
-    ax.axvline(0, **ONSET_STYLE)
-    ax.set_ylim(0, _finite_max(actual, np.nansum(mean, 1), *bands, q=100) * 1.4)  # headroom for the legend
+    ax.axvline(0, **ONSET_STYLE, label="forecast onset (t = 0)")
+    ax.set_ylim(
+        0, _finite_max(actual, np.nansum(mean, 1), *bands, q=100) * 1.4
+    )  # headroom for the legend
     ax.set_ylabel("spikes / bin")
-    ax.legend(fontsize=8, loc="upper left", ncol=4, framealpha=0.9)
+    ax.legend(fontsize=8, loc="upper left", ncol=5, framealpha=0.9)
     ax.grid(alpha=0.25)
 
 
@@ -261,14 +312,26 @@ def plot_psths(
             pred = _array(predicted[c], f"plot_psths predicted[{c!r}]", 2)
             t = (np.arange(len(act)) + 0.5) * ms
             ax.plot(t, act[:, u] / bin_size, color=color, lw=1.5)
-            ax.plot((np.arange(len(pred)) + 0.5) * ms, pred[:, u] / bin_size, color=color, lw=1.5, ls="--")
+            ax.plot(
+                (np.arange(len(pred)) + 0.5) * ms,
+                pred[:, u] / bin_size,
+                color=color,
+                lw=1.5,
+                ls="--",
+            )
             if context is not None and c in context:
                 ctx = _array(context[c], f"plot_psths context[{c!r}]", 2)
-                ax.plot((np.arange(-len(ctx), 0) + 0.5) * ms, ctx[:, u] / bin_size, color=color, lw=0.9, alpha=0.7)
+                ax.plot(
+                    (np.arange(-len(ctx), 0) + 0.5) * ms,
+                    ctx[:, u] / bin_size,
+                    color=color,
+                    lw=0.9,
+                    alpha=0.7,
+                )
         ax.axvline(0, color="0.3", ls=":", lw=1.0)
         ax.set_title(unit_names[u] if unit_names else f"unit {u}", fontsize=9)
         ax.grid(alpha=0.25)
-    for ax in axes[len(units):]:
+    for ax in axes[len(units) :]:
         ax.set_visible(False)
     for ax in axes[::ncols]:
         ax.set_ylabel("rate (Hz)")
@@ -283,7 +346,10 @@ def plot_psths(
 def _psth_legend(fig, conds, colors) -> None:
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color="black", lw=1.5), Line2D([], [], color="black", lw=1.5, ls="--")]
+    handles = [
+        Line2D([], [], color="black", lw=1.5),
+        Line2D([], [], color="black", lw=1.5, ls="--"),
+    ]
     labels = ["actual", "predicted"]
     handles += [Line2D([], [], color=col, lw=3) for col in colors]
     labels += [f"condition {c}" for c in conds]
@@ -312,10 +378,18 @@ def plot_calibration(
     for (name, cov), marker in zip(coverage.items(), "osD^v<>"):
         cov = _array(cov, f"plot_calibration coverage[{name!r}]", 1)
         if cov.shape != nominal.shape:
-            raise ValueError(f"plot_calibration: coverage[{name!r}] has {cov.shape}, nominal {nominal.shape}")
+            raise ValueError(
+                f"plot_calibration: coverage[{name!r}] has {cov.shape}, nominal {nominal.shape}"
+            )
         ax_cov.plot(nominal, cov, marker=marker, lw=1.5, label=name)
-    ax_cov.set(xlim=(0, 1), ylim=(0, 1.02), aspect="equal", xlabel="nominal interval level",
-               ylabel="empirical coverage (fraction inside)", title="central interval coverage")
+    ax_cov.set(
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        aspect="equal",
+        xlabel="nominal interval level",
+        ylabel="empirical coverage (fraction inside)",
+        title="central interval coverage",
+    )
     ax_cov.legend(fontsize=8, loc="upper left")
     ax_cov.grid(alpha=0.25)
 
@@ -329,10 +403,17 @@ def plot_calibration(
     ax_fano.axhline(1, color="0.75", lw=0.8)
     ax_fano.axvline(1, color="0.75", lw=0.8)
     dropped = f", {int((~ok).sum())} without a finite value" if (~ok).any() else ""
-    ax_fano.set(xlim=(0, hi), ylim=(0, hi), aspect="equal", xlabel="observed Fano factor (var/mean)",
-                ylabel="predicted Fano factor (from samples)",
-                title=f"Fano factor per neuron (n={int(ok.sum())}{dropped})")
-    ax_fano.text(0.98, 0.02, "1 = Poisson", transform=ax_fano.transAxes, ha="right", fontsize=8, color="0.4")
+    ax_fano.set(
+        xlim=(0, hi),
+        ylim=(0, hi),
+        aspect="equal",
+        xlabel="observed Fano factor (var/mean)",
+        ylabel="predicted Fano factor (from samples)",
+        title=f"Fano factor per neuron (n={int(ok.sum())}{dropped})",
+    )
+    ax_fano.text(
+        0.98, 0.02, "1 = Poisson", transform=ax_fano.transAxes, ha="right", fontsize=8, color="0.4"
+    )
     ax_fano.legend(fontsize=8, loc="upper left")
     ax_fano.grid(alpha=0.25)
     fig.suptitle(title)
@@ -345,7 +426,7 @@ def plot_horizon_bars(
     *,
     metric: str,
     path,
-    bin_size: float = 0.020,
+    bin_size: float = DEFAULT_BIN_SIZE,
     ylabel: str | None = None,
     title: str | None = None,
 ) -> Path:
@@ -366,11 +447,15 @@ def plot_horizon_bars(
     ax = fig.add_subplot()
     for i, m in enumerate(methods):
         x = np.arange(len(horizons)) + (i - (len(methods) - 1) / 2) * width
-        y = np.array([np.nan if value.get((m, h)) is None else float(value[(m, h)]) for h in horizons])
+        y = np.array(
+            [np.nan if value.get((m, h)) is None else float(value[(m, h)]) for h in horizons]
+        )
         ax.bar(x, np.nan_to_num(y, nan=0.0), width * 0.92, label=m, **_bar_style(m, i))
         for xi, yi in zip(x, y):
             if not np.isfinite(yi):
-                ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="0.4")
+                ax.text(
+                    xi, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="0.4"
+                )
     ax.axhline(0, color="0.3", lw=0.8)
     ax.set_xticks(np.arange(len(horizons)), [horizon_label(h, bin_size) for h in horizons])
     ax.set_xlabel("forecast horizon")
@@ -385,5 +470,8 @@ def _bar_style(method: str, i: int) -> dict:
     from matplotlib import colormaps
 
     color = colormaps["tab10"](i % 10)
-    return dict(color=color, edgecolor="black" if method.lower().startswith("neurohorizon") else "none",
-                hatch="//" if "teacher" in method.lower() else None)
+    return dict(
+        color=color,
+        edgecolor="black" if method.lower().startswith("neurohorizon") else "none",
+        hatch="//" if "teacher" in method.lower() else None,
+    )

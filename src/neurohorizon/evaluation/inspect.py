@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from neurohorizon.data.binning import bin_recording  # noqa: E402
-from neurohorizon.data.stats import trial_counts, recommend_likelihood, recording_stats  # noqa: E402
+from neurohorizon.data.stats import recommend_likelihood, recording_stats, trial_counts  # noqa: E402
 
 FILES = ("stats.json", "summary.txt", "rates.png", "fano.png", "raster.png")
 RASTER_S = 10.0  # length of the raster stretch (s)
@@ -71,13 +71,17 @@ def _raster(rec, stats_session, bin_size, trial_event, path):
     keep = (times >= t0) & (times < t1)
     ax_r.scatter(times[keep], units[keep], s=1, c="k", marker="|")
     ax_r.set(title=f"{rec.session_id}: raster {t0:.1f}-{t1:.1f} s", ylabel="unit", xlim=(t0, t1))
-    groups = trial_counts(rec, bin_size, trial_event) if stats_session["method"] == "trials" else None
+    groups = (
+        trial_counts(rec, bin_size, trial_event) if stats_session["method"] == "trials" else None
+    )
     if groups is not None:
-        labels = sorted(set(rec.trials.condition.tolist())) if rec.trials.condition is not None else [""]
-        for g, label in zip(groups, labels):
+        for label, g in groups.items():
             x = np.arange(g.shape[1]) * bin_size
             ax_p.plot(x, g.mean((0, 2)) / bin_size, label=str(label), lw=1)
-        ax_p.set(title="PSTH per condition (population mean)", xlabel=f"time from {trial_event or 'trial start'} (s)")
+        ax_p.set(
+            title="PSTH per condition (population mean)",
+            xlabel=f"time from {trial_event or 'trial start'} (s)",
+        )
         if len(groups) <= 10:
             ax_p.legend(fontsize=7)
     else:

@@ -406,9 +406,7 @@ def summarize_forecast(
         out["gap_rollout_minus_tf"] = {
             k: out["rollout"][k] - tf[k] for k in ("fp_bps", "r2_pooled") if k in tf
         }
-        out["gap_rollout_minus_tf"]["per_bin_fp_bps"] = (
-            out["rollout"]["_per_bin"] - tf["_per_bin"]
-        )
+        out["gap_rollout_minus_tf"]["per_bin_fp_bps"] = out["rollout"]["_per_bin"] - tf["_per_bin"]
         tf.pop("_per_bin")
     out["rollout"].pop("_per_bin")
     if true_expected is not None:

@@ -41,17 +41,26 @@ class Table:
     def __post_init__(self):
         for i, row in enumerate(self.rows):
             if len(row) != len(self.columns):
-                raise ValueError(f"Table {self.caption!r}: row {i} has {len(row)} cells, "
-                                 f"expected {len(self.columns)} ({self.columns})")
+                raise ValueError(
+                    f"Table {self.caption!r}: row {i} has {len(row)} cells, "
+                    f"expected {len(self.columns)} ({self.columns})"
+                )
         unknown = [c for c in self.highlight_max + self.highlight_min if c not in self.columns]
         if unknown:
-            raise ValueError(f"Table {self.caption!r}: highlight columns {unknown} not in {self.columns}")
+            raise ValueError(
+                f"Table {self.caption!r}: highlight columns {unknown} not in {self.columns}"
+            )
 
     def cells(self) -> list[list[tuple[str, bool]]]:
         """Formatted rows: (text, is_best) per cell."""
         best = [self._best(j) for j in range(len(self.columns))]
-        return [[(format_cell(v), best[j] is not None and _num(v) == best[j]) for j, v in enumerate(row)]
-                for row in self.rows]
+        return [
+            [
+                (format_cell(v), best[j] is not None and _num(v) == best[j])
+                for j, v in enumerate(row)
+            ]
+            for row in self.rows
+        ]
 
     def _best(self, j: int) -> float | None:
         name = self.columns[j]
@@ -82,7 +91,7 @@ def format_cell(v) -> str:
     """Cell text: ints as is, floats to 3 significant digits, NaN/None as '–'."""
     if v is None:
         return MISSING
-    if isinstance(v, bool) or isinstance(v, Integral):
+    if isinstance(v, Integral):  # bool included
         return str(v)
     if isinstance(v, Real):
         x = float(v)
@@ -103,10 +112,12 @@ def format_cell(v) -> str:
 def _figure_items(section: Section) -> list[tuple[Path, str]]:
     items = []
     for f in section.figures:
-        path, caption = (f if isinstance(f, tuple) else (f, ""))
+        path, caption = f if isinstance(f, tuple) else (f, "")
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"report section {section.title!r}: figure {path} does not exist")
+            raise FileNotFoundError(
+                f"report section {section.title!r}: figure {path} does not exist"
+            )
         items.append((path, caption))
     return items
 
@@ -140,7 +151,9 @@ def write_report(
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
     existing = [str(p) for p in (html_path, md_path) if p.exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"report already exists: {', '.join(existing)} (pass overwrite=True to replace)")
+        raise FileExistsError(
+            f"report already exists: {', '.join(existing)} (pass overwrite=True to replace)"
+        )
     figures = {id(s): _figure_items(s) for s in sections}  # validate before writing anything
     out_dir.mkdir(parents=True, exist_ok=True)
     used = {"run-metadata"}  # the metadata section's fixed anchor
@@ -195,18 +208,27 @@ code{background:#f2f2f2;padding:0 .2em}.summary li{margin:.2em 0}table.meta td:f
 
 def _html(title, summary, sections, anchors, figures, meta) -> str:
     e = html.escape
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{e(title)}</title><style>{CSS}</style></head><body>", f"<h1>{e(title)}</h1>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+    ]
     if summary:
         out.append('<ul class="summary">' + "".join(f"<li>{e(s)}</li>" for s in summary) + "</ul>")
     toc = "".join(f'<li><a href="#{a}">{e(s.title)}</a></li>' for s, a in zip(sections, anchors))
-    out.append(f"<nav><strong>Contents</strong><ol>{toc}<li><a href=\"#run-metadata\">Run metadata</a></li></ol></nav>")
+    out.append(
+        f'<nav><strong>Contents</strong><ol>{toc}<li><a href="#run-metadata">Run metadata</a></li></ol></nav>'
+    )
     for s, a in zip(sections, anchors):
         out.append(f'<h2 id="{a}">{e(s.title)}</h2>')
         out += [f"<p>{e(p)}</p>" for p in s.paragraphs]
         out += [_html_table(t) for t in s.tables]
         out += [_html_figure(p, c) for p, c in figures[id(s)]]
-    rows = "".join(f"<tr><td>{e(str(k))}</td><td><code>{e(_meta_text(v))}</code></td></tr>" for k, v in meta.items())
+    rows = "".join(
+        f"<tr><td>{e(str(k))}</td><td><code>{e(_meta_text(v))}</code></td></tr>"
+        for k, v in meta.items()
+    )
     out.append(f'<h2 id="run-metadata">Run metadata</h2><table class="meta">{rows}</table>')
     out.append("</body></html>")
     return "\n".join(out) + "\n"
@@ -248,7 +270,9 @@ def _markdown(title, summary, sections, anchors, local, meta) -> str:
     out = [f"# {_md_text(title)}", ""]
     out += [f"- {_md_text(s)}" for s in summary] + ([""] if summary else [])
     out += ["## Contents", ""]
-    out += [f"{i}. [{_md_text(s.title)}](#{a})" for i, (s, a) in enumerate(zip(sections, anchors), 1)]
+    out += [
+        f"{i}. [{_md_text(s.title)}](#{a})" for i, (s, a) in enumerate(zip(sections, anchors), 1)
+    ]
     out += [f"{len(sections) + 1}. [Run metadata](#run-metadata)", ""]
     for s in sections:
         out += [f"## {_md_text(s.title)}", ""]
@@ -272,8 +296,13 @@ def _md_code(s: str) -> str:
 def _md_table(t: Table) -> list[str]:
     lines = [f"*{_md_text(t.caption)}*", ""] if t.caption else []
     lines.append("| " + " | ".join(_md_cell(c) for c in t.columns) + " |")
-    align = ["---:" if any(_num(r[j]) is not None for r in t.rows) else "---" for j in range(len(t.columns))]
+    align = [
+        "---:" if any(_num(r[j]) is not None for r in t.rows) else "---"
+        for j in range(len(t.columns))
+    ]
     lines.append("|" + "|".join(align) + "|")
     for row in t.cells():
-        lines.append("| " + " | ".join(f"**{_md_cell(x)}**" if b else _md_cell(x) for x, b in row) + " |")
+        lines.append(
+            "| " + " | ".join(f"**{_md_cell(x)}**" if b else _md_cell(x) for x, b in row) + " |"
+        )
     return lines

@@ -10,13 +10,40 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch_brain.nn import RotaryCrossAttention, RotarySelfAttention, RotaryTimeEmbedding
-from torch_brain.nn.rotary_attention import rotary_attn_pytorch_func
 
 # token types: a spike, and per-unit markers at the start / end of the context, so that a
 # silent unit still leaves a trace (POYO does the same) and no row of the attention is empty.
 SPIKE, UNIT_START, UNIT_END = 0, 1, 2
+
+
+def rotary_cis(rotary: RotaryTimeEmbedding, times: torch.Tensor) -> torch.Tensor:
+    """times (...) -> complex (..., Dh/2) unit phasors, the angles RotaryTimeEmbedding uses."""
+    angles = times.float()[..., None] * rotary.omega
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+def rotate(x: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
+    """RotaryTimeEmbedding.rotate as one complex multiply (same maths: feature pairs
+    (2j, 2j+1) turn by angle j). torch_brain's version builds rotate_half with stack/neg/cat,
+    ~6 passes over x; on CPU this was a top hotspot for 2500 spike tokens (bench_model.py).
+    x (..., Dh), cis broadcastable to (..., Dh/2) -> (..., Dh)."""
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(xc * cis).flatten(-2).to(x.dtype)
+
+
+def heads_first(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, T, H*Dh) -> (B, H, T, Dh)."""
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+def heads_merged(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, Dh) -> (B, T, H*Dh)."""
+    return x.transpose(1, 2).flatten(-2)
 
 
 class FeedForward(nn.Module):
@@ -46,23 +73,25 @@ class TokenTableCrossAttention(RotaryCrossAttention):
     2500 spikes / 100 units. Equality with the parent ``forward`` is tested.
     """
 
-    def forward_table(self, x_query, table, index, query_pos_emb, context_pos_emb, context_mask):
+    def forward_table(self, x_query, table, index, query_cis, context_cis, context_mask):
         """x_query (B, L, D); table (R, D) distinct context embeddings; index (B, S) row of each
-        context token; *_pos_emb rotary embeddings; context_mask (B, S) -> (B, L, D)."""
-        q = self.to_q(self.norm(x_query))
-        k, v = self.to_kv(self.norm_context(table))[index].chunk(2, dim=-1)
-        out = rotary_attn_pytorch_func(
-            query=q,
-            key=k,
-            value=v,
-            q_pos_emb=query_pos_emb,
-            kv_pos_emb=context_pos_emb,
-            attn_mask=context_mask,
-            num_heads=self.heads,
-            dropout_p=self.dropout if self.training else 0.0,
-            rotate_value=self.rotate_value,
+        context token; query_cis (B or 1, L, Dh/2) and context_cis (B, S, Dh/2) rotary phasors
+        (rotary_cis); context_mask (B, S) True = attend -> (B, L, D)."""
+        q = rotate(heads_first(self.to_q(self.norm(x_query)), self.heads), query_cis[:, None])
+        kv = self.to_kv(self.norm_context(table))[index]  # (B, S, 2*H*Dh)
+        kv = kv.unflatten(-1, (2, self.heads, -1))  # (B, S, 2, H, Dh)
+        if self.rotate_value:
+            kv = rotate(kv, context_cis[:, :, None, None])
+        else:
+            kv = torch.stack([rotate(kv[:, :, 0], context_cis[:, :, None]), kv[:, :, 1]], 2)
+        k, v = kv.transpose(1, 3).unbind(2)  # (B, H, S, Dh) each
+        p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=context_mask[:, None, None], dropout_p=p
         )
-        return self.to_out(out)
+        if self.rotate_value:  # undo the query-time rotation of the values (as torch_brain does)
+            out = rotate(out, query_cis[:, None].conj())
+        return self.to_out(heads_merged(out))
 
 
 class SpikeEncoder(nn.Module):
@@ -168,10 +197,13 @@ class SpikeEncoder(nn.Module):
         lat_idx = torch.arange(lat_t.shape[0], device=units.device) % self.n_latents_per_step
         latents = self.latent_emb(lat_idx).unsqueeze(0).expand(B, -1, -1)  # (B, L, D)
         lat_rot = self.rotary(lat_t).unsqueeze(0).expand(B, -1, -1)
-        tok_rot = self.rotary(times)
-
         latents = latents + self.cross_attn.forward_table(
-            latents, table.flatten(0, 1), index, lat_rot, tok_rot, mask
+            latents,
+            table.flatten(0, 1),
+            index,
+            rotary_cis(self.rotary, lat_t)[None],
+            rotary_cis(self.rotary, times),
+            mask,
         )
         latents = latents + self.cross_ffn(latents)
         for attn, ffn in zip(self.self_attn, self.self_ffn):

@@ -25,21 +25,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch_brain.nn import InfiniteVocabEmbedding, RotaryCrossAttention, RotaryTimeEmbedding
 
-from neurohorizon.model.encoder import FeedForward, SpikeEncoder
+from neurohorizon.model.encoder import (
+    FeedForward,
+    SpikeEncoder,
+    heads_first,
+    heads_merged,
+    rotary_cis,
+    rotate,
+)
 from neurohorizon.model.feedback import FEEDBACK_MODES, feedback_counts
 
 DECODERS = ("autoregressive", "parallel", "causal")
 BATCH_KEYS = ("spike_times", "spike_units", "spike_mask", "context_counts", "units", "unit_mask")
-
-
-def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(B, T, H*Dh) -> (B, H, T, Dh)."""
-    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
-
-
-def _merge(x: torch.Tensor) -> torch.Tensor:
-    """(B, H, T, Dh) -> (B, T, H*Dh)."""
-    return x.transpose(1, 2).flatten(-2)
 
 
 class KVCache:
@@ -75,16 +72,16 @@ class CausalSelfAttention(nn.Module):
         self.to_out = nn.Linear(dim, dim)
 
     def forward(
-        self, x: torch.Tensor, rot: torch.Tensor, causal: bool, cache: KVCache | None = None
+        self, x: torch.Tensor, cis: torch.Tensor, causal: bool, cache: KVCache | None = None
     ) -> torch.Tensor:
-        """x (B, T, D), rot (T, 2*Dh) rotary embedding of the bins in x -> (B, T, D).
+        """x (B, T, D), cis (T, Dh/2) rotary phasors of the bins in x -> (B, T, D).
 
-        With ``cache``, x holds the newest bin(s) only and attends to all cached bins.
+        With ``cache``, x holds the newest bin only and attends to all cached bins.
         """
-        q, k, v = (_heads(t, self.heads) for t in self.to_qkv(self.norm(x)).chunk(3, dim=-1))
-        rot = rot.unsqueeze(0)  # (1, T, 2*Dh), rotate() adds the head axis
-        q = RotaryTimeEmbedding.rotate(q, rot, unsqueeze_dim=1)
-        k = RotaryTimeEmbedding.rotate(k, rot, unsqueeze_dim=1)
+        qkv = self.to_qkv(self.norm(x)).unflatten(-1, (3, self.heads, -1))  # (B, T, 3, H, Dh)
+        qk = rotate(qkv[:, :, :2], cis[:, None, None])  # q and k in one multiply
+        q, k = qk.transpose(1, 3).unbind(2)  # (B, H, T, Dh)
+        v = qkv[:, :, 2].transpose(1, 2)
         if cache is not None:
             if x.shape[1] != 1:
                 raise ValueError("cached decoding takes one bin at a time")
@@ -93,7 +90,7 @@ class CausalSelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             q, k, v, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
         )
-        return self.to_out(_merge(out))
+        return self.to_out(heads_merged(out))
 
 
 class LatentCrossAttention(RotaryCrossAttention):
@@ -101,17 +98,17 @@ class LatentCrossAttention(RotaryCrossAttention):
     are computed once per forecast instead of once per decoded bin. Same weights and maths as
     the parent's ``forward`` (checked in tests/test_model.py)."""
 
-    def context_kv(self, latents: torch.Tensor, rot: torch.Tensor) -> tuple:
-        """latents (B, L, D), rot (L, 2*Dh) -> rotated keys and values, each (B, H, L, Dh)."""
-        k, v = (_heads(t, self.heads) for t in self.to_kv(self.norm_context(latents)).chunk(2, -1))
-        return RotaryTimeEmbedding.rotate(k, rot.unsqueeze(0), unsqueeze_dim=1), v
+    def context_kv(self, latents: torch.Tensor, cis: torch.Tensor) -> tuple:
+        """latents (B, L, D), cis (L, Dh/2) -> rotated keys and values, each (B, H, L, Dh)."""
+        kv = self.to_kv(self.norm_context(latents)).chunk(2, -1)
+        k, v = (heads_first(t, self.heads) for t in kv)
+        return rotate(k, cis), v
 
-    def attend(self, x: torch.Tensor, rot: torch.Tensor, kv: tuple) -> torch.Tensor:
-        """x (B, T, D), rot (T, 2*Dh) -> (B, T, D)."""
-        q = _heads(self.to_q(self.norm(x)), self.heads)
-        q = RotaryTimeEmbedding.rotate(q, rot.unsqueeze(0), unsqueeze_dim=1)
+    def attend(self, x: torch.Tensor, cis: torch.Tensor, kv: tuple) -> torch.Tensor:
+        """x (B, T, D), cis (T, Dh/2) -> (B, T, D)."""
+        q = rotate(heads_first(self.to_q(self.norm(x)), self.heads), cis)
         p = self.dropout if self.training else 0.0
-        return self.to_out(_merge(F.scaled_dot_product_attention(q, *kv, dropout_p=p)))
+        return self.to_out(heads_merged(F.scaled_dot_product_attention(q, *kv, dropout_p=p)))
 
 
 class DecoderBlock(nn.Module):
@@ -124,9 +121,9 @@ class DecoderBlock(nn.Module):
         self.ffn = FeedForward(dim=dim, mult=ffn_mult, dropout=dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, rot, lat_kv, causal, cache=None):
-        x = x + self.drop(self.self_attn(x, rot, causal, cache))
-        x = x + self.drop(self.cross_attn.attend(x, rot, lat_kv))
+    def forward(self, x, cis, lat_kv, causal, cache=None):
+        x = x + self.drop(self.self_attn(x, cis, causal, cache))
+        x = x + self.drop(self.cross_attn.attend(x, cis, lat_kv))
         return x + self.ffn(x)
 
 
@@ -230,11 +227,13 @@ class NeuroHorizon(nn.Module):
         missing = [k for k in BATCH_KEYS if k not in batch]
         if missing:
             raise KeyError(f"NeuroHorizon batch is missing keys {missing}")
-        units = batch["units"]
-        if int(units.max()) >= len(self.unit_emb.vocab) or int(units.min()) < 0:
-            raise ValueError(
-                f"batch unit index outside the model vocabulary [0, {len(self.unit_emb.vocab)})"
-            )
+        n_vocab = len(self.unit_emb.vocab)
+        for key in ("units", "spike_units"):
+            idx = batch[key]
+            if idx.numel() and (int(idx.max()) >= n_vocab or int(idx.min()) < 0):
+                raise ValueError(
+                    f"batch[{key!r}] has indices outside the model vocabulary [0, {n_vocab})"
+                )
         if not bool(batch["unit_mask"].any(dim=1).all()):
             raise ValueError("every batch row needs at least one real unit (unit_mask)")
 
@@ -252,26 +251,29 @@ class NeuroHorizon(nn.Module):
             unit_mask=unit_mask,
             context=context,
         )
-        lat_rot = self.rotary(lat_t)
+        lat_cis = rotary_cis(self.rotary, lat_t)
         emb = self.unit_emb(units)  # (B, N, D)
         prep = {
-            "lat_kv": [b.cross_attn.context_kv(latents, lat_rot) for b in self.blocks],
+            "lat_kv": [b.cross_attn.context_kv(latents, lat_cis) for b in self.blocks],
             "ro_unit": self.ro_unit(emb).unsqueeze(1),  # (B, 1, N, R)
             "unit_mask": unit_mask,
         }
         if self.ro_unit_only is not None:
             prep["unit_only"] = self.ro_unit_only(emb).unsqueeze(1)  # (B, 1, N, k)
         if self.decoder == "autoregressive":
-            n_valid = unit_mask.sum(1, keepdim=True).clamp(min=1).float()
-            # (B, N*3, D), scaled by 1/sqrt(N_valid) so token size does not grow with N
-            proj = self.count_proj(emb).unflatten(-1, (3, -1)).flatten(1, 2)
-            prep["count_proj"] = proj / n_valid.sqrt().unsqueeze(-1)
+            # per-unit projections, zero for padding units, scaled by 1/sqrt(N_valid) so the
+            # token size does not grow with N; the constant feature's sum is precomputed
+            n_valid = unit_mask.sum(1).clamp(min=1).float()
+            scale = unit_mask.float() / n_valid.sqrt()[:, None]  # (B, N)
+            proj = self.count_proj(emb).unflatten(-1, (3, -1)) * scale[:, :, None, None]
+            prep["count_proj"] = proj[:, :, :2].flatten(1, 2)  # (B, N*2, D)
+            prep["count_const"] = proj[:, :, 2].sum(1, keepdim=True)  # (B, 1, D)
         return prep
 
-    def _bin_rot(self, start: int, stop: int, device) -> torch.Tensor:
-        """Rotary embedding of future bin centres start..stop-1: (T, 2*Dh)."""
+    def _bin_cis(self, start: int, stop: int, device) -> torch.Tensor:
+        """Rotary phasors of future bin centres start..stop-1: (T, Dh/2)."""
         t = (torch.arange(start, stop, device=device, dtype=torch.float32) + 0.5) * self.bin_size
-        return self.rotary(t)
+        return rotary_cis(self.rotary, t)
 
     def _tokens(self, prep: dict, prev: torch.Tensor | None, start: int, T: int) -> torch.Tensor:
         """Decoder input for bins start..start+T-1: (B, T, D). prev (B, T, N): counts of bin t-1."""
@@ -281,10 +283,8 @@ class NeuroHorizon(nn.Module):
         if self.decoder != "autoregressive":
             B = prep["unit_mask"].shape[0]
             return (self.query + pos).unsqueeze(0).expand(B, -1, -1)
-        prev = prev * prep["unit_mask"].unsqueeze(1)  # padding units feed nothing back
-        feats = torch.stack([torch.log1p(prev), -torch.expm1(-prev), torch.ones_like(prev)], dim=-1)
-        feats = feats * prep["unit_mask"][:, None, :, None]
-        x = feats.flatten(2) @ prep["count_proj"]  # (B, T, N*3) @ (B, N*3, D)
+        feats = torch.stack([torch.log1p(prev), -torch.expm1(-prev)], dim=-1)
+        x = torch.baddbmm(prep["count_const"], feats.flatten(2), prep["count_proj"])  # (B, T, D)
         return self.count_mlp(x) + pos
 
     def _readout(self, prep: dict, h: torch.Tensor) -> torch.Tensor:
@@ -295,13 +295,12 @@ class NeuroHorizon(nn.Module):
             params = torch.cat([params, prep["unit_only"].expand(*params.shape[:3], -1)], -1)
         return params
 
-    def _decode(self, prep: dict, tokens: torch.Tensor, start: int = 0, caches=None):
-        """tokens (B, T, D) for bins start.. -> params (B, T, N, P)."""
-        rot = self._bin_rot(start, start + tokens.shape[1], tokens.device)
+    def _decode(self, prep: dict, tokens: torch.Tensor, cis: torch.Tensor, caches=None):
+        """tokens (B, T, D) for bins with rotary phasors cis (T, Dh/2) -> params (B, T, N, P)."""
         causal = self.decoder != "parallel"
         x = tokens
         for i, block in enumerate(self.blocks):
-            x = block(x, rot, prep["lat_kv"][i], causal, None if caches is None else caches[i])
+            x = block(x, cis, prep["lat_kv"][i], causal, None if caches is None else caches[i])
         return self._readout(prep, x)
 
     # ------------------------------------------------------------------ public API
@@ -333,7 +332,9 @@ class NeuroHorizon(nn.Module):
         if self.decoder == "autoregressive":
             last = batch["context_counts"][:, -1:]
             prev = torch.cat([last, future_inputs[:, :-1]], dim=1)
-        return self._decode(prep, self._tokens(prep, prev, 0, T))
+        return self._decode(
+            prep, self._tokens(prep, prev, 0, T), self._bin_cis(0, T, prev_device(batch))
+        )
 
     @torch.no_grad()
     def rollout(
@@ -371,7 +372,8 @@ class NeuroHorizon(nn.Module):
             return likelihood.mean(params), fed.to(params.dtype)
 
         if self.decoder != "autoregressive":
-            params = self._decode(prep, self._tokens(prep, None, 0, n_steps))
+            cis = self._bin_cis(0, n_steps, prev_device(batch))
+            params = self._decode(prep, self._tokens(prep, None, 0, n_steps), cis)
             mean, counts = emit(params)
             return _split(S, params=params, counts=counts, mean=mean)
 
@@ -379,17 +381,17 @@ class NeuroHorizon(nn.Module):
         caches = None
         if use_cache:
             BS, D = prev.shape[0], self.bin_pos.embedding_dim
-            caches = [
-                KVCache(BS, self.heads, n_steps, D // self.heads, prev) for _ in self.blocks
-            ]
+            caches = [KVCache(BS, self.heads, n_steps, D // self.heads, prev) for _ in self.blocks]
+        cis = self._bin_cis(0, n_steps, prev.device)
         inputs, out_params, out_mean, out_fed = [], [], [], []
         for t in range(n_steps):
             inputs.append(prev)
             if use_cache:
-                params = self._decode(prep, self._tokens(prep, prev[:, None], t, 1), t, caches)
+                tok = self._tokens(prep, prev[:, None], t, 1)
+                params = self._decode(prep, tok, cis[t : t + 1], caches)
             else:  # full recomputation over all bins so far (reference path)
-                seq = torch.stack(inputs, dim=1)
-                params = self._decode(prep, self._tokens(prep, seq, 0, t + 1))[:, -1:]
+                tok = self._tokens(prep, torch.stack(inputs, dim=1), 0, t + 1)
+                params = self._decode(prep, tok, cis[: t + 1])[:, -1:]
             mean, prev = emit(params[:, 0])
             out_params.append(params[:, 0])
             out_mean.append(mean)
@@ -400,6 +402,10 @@ class NeuroHorizon(nn.Module):
             counts=torch.stack(out_fed, 1),
             mean=torch.stack(out_mean, 1),
         )
+
+
+def prev_device(batch: dict) -> torch.device:
+    return batch["units"].device
 
 
 def _repeat(prep: dict, S: int) -> dict:
@@ -418,4 +424,3 @@ def _repeat(prep: dict, S: int) -> dict:
 def _split(S: int, **tensors: torch.Tensor) -> dict:
     """(S*B, ...) -> (S, B, ...)."""
     return {k: v.unflatten(0, (S, -1)) for k, v in tensors.items()}
-

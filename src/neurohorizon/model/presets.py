@@ -28,7 +28,9 @@ class ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     # ~50k params: unit tests
-    "tiny": ModelConfig(dim=32, depth_enc=1, depth_dec=1, heads=2, n_latents_per_step=2, ffn_mult=2),
+    "tiny": ModelConfig(
+        dim=32, depth_enc=1, depth_dec=1, heads=2, n_latents_per_step=2, ffn_mult=2
+    ),
     # ~4.2M params: CPU training
     "small": ModelConfig(
         dim=256, depth_enc=2, depth_dec=2, heads=4, n_latents_per_step=4, ffn_mult=3, dropout=0.1

@@ -194,7 +194,8 @@ class Trainer:
             )
         self.optimizer.step()
         self.scheduler.step()
-        return {"loss": loss.item(), "eps": eps, "lr": self.scheduler.get_last_lr()[0],
+        global_loss = dist_utils.all_reduce_sum(loss.detach()) / self.world  # the global-batch loss
+        return {"loss": global_loss.item(), "eps": eps, "lr": self.scheduler.get_last_lr()[0],
                 "grad_norm": grad_norm.item()}
 
     # ---------------------------------------------------------- validation

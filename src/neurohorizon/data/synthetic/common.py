@@ -31,7 +31,7 @@ def check_count(value, name: str, minimum: int = 1) -> int:
 
 
 def lognormal_mean_rates(rng, n, *, median_hz, sigma, lo=1.0, hi=40.0) -> np.ndarray:
-    """(N,) per-neuron mean rates, log-normal (Buzsaki & Mizuseki 2014) folded into [lo, hi]."""
+    """(N,) per-neuron mean rates, log-normal (Buzsaki & Mizuseki 2014) clipped to [lo, hi]."""
     rates = median_hz * np.exp(sigma * rng.standard_normal(n))
     return np.clip(rates, lo, hi)
 
@@ -69,7 +69,7 @@ def assemble(
     """Draw spikes from the (float32) rates and build a Recording with the ground truth."""
     family = noise_params(noise, dispersion)
     if len(rates) % 4:
-        raise AssertionError("fine grid must be whole 20 ms bins")
+        raise ValueError(f"{name}: {len(rates)} fine bins is not whole 20 ms bins")
     # spikes come from exactly the stored float32 rates, so the oracle is exact
     value = family.get(DISPERSION[noise][0]) if DISPERSION[noise][0] else None
     times, units = sample_spikes(

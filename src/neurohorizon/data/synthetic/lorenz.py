@@ -6,7 +6,7 @@ rescaled so that one Lorenz time unit lasts `time_scale` seconds (default 1 s): 
 oscillation is then ~1.3 Hz and the Lyapunov time (~1.1 units) ~1.1 s, so the standard
 horizons (0.24 / 0.5 / 1 s) go from predictable to hard. The z-scored 3-d latent drives
 log-linear rates, rate = exp(b + C z), with per-neuron mean rates log-normal (median 8 Hz,
-sd 0.6 in log units, folded into 1-40 Hz) and log-rate modulation sd ~0.8 (as in
+sd 0.6 in log units, clipped to 1-40 Hz) and log-rate modulation sd ~0.8 (as in
 Sussillo et al. 2016, LFADS, where Lorenz latents set log firing rates). No trials.
 """
 

@@ -1,6 +1,6 @@
 """Classical baselines with the forecaster interface (docs/architecture.md).
 
-    BASELINES: name -> class;  build_baseline(name, **opts) -> instance
+BASELINES: name -> class;  build_baseline(name, **opts) -> instance
 """
 
 from __future__ import annotations
@@ -41,5 +41,15 @@ def build_baseline(name: str, **opts) -> Baseline:
         raise ValueError(f"bad options {opts} for baseline {name!r}: {err}") from None
 
 
-__all__ = ["BASELINES", "Baseline", "GRUSeq2Seq", "MeanRate", "NDTForward", "PSTH",
-           "Persistence", "PoissonGLM", "build_baseline", "fit_poisson_ridge"]
+__all__ = [
+    "BASELINES",
+    "Baseline",
+    "GRUSeq2Seq",
+    "MeanRate",
+    "NDTForward",
+    "PSTH",
+    "Persistence",
+    "PoissonGLM",
+    "build_baseline",
+    "fit_poisson_ridge",
+]

@@ -12,8 +12,10 @@ import torch
 
 
 def _is_batch(x) -> bool:
-    return isinstance(x, dict) and torch.is_tensor(x.get("context_counts")) and (
-        x["context_counts"].dim() == 3
+    return (
+        isinstance(x, dict)
+        and torch.is_tensor(x.get("context_counts"))
+        and (x["context_counts"].dim() == 3)
     )
 
 
@@ -60,8 +62,9 @@ def group_rows(batch: dict) -> dict[tuple, tuple[torch.Tensor, torch.Tensor]]:
     out: dict[tuple, tuple[list, list]] = {}
     for b in range(batch["units"].shape[0]):
         key = unit_key(batch, b)
-        col_of = {int(u): j for j, u in enumerate(batch["units"][b].tolist())
-                  if batch["unit_mask"][b, j]}
+        col_of = {
+            int(u): j for j, u in enumerate(batch["units"][b].tolist()) if batch["unit_mask"][b, j]
+        }
         rows, cols = out.setdefault(key, ([], []))
         rows.append(b)
         cols.append([col_of[u] for u in key])
@@ -94,8 +97,9 @@ def collect_by_units(data, max_windows: int | None = None) -> dict[tuple, dict]:
     for key, p in parts.items():
         g = {k: torch.cat(v) for k, v in p.items()}
         if max_windows and len(g["condition"]) > max_windows:
-            keep = torch.from_numpy(np.linspace(0, len(g["condition"]) - 1, max_windows).round()
-                                    .astype(np.int64))
+            keep = torch.from_numpy(
+                np.linspace(0, len(g["condition"]) - 1, max_windows).round().astype(np.int64)
+            )
             g = {k: v[keep] for k, v in g.items()}
         out[key] = g
     return out

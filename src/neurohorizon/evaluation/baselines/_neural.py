@@ -59,10 +59,21 @@ class NeuralBaseline(Baseline):
         seed: initialisation and batch-order seed.
     """
 
-    def __init__(self, *, likelihood="poisson", dim: int = 64, lr: float = 3e-3,
-                 batch_size: int = 32, max_steps: int = 300, time_budget_s: float | None = None,
-                 eval_every: int = 50, seed: int = 0):
-        self.likelihood = build_likelihood(likelihood) if isinstance(likelihood, str) else likelihood
+    def __init__(
+        self,
+        *,
+        likelihood="poisson",
+        dim: int = 64,
+        lr: float = 3e-3,
+        batch_size: int = 32,
+        max_steps: int = 300,
+        time_budget_s: float | None = None,
+        eval_every: int = 50,
+        seed: int = 0,
+    ):
+        self.likelihood = (
+            build_likelihood(likelihood) if isinstance(likelihood, str) else likelihood
+        )
         self.dim, self.lr, self.batch_size = dim, lr, batch_size
         self.max_steps, self.time_budget_s, self.eval_every = max_steps, time_budget_s, eval_every
         self.seed = seed
@@ -82,8 +93,14 @@ class NeuralBaseline(Baseline):
         nll = self.likelihood.nll(params, batch["target_counts"].float())
         return reduce_nll(nll, batch["unit_mask"])
 
-    def fit(self, train_dataset, valid_dataset=None, *, max_steps: int | None = None,
-            time_budget_s: float | None = None) -> NeuralBaseline:
+    def fit(
+        self,
+        train_dataset,
+        valid_dataset=None,
+        *,
+        max_steps: int | None = None,
+        time_budget_s: float | None = None,
+    ) -> NeuralBaseline:
         torch.manual_seed(self.seed)
         max_steps = max_steps or self.max_steps
         budget = time_budget_s if time_budget_s is not None else self.time_budget_s
@@ -104,7 +121,7 @@ class NeuralBaseline(Baseline):
             loss.backward()
             nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
             opt.step()
-            self.history.append(float(loss))
+            self.history.append(float(loss.detach()))
             done = step >= max_steps or (budget is not None and time.monotonic() - start > budget)
             if valid_dataset is not None and (step % self.eval_every == 0 or done):
                 v = self.evaluate(valid_dataset)
@@ -143,8 +160,10 @@ class NeuralBaseline(Baseline):
         if self.net is None:
             raise RuntimeError(f"{self.name}: call fit() first")
         if int(batch["units"].max()) >= self.n_vocab:
-            raise KeyError(f"{self.name}: batch has unit vocab indices beyond the "
-                           f"{self.n_vocab} seen in training")
+            raise KeyError(
+                f"{self.name}: batch has unit vocab indices beyond the "
+                f"{self.n_vocab} seen in training"
+            )
 
     @torch.no_grad()
     def predict(self, batch: dict) -> torch.Tensor:

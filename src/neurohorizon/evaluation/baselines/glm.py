@@ -51,9 +51,16 @@ def fit_poisson_ridge(
         W, b = (t.detach().clone().double() for t in init)
     W.requires_grad_(True)
     b.requires_grad_(True)
-    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, max_eval=2 * max_iter,
-                            tolerance_grad=tol, tolerance_change=1e-15, history_size=20,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [W, b],
+        lr=1.0,
+        max_iter=max_iter,
+        max_eval=2 * max_iter,
+        tolerance_grad=tol,
+        tolerance_change=1e-15,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
     n_evals = 0
 
     def objective():
@@ -72,7 +79,7 @@ def fit_poisson_ridge(
     loss = objective()
     gW, gb = torch.autograd.grad(loss, [W, b])
     grad = max(float(gW.abs().max()), float(gb.abs().max()))
-    info = {"loss": float(loss), "grad_norm": grad, "n_evals": n_evals}
+    info = {"loss": float(loss.detach()), "grad_norm": grad, "n_evals": n_evals}
     return W.detach(), b.detach(), info
 
 
@@ -91,11 +98,20 @@ class PoissonGLM(Baseline):
         max_samples: cap on autoregressive (history, next bin) training pairs per session.
     """
 
-    def __init__(self, *, mode: str = "autoregressive", history: int = 5,
-                 transform: str = "log1p", ridges=(1e-3, 1e-2, 1e-1, 1.0),
-                 ridge: float | None = None, default_ridge: float = 1e-2,
-                 max_iter: int = 300, max_windows: int = 5000, max_samples: int = 50000,
-                 seed: int = 0):
+    def __init__(
+        self,
+        *,
+        mode: str = "autoregressive",
+        history: int = 5,
+        transform: str = "log1p",
+        ridges=(1e-3, 1e-2, 1e-1, 1.0),
+        ridge: float | None = None,
+        default_ridge: float = 1e-2,
+        max_iter: int = 300,
+        max_windows: int = 5000,
+        max_samples: int = 50000,
+        seed: int = 0,
+    ):
         if mode not in ("autoregressive", "direct"):
             raise ValueError(f"PoissonGLM: mode must be 'autoregressive' or 'direct', got {mode!r}")
         if transform not in ("log1p", "raw"):
@@ -111,15 +127,19 @@ class PoissonGLM(Baseline):
     # ------------------------------------------------------------------ fit
     def fit(self, train_dataset, valid_dataset=None) -> PoissonGLM:
         train = collect_by_units(train_dataset, self.max_windows)
-        valid = collect_by_units(valid_dataset, self.max_windows) if valid_dataset is not None else {}
+        valid = (
+            collect_by_units(valid_dataset, self.max_windows) if valid_dataset is not None else {}
+        )
         for key, g in train.items():
             self.models[key] = self._fit_session(g, valid.get(key))
         return self
 
     def _fit_session(self, g: dict, valid: dict | None) -> dict:
         if g["context"].shape[1] < self.L:
-            raise ValueError(f"PoissonGLM: context of {g['context'].shape[1]} bins is shorter "
-                             f"than history={self.L}")
+            raise ValueError(
+                f"PoissonGLM: context of {g['context'].shape[1]} bins is shorter "
+                f"than history={self.L}"
+            )
         X, Y = self._design(g["context"], g["target"])
         mu, sd = X.mean(0), X.std(0).clamp(min=1e-6)
         X = (X - mu) / sd
@@ -128,8 +148,15 @@ class PoissonGLM(Baseline):
         for r in ridges:  # strongest first, each warm-starting the next
             W, b, info = fit_poisson_ridge(X, Y, r, init=init, max_iter=self.max_iter)
             init = (W, b)
-            model = {"W": W, "b": b, "mu": mu, "sd": sd, "ridge": r, "info": info,
-                     "horizon": g["target"].shape[1]}
+            model = {
+                "W": W,
+                "b": b,
+                "mu": mu,
+                "sd": sd,
+                "ridge": r,
+                "info": info,
+                "horizon": g["target"].shape[1],
+            }
             if valid is None:
                 return model
             mean = self._forecast(model, valid["context"], valid["target"].shape[1])
@@ -146,7 +173,7 @@ class PoissonGLM(Baseline):
 
     def _design(self, ctx: torch.Tensor, tgt: torch.Tensor):
         if self.mode == "direct":
-            return self._features(ctx[:, -self.L:]), tgt.reshape(len(tgt), -1)
+            return self._features(ctx[:, -self.L :]), tgt.reshape(len(tgt), -1)
         seq = torch.cat([ctx, tgt], 1)  # (n, Tc+T, N)
         win = seq.unfold(1, self.L + 1, 1)  # (n, Tc+T-L, N, L+1)
         win = win.permute(0, 1, 3, 2).reshape(-1, self.L + 1, seq.shape[2])
@@ -165,12 +192,13 @@ class PoissonGLM(Baseline):
         ctx = ctx.double()
         N = ctx.shape[2]
         if self.mode == "direct":
-            if T > model["horizon"]:
-                raise ValueError(f"PoissonGLM(direct): fitted for {model['horizon']} bins, "
-                                 f"asked for {T}")
-            mean = self._eta(model, ctx[:, -self.L:]).exp().reshape(len(ctx), -1, N)[:, :T]
+            if model["horizon"] < T:
+                raise ValueError(
+                    f"PoissonGLM(direct): fitted for {model['horizon']} bins, asked for {T}"
+                )
+            mean = self._eta(model, ctx[:, -self.L :]).exp().reshape(len(ctx), -1, N)[:, :T]
             return mean if generator is None else torch.poisson(mean, generator=generator)
-        hist, out = ctx[:, -self.L:], []
+        hist, out = ctx[:, -self.L :], []
         for _ in range(T):
             step = self._eta(model, hist).exp()
             if generator is not None:
@@ -188,8 +216,10 @@ class PoissonGLM(Baseline):
         out = torch.zeros(S, B, T, N, dtype=torch.float32)
         for key, (rows, cols) in group_rows(batch).items():
             if key not in self.models:
-                raise KeyError(f"{self.name}: no GLM for this unit set (session not in training "
-                               f"data); units {list(key)[:5]}...")
+                raise KeyError(
+                    f"{self.name}: no GLM for this unit set (session not in training "
+                    f"data); units {list(key)[:5]}..."
+                )
             ctx = take_cols(batch["context_counts"], rows, cols)
             gen = None if n_samples is None else generator or torch.Generator().manual_seed(0)
             val = torch.stack([self._forecast(self.models[key], ctx, T, gen) for _ in range(S)])

@@ -16,8 +16,9 @@ class _NDTNet(nn.Module):
         self.readin = UnitReadin(n_vocab, dim)
         self.mask_token = nn.Parameter(torch.zeros(dim))
         self.pos = nn.Parameter(torch.randn(n_tokens, dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(dim, n_heads, 2 * dim, dropout, batch_first=True,
-                                           norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            dim, n_heads, 2 * dim, dropout, batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.readout = UnitReadout(n_vocab, dim, n_params)
@@ -37,19 +38,30 @@ class NDTForward(NeuralBaseline):
         self.n_layers, self.n_heads, self.dropout = n_layers, n_heads, dropout
 
     def build(self, n_vocab: int, context: int, horizon: int) -> nn.Module:
-        return _NDTNet(n_vocab, self.dim, self.likelihood.n_params, context + horizon,
-                       self.n_layers, self.n_heads, self.dropout)
+        return _NDTNet(
+            n_vocab,
+            self.dim,
+            self.likelihood.n_params,
+            context + horizon,
+            self.n_layers,
+            self.n_heads,
+            self.dropout,
+        )
 
     def _params(self, batch, generator=None, sample=False):
         net, units, mask = self.net, batch["units"], batch["unit_mask"]
         ctx = batch["context_counts"].float()
         B, Tc, _ = ctx.shape
         T = self._horizon(batch, self.horizon)
-        if Tc != self.context or T > self.horizon:
-            raise ValueError(f"{self.name}: fitted for context {self.context} / horizon "
-                             f"{self.horizon} bins, got {Tc} / {T}")
-        tokens = torch.cat([net.readin(ctx, units, mask),
-                            net.mask_token.expand(B, T, -1)], 1) + net.pos[: Tc + T]
+        if Tc != self.context or self.horizon < T:
+            raise ValueError(
+                f"{self.name}: fitted for context {self.context} / horizon "
+                f"{self.horizon} bins, got {Tc} / {T}"
+            )
+        tokens = (
+            torch.cat([net.readin(ctx, units, mask), net.mask_token.expand(B, T, -1)], 1)
+            + net.pos[: Tc + T]
+        )
         h = net.norm(net.encoder(tokens))[:, Tc:]
         params = net.readout(h, units)
         counts = self.likelihood.sample(params, generator) if sample else None

@@ -63,12 +63,14 @@ class MeanRate(Baseline):
         mask = units > 0 if mask is None else mask
         V = len(self.bins)
         known = (units < V) & (self.bins[units.clamp(max=max(V - 1, 0))] > 0)
-        if (mask & ~known).any():
-            if self.unseen == "error":
-                bad = sorted(set(units[mask & ~known].tolist()))[:5]
-                raise KeyError(f"{self.name}: unit vocab indices {bad} were not in training data")
-        rate = torch.where(known, self.total[units.clamp(max=V - 1)] /
-                           self.bins[units.clamp(max=V - 1)].clamp(min=1), self.global_rate())
+        if (mask & ~known).any() and self.unseen == "error":
+            bad = sorted(set(units[mask & ~known].tolist()))[:5]
+            raise KeyError(f"{self.name}: unit vocab indices {bad} were not in training data")
+        rate = torch.where(
+            known,
+            self.total[units.clamp(max=V - 1)] / self.bins[units.clamp(max=V - 1)].clamp(min=1),
+            self.global_rate(),
+        )
         return torch.where(mask, rate, torch.zeros_like(rate))
 
     def global_rate(self) -> torch.Tensor:
@@ -142,8 +144,15 @@ class Persistence(Baseline):
 
     name = "persistence"
 
-    def __init__(self, *, ks=(1, 2, 3, 5, 10, 25, 50, float("inf")), taus=(1.0, 3.0, 10.0),
-                 min_rate: float = 1e-3, kind: str | None = None, k: float | None = None):
+    def __init__(
+        self,
+        *,
+        ks=(1, 2, 3, 5, 10, 25, 50, float("inf")),
+        taus=(1.0, 3.0, 10.0),
+        min_rate: float = 1e-3,
+        kind: str | None = None,
+        k: float | None = None,
+    ):
         self.candidates = [("boxcar", float(x)) for x in ks] + [("exp", float(t)) for t in taus]
         self.min_rate = min_rate
         self.choice = (kind, k) if kind is not None else None

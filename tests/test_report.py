@@ -1,0 +1,322 @@
+"""Figures (PNG output, NaN tolerance, no leaked pyplot figures) and the HTML/Markdown report writer."""
+
+import base64
+import re
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from neurohorizon.evaluation import figures as F
+from neurohorizon.evaluation.report import Section, Table, format_cell, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+BIN = 0.020
+
+
+def assert_png(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, f"{path} is not a PNG"
+    assert len(data) > 5000, f"{path} is suspiciously small ({len(data)} bytes)"
+    assert plt.get_fignums() == [], "a pyplot figure was left open"
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+# ------------------------------------------------------------------ figures
+def test_plot_decay_with_nan_and_oracle(tmp_path):
+    t = np.arange(50)
+    curves = {
+        "NeuroHorizon (rollout)": 0.3 * np.exp(-t / 20),
+        "NeuroHorizon (teacher-forced)": 0.4 * np.exp(-t / 40),
+        "persistence": np.where(t % 7 == 0, np.nan, -0.1 + 0.2 * np.exp(-t / 5)),
+        "all missing": np.full(12, np.nan),
+    }
+    out = F.plot_decay(curves, bin_size=BIN, path=tmp_path / "d.png", oracle=np.full(50, 0.5))
+    assert out == tmp_path / "d.png"
+    assert_png(out)
+
+
+def test_plot_decay_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="no curves"):
+        F.plot_decay({}, bin_size=BIN, path=tmp_path / "d.png")
+    with pytest.raises(ValueError, match="1-d"):
+        F.plot_decay({"m": np.zeros((3, 4))}, bin_size=BIN, path=tmp_path / "d.png")
+    with pytest.raises(ValueError, match="bin_size"):
+        F.plot_decay({"m": np.zeros(3)}, bin_size=0, path=tmp_path / "d.png")
+
+
+def _window(rng, Tc=25, T=25, N=30):
+    rate = 0.05 + 0.5 * np.exp(-((np.arange(T)[:, None] - rng.uniform(0, T, N)) ** 2) / 20)
+    return rng.poisson(0.2, (Tc, N)), rng.poisson(rate), rate, rng.poisson(rate, (16, T, N))
+
+
+@pytest.mark.parametrize("with_samples", [True, False])
+def test_plot_forecast_raster(tmp_path, rng, with_samples):
+    context, target, mean, samples = _window(rng)
+    mean = mean.copy()
+    mean[3, 4] = np.nan  # a missing prediction must not break the heat map or sums
+    out = F.plot_forecast_raster(
+        context=context,
+        target=target,
+        mean=mean,
+        samples=samples if with_samples else None,
+        bin_size=BIN,
+        path=tmp_path / "sub" / "r.png",
+        max_units=20,
+    )
+    assert_png(out)
+
+
+def test_forecast_raster_unit_choice(rng):
+    context, target, mean, _ = _window(rng, N=10)
+    assert list(F._choose_units(context, target, mean, [9, 2, 5], 2)) == [9, 2]
+    # default: the most active units, ordered by the bin of their predicted peak
+    target = np.zeros_like(target)
+    context = np.zeros_like(context)
+    mean = np.zeros((25, 10))
+    mean[20, 7], mean[2, 1], mean[10, 4] = 5.0, 4.0, 3.0
+    assert list(F._choose_units(context, target, mean, None, 3)) == [1, 4, 7]
+    with pytest.raises(ValueError, match="unit_order"):
+        F._choose_units(context, target, mean, [10], 3)
+
+
+def test_plot_forecast_raster_shape_mismatch(tmp_path, rng):
+    context, target, mean, samples = _window(rng)
+    with pytest.raises(ValueError, match="shapes disagree"):
+        F.plot_forecast_raster(
+            context=context,
+            target=target,
+            mean=mean[:-1],
+            samples=None,
+            bin_size=BIN,
+            path=tmp_path / "r.png",
+        )
+    with pytest.raises(ValueError, match="samples"):
+        F.plot_forecast_raster(
+            context=context,
+            target=target,
+            mean=mean,
+            samples=samples[:, :-1],
+            bin_size=BIN,
+            path=tmp_path / "r.png",
+        )
+
+
+def test_plot_psths(tmp_path, rng):
+    T, N = 25, 8
+    actual = {c: rng.poisson(0.3, (T, N)) / 1.0 for c in range(3)}
+    predicted = {c: np.full((T, N), 0.3) for c in range(3)}
+    predicted[1][5:8, 2] = np.nan
+    context = {c: np.full((10, N), 0.2) for c in range(3)}
+    out = F.plot_psths(
+        predicted=predicted,
+        actual=actual,
+        bin_size=BIN,
+        path=tmp_path / "p.png",
+        units=[0, 2, 5, 7, 1],
+        context=context,
+    )
+    assert_png(out)
+    with pytest.raises(ValueError, match="no prediction"):
+        F.plot_psths(
+            predicted={0: predicted[0]},
+            actual=actual,
+            bin_size=BIN,
+            path=tmp_path / "q.png",
+            units=[0],
+        )
+
+
+def test_plot_calibration(tmp_path, rng):
+    fano_pred, fano_obs = rng.uniform(0.8, 1.5, 40), rng.uniform(0.7, 2.0, 40)
+    fano_obs[:3] = np.nan
+    out = F.plot_calibration(
+        nominal=[0.5, 0.8, 0.9],
+        path=tmp_path / "c.png",
+        coverage={"per-neuron": [0.5, 0.79, 0.9], "population": [0.3, np.nan, 0.8]},
+        fano_pred=fano_pred,
+        fano_obs=fano_obs,
+    )
+    assert_png(out)
+    with pytest.raises(ValueError, match="coverage"):
+        F.plot_calibration(
+            nominal=[0.5, 0.9],
+            coverage={"x": [0.5]},
+            fano_pred=fano_pred,
+            fano_obs=fano_obs,
+            path=tmp_path / "c2.png",
+        )
+
+
+def test_plot_calibration_all_nan_fano(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarnings from empty reductions
+        out = F.plot_calibration(
+            nominal=[0.5],
+            coverage={"per-neuron": [0.4]},
+            fano_pred=np.full(5, np.nan),
+            fano_obs=np.full(5, np.nan),
+            path=tmp_path / "c.png",
+        )
+    assert_png(out)
+
+
+def _bar_rows():
+    rows = [
+        {"method": m, "horizon_bins": h, "fp_bps": 0.1 * i + 0.01 * h}
+        for i, m in enumerate(["NeuroHorizon (rollout)", "PSTH", "null"])
+        for h in (12, 25, 50)
+    ]
+    rows[1]["fp_bps"] = float("nan")
+    del rows[2]["fp_bps"]
+    return rows
+
+
+def test_plot_horizon_bars(tmp_path):
+    out = F.plot_horizon_bars(_bar_rows(), metric="fp_bps", path=tmp_path / "b.png")
+    assert_png(out)
+    with pytest.raises(ValueError, match="horizon_bins"):
+        F.plot_horizon_bars(
+            [{"method": "m", "fp_bps": 1.0}], metric="fp_bps", path=tmp_path / "x.png"
+        )
+
+
+# ------------------------------------------------------------------ tables
+def test_format_cell():
+    assert format_cell(0.123456) == "0.123"
+    assert format_cell(12.3456) == "12.3"
+    assert format_cell(0.1) == "0.100"
+    assert format_cell(-0.0042) == "-0.00420"
+    assert format_cell(123.4) == "123"
+    assert format_cell(4567.8) == "4568"
+    assert format_cell(2.5e-5) == "2.50e-05"
+    assert format_cell(np.float32(0.5)) == "0.500"
+    assert format_cell(np.int64(12)) == "12"
+    assert format_cell(float("nan")) == "–"
+    assert format_cell(None) == "–"
+    assert format_cell(True) == "True"
+    assert format_cell("PSTH") == "PSTH"
+
+
+def test_table_highlight_and_validation():
+    t = Table(
+        ["method", "bps", "nll"],
+        [["a", 0.2, 3.0], ["b", np.nan, 1.0], ["c", 0.5, 1.0]],
+        highlight_max=["bps"],
+        highlight_min=["nll"],
+    )
+    best = [[b for _, b in row] for row in t.cells()]
+    assert best == [[False, False, False], [False, False, True], [False, True, True]]
+    with pytest.raises(ValueError, match="row 0 has 2 cells"):
+        Table(["a", "b", "c"], [[1, 2]])
+    with pytest.raises(ValueError, match="not in"):
+        Table(["a"], [[1]], highlight_max=["z"])
+
+
+# ------------------------------------------------------------------ report
+@pytest.fixture(scope="module")
+def figure_png(tmp_path_factory):
+    """One real PNG outside the report folder."""
+    return F.plot_horizon_bars(
+        _bar_rows(), metric="fp_bps", path=tmp_path_factory.mktemp("figs") / "bars.png"
+    )
+
+
+def _sections(figure_png, extra_figures=()):
+    table = Table(
+        ["method", "horizon", "fp-bps"],
+        [["NeuroHorizon", 12, 0.31234], ["PSTH | mean", 12, float("nan")], ["null", 12, 0.0]],
+        caption="Forecast metrics",
+        highlight_max=["fp-bps"],
+    )
+    return [
+        Section(
+            "Forecast quality",
+            ["Held-out windows <script>alert('x')</script> & more."],
+            [table],
+            [figure_png, (figure_png, "Bars again")],
+        ),
+        Section("Notes", ["Second section."], [], list(extra_figures)),
+    ]
+
+
+def test_write_report_html_and_md(tmp_path, figure_png):
+    out = tmp_path / "run"
+    html_path, md_path = write_report(
+        out,
+        title="Demo <report>",
+        summary=["fp-bps 0.31 at 12 bins (240 ms)"],
+        sections=_sections(figure_png),
+        metadata={"data": "synthetic:reach", "command": "neurohorizon demo | tee"},
+    )
+    html = html_path.read_text()
+    assert "<title>Demo &lt;report&gt;</title>" in html
+    assert "<script>" not in html and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+    num = '<td class="num">'
+    for name, value in (
+        ("NeuroHorizon", "<strong>0.312</strong>"),
+        ("PSTH | mean", "–"),
+        ("null", "0"),
+    ):
+        assert f"<tr><td>{name}</td>{num}12</td>{num}{value}</td></tr>" in html
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(images) == 2 and base64.b64decode(images[0]) == figure_png.read_bytes()
+    assert 'href="#forecast-quality"' in html and 'id="forecast-quality"' in html
+    assert "synthetic:reach" in html
+
+    md = md_path.read_text()
+    assert "| method | horizon | fp-bps |" in md
+    assert "| NeuroHorizon | 12 | **0.312** |" in md
+    assert "| PSTH \\| mean | 12 | – |" in md
+    assert "\\<script>" in md and "<script>" not in md.replace("\\<script>", "")
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert links == ["figures/bars.png", "figures/bars.png"]
+    assert all((out / link).read_bytes() == figure_png.read_bytes() for link in links)
+    assert "`neurohorizon demo \\| tee`" in md
+
+
+def test_figures_inside_out_dir_stay_and_name_clashes_are_kept_apart(tmp_path, figure_png):
+    out = tmp_path / "run"
+    inside = F.plot_horizon_bars(_bar_rows()[:3], metric="fp_bps", path=out / "plots" / "bars.png")
+    _, md_path = write_report(out, title="t", summary=[], sections=_sections(figure_png, [inside]))
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md_path.read_text())
+    assert links == ["figures/bars.png", "figures/bars.png", "plots/bars.png"]
+    other = tmp_path / "elsewhere" / "bars.png"  # same name, different content
+    other.parent.mkdir()
+    other.write_bytes(inside.read_bytes())
+    _, md_path = write_report(
+        out, title="t", summary=[], sections=_sections(figure_png, [other]), overwrite=True
+    )
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md_path.read_text())
+    assert links[-1] == "figures/bars_1.png"
+    assert (out / links[-1]).read_bytes() == other.read_bytes()
+    assert (out / "figures" / "bars.png").read_bytes() == figure_png.read_bytes()
+
+
+def test_write_report_refuses_to_overwrite(tmp_path, figure_png):
+    html_path, md_path = write_report(
+        tmp_path, title="first", summary=[], sections=_sections(figure_png)
+    )
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        write_report(tmp_path, title="second", summary=[], sections=_sections(figure_png))
+    assert "first" in html_path.read_text()
+    write_report(
+        tmp_path, title="second", summary=[], sections=_sections(figure_png), overwrite=True
+    )
+    assert "<h1>second</h1>" in html_path.read_text() and md_path.read_text().startswith("# second")
+
+
+def test_write_report_missing_figure_writes_nothing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="'Broken'.*nope.png"):
+        write_report(
+            tmp_path / "run",
+            title="t",
+            summary=[],
+            sections=[Section("Broken", figures=[tmp_path / "nope.png"])],
+        )
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,153 @@
+"""The training loop: exact resume, DDP equivalence, divergence, scheduled sampling."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from neurohorizon.config import load_config, save_config
+from neurohorizon.data.synthetic import generate
+from neurohorizon.training.checkpoint import load_checkpoint
+from neurohorizon.training.run import train_run
+from neurohorizon.training.trainer import TrainingDiverged
+
+SMALL_REACH = {"n_neurons": 24, "trials_per_condition": 6, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def reach():
+    return generate("reach", **SMALL_REACH)
+
+
+def tiny_cfg(*extra):
+    return load_config(None, [
+        "model.preset=tiny", "train.batch_size=8", "train.max_steps=8", "train.eval_every=4",
+        "train.checkpoint_every=2", "train.log_every=1", "train.warmup_steps=2", "train.max_eval_windows=16",
+        "data.train_windows_per_epoch=24", "data.align_event=go_cue", "data.source=synthetic:reach",
+        *[f"data.options.{k}={v}" for k, v in SMALL_REACH.items()], *extra,
+    ])
+
+
+def losses(run_dir: Path) -> list[float]:
+    with open(run_dir / "train_log.csv") as handle:
+        return [float(row["loss"]) for row in csv.DictReader(handle)]
+
+
+@pytest.fixture
+def one_thread():
+    """Multi-threaded CPU reductions differ in the last float bit from run to run; one thread is exact."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_resume_continues_exactly(tmp_path, reach, one_thread):
+    cfg = tiny_cfg("sampling.kind=linear", "sampling.n=6", "train.unit_dropout=0.2")
+    full = train_run(cfg, runs_dir=tmp_path / "a", recordings=[reach], quiet=True)
+    half = train_run(cfg, runs_dir=tmp_path / "b", recordings=[reach], quiet=True, stop_after=4)
+    assert load_checkpoint(half / "last.pt")["step"] == 4
+    train_run(None, resume=half, recordings=[reach])
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(half / "last.pt")
+    assert a["step"] == b["step"] == 8
+    for key, value in a["model"].items():
+        if torch.is_tensor(value):
+            assert torch.equal(value, b["model"][key]), key
+    assert losses(full) == losses(half)  # every step's loss, before and after the resume
+
+
+def test_run_folder_holds_config_splits_and_never_overwrites(tmp_path, reach):
+    cfg = tiny_cfg("train.max_steps=2", "train.eval_every=2")
+    first = train_run(cfg, runs_dir=tmp_path, recordings=[reach], quiet=True)
+    second = train_run(cfg, runs_dir=tmp_path, recordings=[reach], quiet=True)
+    assert first != second
+    for name in ("config.yaml", "splits.json", "vocab.json", "train_log.csv", "valid_log.csv", "last.pt", "best.pt"):
+        assert (first / name).exists(), name
+    state = load_checkpoint(first / "best.pt")
+    for key in ("optimizer", "scheduler", "rng", "config", "vocab", "train_state"):
+        assert key in state
+
+
+def test_best_checkpoint_is_chosen_by_rollout_bps(tmp_path, reach):
+    run = train_run(tiny_cfg(), runs_dir=tmp_path, recordings=[reach], quiet=True)
+    with open(run / "valid_log.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    best = max(rows, key=lambda r: float(r["val_rollout_bps"]))
+    assert load_checkpoint(run / "best.pt")["step"] == int(best["step"])
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, reach, monkeypatch):
+    from neurohorizon.losses import Poisson
+
+    calls = {"n": 0}
+    original = Poisson.nll
+
+    def exploding(self, params, counts, **kw):
+        calls["n"] += 1
+        out = original(self, params, counts, **kw)
+        return out * float("nan") if calls["n"] > 3 else out
+
+    monkeypatch.setattr(Poisson, "nll", exploding)
+    cfg = tiny_cfg("train.checkpoint_every=1", "train.eval_every=100")
+    with pytest.raises(TrainingDiverged, match="step 3.*last good checkpoint"):
+        train_run(cfg, runs_dir=tmp_path, recordings=[reach], quiet=True)
+    run = next(tmp_path.iterdir())
+    assert load_checkpoint(run / "last.pt")["step"] == 3
+
+
+def test_scheduled_sampling_feeds_back_model_predictions(tmp_path, reach):
+    from neurohorizon.data.prepare import prepare_data
+    from neurohorizon.data.windows import collate
+    from neurohorizon.losses import build_likelihood
+    from neurohorizon.model.feedback import feedback_counts
+    from neurohorizon.training.run import build_model
+    from neurohorizon.training.trainer import Trainer
+
+    cfg = tiny_cfg()
+    data = prepare_data(cfg.data, recordings=[reach])
+    lik = build_likelihood("poisson")
+    model = build_model(cfg, data.vocab.tokens, lik)
+    trainer = Trainer(model=model, likelihood=lik, data=data, cfg=cfg, run_dir=tmp_path, device=torch.device("cpu"))
+    batch = collate([data.train[i] for i in range(4)])
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(trainer.model_inputs(batch, 1.0, gen), batch["target_counts"])
+    model.eval()
+    fed = trainer.model_inputs(batch, 0.0, gen)  # eps = 0: every bin takes the model's own output
+    expected = feedback_counts(lik, model(batch, batch["target_counts"]), "mean")
+    torch.testing.assert_close(fed, expected)
+    mixed = trainer.model_inputs(batch, 0.5, torch.Generator().manual_seed(1))
+    from_truth = (mixed == batch["target_counts"]).all(-1)
+    assert 0 < from_truth.float().mean() < 1  # whole bins come from truth or prediction
+
+
+def _run_torchrun(tmp_path: Path, cfg, nproc: int) -> Path:
+    cfg_path = tmp_path / f"cfg{nproc}.yaml"
+    save_config(cfg, cfg_path)
+    runs = tmp_path / f"runs{nproc}"
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    cmd = [torchrun, "--standalone", f"--nproc_per_node={nproc}", "-m", "neurohorizon",
+           "--runs-dir", str(runs), "train", str(cfg_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return next(runs.iterdir())
+
+
+def test_two_gloo_processes_match_one_process(tmp_path):
+    """DDP on CPU (gloo): 2 ranks x half batch == 1 rank x the same global batch."""
+    cfg = tiny_cfg("train.max_steps=4", "train.eval_every=4", "train.batch_size=8")
+    one = _run_torchrun(tmp_path, cfg, 1)
+    two = _run_torchrun(tmp_path, cfg, 2)
+    a, b = losses(one), losses(two)
+    assert len(a) == len(b) == 4
+    assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+    wa, wb = load_checkpoint(one / "last.pt")["model"], load_checkpoint(two / "last.pt")["model"]
+    for key in (k for k in wa if torch.is_tensor(wa[k])):
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)
