@@ -72,7 +72,9 @@ def train_throughput(model, lik, batch, *, steps: int, warmup: int) -> float:
     return steps * B / (time.perf_counter() - t0)
 
 
-def rollout_ms(model, lik, batch, *, n_steps: int, use_cache: bool, repeats: int) -> float:
+def rollout_ms(
+    model, lik, batch, *, n_steps: int, use_cache: bool, repeats: int, n_samples: int = 1
+) -> float:
     """Median wall time (ms) of one rollout (encoder included)."""
     device = batch["units"].device
     model.eval()
@@ -80,7 +82,9 @@ def rollout_ms(model, lik, batch, *, n_steps: int, use_cache: bool, repeats: int
     for i in range(repeats + 2):
         _sync(device)
         t0 = time.perf_counter()
-        model.rollout(batch, lik, n_steps=n_steps, feedback="mean", use_cache=use_cache)
+        model.rollout(
+            batch, lik, n_steps=n_steps, feedback="mean", use_cache=use_cache, n_samples=n_samples
+        )
         _sync(device)
         if i >= 2:  # first two are warm-up
             times.append(1e3 * (time.perf_counter() - t0))
@@ -160,6 +164,15 @@ def run(device: torch.device, *, quick: bool) -> dict:
         "decoder_only50_ms_kv_cache": dec_cached,
         "decoder_only50_ms_recompute": dec_full,
         "decoder_only_kv_cache_speedup": dec_full / dec_cached,
+    }
+    # with 16 batched sample trajectories compute, not weight traffic, dominates each step
+    kw = dict(n_steps=50, repeats=3 if quick else 7, n_samples=16)
+    c16 = rollout_ms(model, lik, roll_batch, use_cache=True, **kw)
+    f16 = rollout_ms(model, lik, roll_batch, use_cache=False, **kw)
+    out |= {
+        "rollout50_16samples_ms_kv_cache": c16,
+        "rollout50_16samples_ms_recompute": f16,
+        "kv_cache_speedup_16samples": f16 / c16,
     }
     if device.type == "cpu":
         out["encoder_cross_attn_fwd_bwd_B16"] = encoder_cross_attn_ms(

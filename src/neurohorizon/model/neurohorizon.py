@@ -40,14 +40,21 @@ BATCH_KEYS = ("spike_times", "spike_units", "spike_mask", "context_counts", "uni
 
 
 class KVCache:
-    """Keys/values of past bins for one self-attention layer, preallocated to ``max_len``."""
+    """Keys/values of past bins for one self-attention layer, preallocated to ``max_len`` on the
+    first append (so they take the dtype/device the keys have, e.g. under autocast)."""
 
-    def __init__(self, batch: int, heads: int, max_len: int, dim_head: int, like: torch.Tensor):
-        self.k = like.new_empty(batch, heads, max_len, dim_head)
-        self.v = like.new_empty(batch, heads, max_len, dim_head)
-        self.len = 0
+    def __init__(self, max_len: int):
+        self.max_len, self.len = max_len, 0
+        self.k = self.v = None
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """k, v (B, H, n, Dh) -> all cached keys and values so far, (B, H, len, Dh)."""
+        if self.k is None:
+            B, H, _, Dh = k.shape
+            self.k, self.v = (
+                k.new_empty(B, H, self.max_len, Dh),
+                v.new_empty(B, H, self.max_len, Dh),
+            )
         n = k.shape[2]
         self.k[:, :, self.len : self.len + n] = k
         self.v[:, :, self.len : self.len + n] = v
@@ -222,6 +229,11 @@ class NeuroHorizon(nn.Module):
         self.ro_out = nn.Linear(r, n_params - unit_only_params)
         self.ro_unit_only = nn.Linear(dim, unit_only_params) if unit_only_params else None
 
+    @property
+    def decoder_kind(self) -> str:
+        """ "autoregressive" | "parallel" | "causal" (read by evaluation code)."""
+        return self.decoder
+
     # ------------------------------------------------------------------ shared pieces
     def _check(self, batch: dict) -> None:
         missing = [k for k in BATCH_KEYS if k not in batch]
@@ -333,7 +345,7 @@ class NeuroHorizon(nn.Module):
             last = batch["context_counts"][:, -1:]
             prev = torch.cat([last, future_inputs[:, :-1]], dim=1)
         return self._decode(
-            prep, self._tokens(prep, prev, 0, T), self._bin_cis(0, T, prev_device(batch))
+            prep, self._tokens(prep, prev, 0, T), self._bin_cis(0, T, _device(batch))
         )
 
     @torch.no_grad()
@@ -353,7 +365,8 @@ class NeuroHorizon(nn.Module):
         The encoder runs once; the ``n_samples`` trajectories run batched. Each new bin's params
         give ``likelihood.mean`` (feedback="mean") or ``likelihood.sample(.., generator)``
         (feedback="sample"), which becomes the next input. Non-autoregressive decoders run one
-        pass; their "counts" are samples (feedback="sample") or means.
+        pass; their "counts" are samples (feedback="sample") or means. Call ``model.eval()``
+        first unless dropout noise is wanted.
         Returns dict(params (S, B, T, N, P), counts (S, B, T, N) fed-back values,
         mean (S, B, T, N) expected counts).
         """
@@ -368,20 +381,17 @@ class NeuroHorizon(nn.Module):
 
         def emit(params):
             # the same feedback rule as scheduled-sampling training (model/feedback.py)
-            fed = feedback_counts(likelihood, params, feedback, generator)
-            return likelihood.mean(params), fed.to(params.dtype)
+            fed = feedback_counts(likelihood, params, feedback, generator).to(params.dtype)
+            return (fed if feedback == "mean" else likelihood.mean(params)), fed
 
         if self.decoder != "autoregressive":
-            cis = self._bin_cis(0, n_steps, prev_device(batch))
+            cis = self._bin_cis(0, n_steps, _device(batch))
             params = self._decode(prep, self._tokens(prep, None, 0, n_steps), cis)
             mean, counts = emit(params)
             return _split(S, params=params, counts=counts, mean=mean)
 
         prev = batch["context_counts"][:, -1].repeat(S, 1)  # (S*B, N)
-        caches = None
-        if use_cache:
-            BS, D = prev.shape[0], self.bin_pos.embedding_dim
-            caches = [KVCache(BS, self.heads, n_steps, D // self.heads, prev) for _ in self.blocks]
+        caches = [KVCache(n_steps) for _ in self.blocks] if use_cache else None
         cis = self._bin_cis(0, n_steps, prev.device)
         inputs, out_params, out_mean, out_fed = [], [], [], []
         for t in range(n_steps):
@@ -404,7 +414,7 @@ class NeuroHorizon(nn.Module):
         )
 
 
-def prev_device(batch: dict) -> torch.device:
+def _device(batch: dict) -> torch.device:
     return batch["units"].device
 
 
