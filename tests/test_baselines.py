@@ -82,12 +82,15 @@ def test_psth_equals_condition_mean():
     cond = np.repeat(np.arange(C), reps)
     counts = rng.poisson(true[cond]).astype(np.float32)
     batches = [make_batch(counts[i::4], [1, 2, 3, 4], cond[i::4]) for i in range(4)]
-    p = PSTH().fit(batches)
+    p = PSTH(sigma=0, shrink=0).fit(batches)  # raw condition average
     test = make_batch(counts[: C * reps : reps], [1, 2, 3, 4], np.arange(C))
     pred = p.predict(test).numpy()
     for c in range(C):  # exactly the empirical condition mean of the target bins
         np.testing.assert_allclose(pred[c], counts[cond == c, 10:].mean(0), rtol=1e-5)
     np.testing.assert_allclose(pred, true[:, 10:], atol=0.25)  # and close to the truth
+    smooth = PSTH().fit(batches[:3], batches[3])  # smoothing and shrinkage chosen on validation
+    assert smooth.sigma in smooth.sigmas and smooth.shrink in smooth.shrinks
+    np.testing.assert_allclose(smooth.predict(test).numpy(), true[:, 10:], atol=0.3)
     test["condition"][:] = -1  # no condition -> mean rate
     np.testing.assert_allclose(
         p.predict(test)[0, 0].numpy(), counts[:, 10:].mean((0, 1)), rtol=1e-5

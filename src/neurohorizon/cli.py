@@ -66,7 +66,10 @@ def cmd_train(args) -> None:
     if args.resume:
         run_dir = train_run(None, runs_dir=args.runs_dir, resume=Path(args.resume))
     else:
-        cfg = load_config(args.config, args.overrides)
+        config, overrides = args.config, list(args.overrides)
+        if config is not None and "=" in config and not Path(config).exists():
+            config, overrides = None, [config, *overrides]  # no YAML file: only overrides
+        cfg = load_config(config, overrides)
         run_dir = train_run(cfg, runs_dir=args.runs_dir)
     print(f"run folder: {run_dir}")
 

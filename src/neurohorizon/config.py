@@ -77,7 +77,7 @@ class TrainConfig:
     eval_every: int = 200
     checkpoint_every: int = 200
     log_every: int = 10
-    rollout_samples: int = 1  # sampled trajectories per window in validation (feedback=sample)
+    rollout_samples: int = 8  # sampled trajectories per window in validation (feedback=sample)
     max_eval_windows: int = 512
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on GPU

@@ -25,6 +25,7 @@ class PreparedData:
     train: ForecastDataset
     valid: ForecastDataset
     test: ForecastDataset
+    train_aligned: ForecastDataset | None = None  # training trials at the evaluation alignment (PSTH)
 
 
 def resolve_mode(recordings: list[Recording], mode: str) -> str:
@@ -63,7 +64,8 @@ def prepare_data(
 
     def fixed(split: str) -> ForecastDataset:
         windows = windows_for_split(recordings, splits, split, spec, seed=cfg.split_seed,
-                                    event=cfg.align_event, offset_s=offset)
+                                    event=cfg.align_event, offset_s=offset,
+                                    mode="auto" if split != "train" else "trial")
         return ForecastDataset(recordings, windows, spec, vocab)
 
     intervals = splits.all_intervals("train")
@@ -74,4 +76,5 @@ def prepare_data(
     return PreparedData(
         recordings=recordings, spec=spec, vocab=vocab, splits=splits, mode=mode,
         train=train, valid=fixed("valid"), test=fixed("test"),
+        train_aligned=fixed("train") if cfg.align_event else None,
     )

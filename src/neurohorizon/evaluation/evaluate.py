@@ -58,7 +58,9 @@ def fit_baselines(names, prepared, *, time_budget_s: float, log=print) -> dict:
         t0 = time.monotonic()
         try:
             forecaster = build_baseline(name, **baseline_options(name, time_budget_s))
-            fitted[name] = forecaster.fit(prepared.train, prepared.valid)
+            # the PSTH needs windows at the evaluation alignment, which carry the condition
+            train = prepared.train_aligned if name == "psth" and prepared.train_aligned else prepared.train
+            fitted[name] = forecaster.fit(train, prepared.valid)
         except Exception as err:  # one failing baseline must not hide the others; it is reported
             log(f"  baseline {name} failed: {type(err).__name__}: {err}")
             continue
@@ -114,11 +116,14 @@ def pool_sessions(per_session: dict) -> dict:
             val = pool((block, key))
             if val is not None:
                 out.setdefault(block, {})[key] = val
-    for path in (("oracle", "bps"), ("oracle", "fraction_of_oracle"), ("oracle", "per_bin_bps"),
-                 ("psth", "psth_r2"), ("psth", "corr_per_step")):
+    for path in (("oracle", "oracle_fp_bps"), ("oracle", "oracle_per_bin_fp_bps"),
+                 ("oracle", "r2_vs_true_pooled"), ("psth", "psth_r2"), ("psth", "corr_per_step")):
         val = pool(path)
         if val is not None:
             out.setdefault(path[0], {})[path[1]] = val
+    if "oracle" in out and "rollout" in out:  # ratio of pooled values, not a mean of ratios
+        oracle = out["oracle"]["oracle_fp_bps"]
+        out["oracle"]["fraction_of_oracle"] = out["rollout"]["fp_bps"] / oracle if oracle > 0 else float("nan")
     cal = [v.get("calibration") for v in per_session.values()]
     if all(c is not None for c in cal):
         out["calibration"] = cal[0] if len(cal) == 1 else {"sessions": cal}

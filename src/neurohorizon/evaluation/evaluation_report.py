@@ -42,7 +42,7 @@ def horizon_table(results: dict, horizons: list[int], bin_size: float) -> tuple[
     rows, lines = [], []
     for m in methods:
         rows.append([m] + [_get(results[m], str(h), "pooled", "rollout", "fp_bps") for h in horizons])
-    oracle = [_get(results.get(MODEL, {}), str(h), "pooled", "oracle", "bps") for h in horizons]
+    oracle = [_get(results.get(MODEL, {}), str(h), "pooled", "oracle", "oracle_fp_bps") for h in horizons]
     if not np.all(np.isnan(np.asarray(oracle, dtype=float))):
         rows.append(["oracle (true rates)"] + oracle)
     for j, h in enumerate(horizons):
@@ -100,7 +100,7 @@ def _figures(out: Path, metrics: dict, predictions: dict, horizons, bin_size) ->
     tf_curve = _get(results.get(MODEL, {}), longest, "pooled", "teacher_forced", "per_bin_fp_bps", default=None)
     if tf_curve is not None:
         curves[f"{MODEL} (teacher-forced)"] = np.asarray(tf_curve, dtype=float)
-    oracle = _get(results.get(MODEL, {}), longest, "pooled", "oracle", "per_bin_bps", default=None)
+    oracle = _get(results.get(MODEL, {}), longest, "pooled", "oracle", "oracle_per_bin_fp_bps", default=None)
     figs["decay"] = figures.plot_decay(curves, bin_size=bin_size, path=out / "figures" / "decay.png",
                                        oracle=None if oracle is None else np.asarray(oracle, dtype=float),
                                        horizons=horizons)

@@ -423,12 +423,16 @@ def summarize_forecast(
         }
     if samples is not None:
         samples = _np(samples, "samples")
-        fano = fano_factors(samples, target, conditions)
+        try:
+            fano = fano_factors(samples, target, conditions)
+        except MetricError:  # too few repeats per condition for an observed Fano factor
+            fano = fano_factors(samples, None, conditions)
+            fano["observed"] = np.full_like(fano["predicted"], np.nan)
         out["calibration"] = {
             "coverage": interval_coverage(samples, target),
             "fano_predicted": float(np.nanmean(fano["predicted"])),
             "fano_predicted_within": float(np.nanmean(fano["predicted_within"])),
-            "fano_observed": float(np.nanmean(fano["observed"])),
+            "fano_observed": _nanmean_or_nan(fano["observed"]),
         }
     return _jsonable(out)
 
@@ -483,3 +487,8 @@ class _quiet:
 
     def __exit__(self, *exc):
         self._w.__exit__(*exc)
+
+
+def _nanmean_or_nan(x) -> float:
+    x = np.asarray(x, dtype=float)
+    return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")

@@ -52,7 +52,7 @@ def write_study_report(study_dir: Path, cells: dict, signals: dict, horizons, *,
             tf = _pooled(c, "teacher_forced", "per_bin_fp_bps")
             if variant == "teacher_forcing" and isinstance(tf, list):
                 curves["teacher_forcing (teacher-forced)"] = np.asarray(tf, dtype=float)
-        oracle = next((_pooled(c, "oracle", "per_bin_bps") for c in cells.values() if c["horizon"] == h), None)
+        oracle = next((_pooled(c, "oracle", "oracle_per_bin_fp_bps") for c in cells.values() if c["horizon"] == h), None)
         if curves:
             fig_paths.append(figures.plot_decay(
                 curves, bin_size=0.02, path=study_dir / "figures" / f"decay_h{h}.png",

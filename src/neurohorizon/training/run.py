@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from neurohorizon.config import RunConfig, from_dict, save_config
-from neurohorizon.data.prepare import prepare_data
+from neurohorizon.data.prepare import prepare_data, window_spec
 from neurohorizon.data.splits import Splits
 from neurohorizon.losses import build_likelihood
 from neurohorizon.model.presets import count_parameters, from_config
@@ -43,6 +43,7 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
         state = load_checkpoint(Path(resume) / "last.pt")
         cfg, run_dir = from_dict(state["config"]), Path(resume)
         splits = Splits.from_json(run_dir / "splits.json")
+    window_spec(cfg.data)  # a horizon that is not whole bins fails before anything is written
     device = pick_device(cfg.train.device)
     dist_utils.init_from_env(device.type)
     device = pick_device(cfg.train.device)

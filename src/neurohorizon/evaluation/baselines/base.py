@@ -28,6 +28,8 @@ class Baseline:
     def _horizon(self, batch: dict, fitted: int | None = None) -> int:
         if "target_counts" in batch:
             return batch["target_counts"].shape[1]
+        if "n_steps" in batch:  # forecasting queries carry the horizon, never the future counts
+            return int(batch["n_steps"])
         if fitted is None:
             raise ValueError(f"{self.name}: batch has no target_counts and no fitted horizon")
         return fitted

@@ -1,0 +1,155 @@
+"""End-to-end through the command line and the Python API: train -> evaluate -> forecast."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from neurohorizon.cli import build_parser, main
+from neurohorizon.config import load_config
+from neurohorizon.data.synthetic import generate
+
+SMALL = {"n_neurons": 20, "trials_per_condition": 5, "seed": 1}
+OPTS = [f"data.options.{k}={v}" for k, v in SMALL.items()]
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for command in ("inspect", "import", "train", "evaluate", "forecast", "demo", "study"):
+        assert command in text
+    for command in ("inspect", "train", "evaluate", "forecast", "study"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        assert "usage" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained for a few steps through `neurohorizon train`."""
+    runs = tmp_path_factory.mktemp("runs")
+    code = main(["--runs-dir", str(runs), "train", "model.preset=tiny", "train.max_steps=6",
+                 "train.eval_every=3", "train.batch_size=8", "data.train_windows_per_epoch=48",
+                 "data.align_event=go_cue", "name=cli", *OPTS])
+    assert code == 0
+    return next(runs.iterdir())
+
+
+def test_train_writes_a_complete_run_folder(trained):
+    for name in ("config.yaml", "splits.json", "vocab.json", "best.pt", "last.pt", "train_log.csv"):
+        assert (trained / name).exists()
+    cfg = load_config(trained / "config.yaml")
+    assert cfg.model.preset == "tiny" and cfg.data.options == SMALL
+
+
+def test_evaluate_writes_metrics_figures_and_report(trained):
+    from neurohorizon.evaluation.evaluate import evaluate_run
+
+    out = evaluate_run(trained, baselines=["mean_rate", "psth", "persistence"], n_samples=4, log=lambda *a: None)
+    metrics = json.loads((out / "metrics.json").read_text())
+    results = metrics["results"]
+    assert set(results) == {"NeuroHorizon", "mean_rate", "psth", "persistence"}
+    for h in ("12", "25", "50"):
+        pooled = results["NeuroHorizon"][h]["pooled"]
+        assert len(pooled["rollout"]["per_bin_fp_bps"]) == int(h)
+        assert np.isfinite(pooled["oracle"]["oracle_fp_bps"]) and pooled["oracle"]["oracle_fp_bps"] > 0
+        # the null model scores ~0 with the NLB null (the training-mean null differs slightly)
+        assert abs(results["mean_rate"][h]["pooled"]["rollout"]["fp_bps"]) < 0.1
+    assert metrics["horizons"]["12"] == "12 bins (240 ms)"
+    for fig in ("decay.png", "forecast_raster.png", "psth.png", "calibration.png"):
+        assert (out / "figures" / fig).stat().st_size > 5000
+    html = (out / "report.html").read_text()
+    assert "How far ahead" in html and "psth" in html
+    second = evaluate_run(trained, baselines=["mean_rate"], n_samples=2, log=lambda *a: None)
+    assert second != out and (out / "report.html").exists()  # earlier evaluations are kept
+
+
+def test_forecast_api_and_command(trained, tmp_path):
+    from neurohorizon.evaluation.forecast import forecast
+
+    rec = generate("reach", **SMALL)
+    start = float(rec.trials.events["go_cue"][3])
+    fc = forecast(trained, rec, start=start, n_samples=3)
+    assert fc.mean.shape == (50, rec.n_units) and fc.samples.shape == (3, 50, rec.n_units)
+    assert (fc.mean >= 0).all() and np.isfinite(fc.actual).all()
+    assert fc.bin_edges[0] == pytest.approx(start) and np.allclose(np.diff(fc.bin_edges), 0.02)
+    again = forecast(trained, rec, start=start, n_samples=3)
+    np.testing.assert_array_equal(fc.samples, again.samples)  # seeded
+    beyond = forecast(trained, rec, n_samples=2)  # default onset: the end of the recording
+    assert np.isnan(beyond.actual).all()
+    h5 = tmp_path / "rec.h5"
+    rec.save(h5)
+    assert main(["forecast", str(trained), "--data", str(h5), "--start", str(start), "--samples", "2"]) == 0
+    out = next((trained / "forecasts").iterdir())
+    saved = np.load(out / "forecast.npz")
+    assert saved["samples"].shape == (2, 50, rec.n_units)
+    assert (out / "forecast.png").exists()
+
+
+def test_unknown_units_error_or_known_only(trained, capsys):
+    from neurohorizon.evaluation.forecast import forecast
+
+    other = generate("reach", n_neurons=20, trials_per_condition=5, seed=9)  # another session id
+    with pytest.raises(ValueError, match="not trained on.*known-only"):
+        forecast(trained, other)
+    rec = generate("reach", **SMALL)
+    from neurohorizon.evaluation.loading import keep_units
+
+    mixed = keep_units(rec, np.arange(rec.n_units) < 15)
+    fc = forecast(trained, mixed, start=float(rec.trials.events["go_cue"][2]), n_samples=1,
+                  unknown_units="known-only")
+    assert fc.mean.shape[1] == 15
+
+
+def test_corrupt_checkpoint_error_names_file_and_version(trained, tmp_path):
+    import shutil
+
+    from neurohorizon.evaluation.loading import load_run
+    from neurohorizon.training.checkpoint import CheckpointError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained, broken)
+    (broken / "best.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="best.pt"):
+        load_run(broken)
+    state = torch.load(trained / "best.pt", weights_only=False)
+    state["format_version"] = 0
+    torch.save(state, broken / "best.pt")
+    with pytest.raises(CheckpointError, match="format version 0"):
+        load_run(broken)
+    state["format_version"] = 1
+    state["model"] = {k: v[..., :1] if torch.is_tensor(v) and v.ndim else v for k, v in state["model"].items()}
+    torch.save(state, broken / "best.pt")
+    with pytest.raises(CheckpointError, match="format version 1.*do not fit"):
+        load_run(broken)
+
+
+def test_bad_horizon_and_missing_data_give_clear_errors(tmp_path, capsys):
+    code = main(["--runs-dir", str(tmp_path), "train", "data.horizon_ms=250", *OPTS])
+    assert code == 2
+    assert "250 ms is not a whole number of 20 ms bins" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing half-written
+    assert main(["inspect", str(tmp_path / "missing.nwb")]) == 2
+    assert "missing.nwb" in capsys.readouterr().err
+
+
+def test_inspect_command(tmp_path, capsys):
+    assert main(["--runs-dir", str(tmp_path), "inspect", "synthetic:reach", "-o", "n_neurons=20",
+                 "-o", "trials_per_condition=3"]) == 0
+    out = next(tmp_path.iterdir())
+    assert (out / "stats.json").exists() and (out / "raster.png").exists()
+    assert "recommended likelihood" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_demo_quick(tmp_path):
+    from neurohorizon.demo import run_demo
+
+    report = run_demo(runs_dir=tmp_path, quick=True, log=lambda *a: None)
+    assert report.exists() and report.with_suffix(".md").exists()
+    metrics = json.loads((report.parent / "metrics.json").read_text())
+    assert {"NeuroHorizon", "glm_ar", "gru_seq2seq", "ndt_forward", "psth"} <= set(metrics["results"])
