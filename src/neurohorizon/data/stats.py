@@ -159,8 +159,18 @@ def _summary(per: dict, hours: float) -> dict:
     }
 
 
+def _inside_domain(rec, n_steps: int, bin_size: float) -> np.ndarray:
+    """(n_steps,) bool: bins of `bin_recording` that lie wholly inside a domain interval."""
+    lo = rec.domain[0] + np.arange(n_steps) * bin_size
+    starts, ends = np.asarray(rec.data.domain.start), np.asarray(rec.data.domain.end)
+    k = np.searchsorted(starts, lo + 1e-9, side="right") - 1
+    k = np.clip(k, 0, len(starts) - 1)
+    return (lo >= starts[k] - 1e-9) & (lo + bin_size <= ends[k] + 1e-9)
+
+
 def _session_stats(rec, bin_size, trial_event, fano_window, smooth_s) -> dict:
     counts = bin_recording(rec, bin_size)  # (T, N)
+    counts = counts[_inside_domain(rec, len(counts), bin_size)]  # e.g. not the gaps between trials
     dur = len(counts) * bin_size
     groups = trial_counts(rec, bin_size, trial_event) if rec.trials is not None else None
     if groups is not None:
