@@ -101,7 +101,7 @@ def cmd_study(args) -> None:
     from neurohorizon.evaluation.study import run_study
 
     out = run_study(args.data, runs_dir=args.runs_dir, horizons=args.horizons, resume=args.resume,
-                    minutes_per_cell=args.minutes_per_cell, preset=args.preset,
+                    minutes_per_cell=args.minutes_per_cell, preset=args.preset, max_steps=args.steps_per_cell,
                     likelihoods=args.likelihoods, options=_options(args.option))
     print(f"study written to {out}")
 
@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--horizons", type=int, nargs="+", default=[12, 25, 50], help="horizons in bins")
     p.add_argument("--likelihoods", nargs="*", default=[], help="extra loss families to compare")
     p.add_argument("--minutes-per-cell", type=float, default=3.0, help="training budget per cell")
+    p.add_argument("--steps-per-cell", type=int, default=600, help="training steps per cell (default 600)")
     p.add_argument("--preset", default="tiny", help="model preset (default tiny)")
     p.add_argument("--option", "-o", action="append", help="source option key=value")
     p.add_argument("--resume", help="study folder to resume (finished cells are skipped)")

@@ -1,0 +1,58 @@
+"""The horizon study: cells, resume, decision signals and verdicts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from neurohorizon.cli import main
+from neurohorizon.evaluation.study import decision_signals, verdict
+
+
+def _cell(h, tf, ro, corr=None, decoder="autoregressive"):
+    pooled = {"teacher_forced": {"fp_bps": tf}, "rollout": {"fp_bps": ro}}
+    if corr is not None:
+        pooled["psth"] = {"corr_per_step": corr}
+    return {"horizon": h, "decoder": decoder, "metrics": {str(h): {"pooled": pooled}}}
+
+
+def test_signals_and_verdicts_from_known_numbers():
+    cells = {
+        "h12-teacher_forcing": _cell(12, 0.20, 0.19),
+        "h12-scheduled_sampling": _cell(12, 0.20, 0.195),
+        "h12-parallel": _cell(12, np.nan, 0.18, decoder="parallel"),
+        "h50-teacher_forcing": _cell(50, 0.20, 0.10, corr=[0.9] * 30 + [0.3] * 20),
+        "h50-scheduled_sampling": _cell(50, 0.18, 0.16),
+        "h50-parallel": _cell(50, np.nan, 0.15, decoder="parallel"),
+    }
+    s = decision_signals(cells, [12, 50])
+    assert abs(s["12"]["relative_gap"] - (0.20 - 0.19) / 0.19) < 1e-12
+    assert "not needed" in s["12"]["verdict"]
+    assert abs(s["50"]["relative_gap"] - 1.0) < 1e-12
+    assert abs(s["50"]["gap_closed"] - (1 - 0.02 / 0.10)) < 1e-12  # SS closes 80% of the gap
+    assert s["50"]["psth_corr_falls_at_30"] is True
+    assert "is needed" in s["50"]["verdict"]
+    # AR quality halves from 12 to 50 bins while the parallel decoder keeps 83%: out of proportion
+    assert s["50"]["drops_out_of_proportion"] is True
+    assert "not enough information" in verdict(12, {"relative_gap": np.nan, "tf_only_rollout_bps": np.nan})
+
+
+def test_study_command_runs_and_resumes(tmp_path, capsys):
+    args = ["--runs-dir", str(tmp_path), "study", "synthetic:reach", "--horizons", "12",
+            "--steps-per-cell", "3", "--minutes-per-cell", "1", "-o", "n_neurons=16",
+            "-o", "trials_per_condition=5", "-o", "seed=2"]
+    assert main(args) == 0
+    study = next(tmp_path.iterdir())
+    cells = sorted(p.name for p in (study / "cells").iterdir())
+    assert cells == ["h12-parallel.json", "h12-scheduled_sampling.json", "h12-teacher_forcing.json"]
+    results = json.loads((study / "study_results.json").read_text())
+    assert "verdict" in results["signals"]["12"]
+    html = (study / "report.html").read_text()
+    assert "Verdict" in html and "12 bins (240 ms)" in html
+    before = {p.name: p.stat().st_mtime_ns for p in (study / "cells").iterdir()}
+    capsys.readouterr()
+    assert main(["--runs-dir", str(tmp_path), "study", "synthetic:reach", "--resume", str(study)]) == 0
+    assert "skipped" in capsys.readouterr().out
+    after = {p.name: p.stat().st_mtime_ns for p in (study / "cells").iterdir()}
+    assert before == after  # finished cells are not recomputed
