@@ -228,6 +228,18 @@ class NeuroHorizon(nn.Module):
         self.ro_unit = nn.Linear(dim, r, bias=False)
         self.ro_out = nn.Linear(r, n_params - unit_only_params)
         self.ro_unit_only = nn.Linear(dim, unit_only_params) if unit_only_params else None
+        # per-unit output bias: each neuron's baseline (e.g. log mean rate) without the MLP
+        self.unit_bias = nn.Embedding(len(unit_ids) + 1, n_params - unit_only_params)
+        nn.init.zeros_(self.unit_bias.weight)
+
+    @torch.no_grad()
+    def init_unit_bias(self, values: torch.Tensor, param: int = 0) -> None:
+        """Start output param `param` of every unit at `values` (V,), indexed like batches.
+
+        Starting the log-rate at each neuron's training log mean rate spares the first
+        hundreds of steps of learning 100 baseline rates through the readout MLP.
+        """
+        self.unit_bias.weight[:, param] = values.to(self.unit_bias.weight)
 
     @property
     def decoder_kind(self) -> str:
@@ -268,6 +280,7 @@ class NeuroHorizon(nn.Module):
         prep = {
             "lat_kv": [b.cross_attn.context_kv(latents, lat_cis) for b in self.blocks],
             "ro_unit": self.ro_unit(emb).unsqueeze(1),  # (B, 1, N, R)
+            "unit_bias": self.unit_bias(units).unsqueeze(1),  # (B, 1, N, P')
             "unit_mask": unit_mask,
         }
         if self.ro_unit_only is not None:
@@ -302,7 +315,7 @@ class NeuroHorizon(nn.Module):
     def _readout(self, prep: dict, h: torch.Tensor) -> torch.Tensor:
         """h (B, T, D) -> params (B, T, N, P)."""
         z = F.gelu(self.ro_bin(self.norm_out(h)).unsqueeze(2) + prep["ro_unit"])
-        params = self.ro_out(z)
+        params = self.ro_out(z) + prep["unit_bias"]
         if self.ro_unit_only is not None:
             params = torch.cat([params, prep["unit_only"].expand(*params.shape[:3], -1)], -1)
         return params

@@ -17,6 +17,20 @@ from neurohorizon.training.checkpoint import load_checkpoint
 from neurohorizon.training.trainer import Trainer
 
 
+LOG_RATE_LIKELIHOODS = ("poisson", "negbin", "zip")  # first param is a log-rate
+
+
+def log_mean_counts(dataset, n_vocab: int, max_windows: int = 2048) -> torch.Tensor:
+    """(V,) log of each unit's mean count per bin over training windows (floor 1e-3)."""
+    sums, bins = torch.zeros(n_vocab, dtype=torch.float64), torch.zeros(n_vocab, dtype=torch.float64)
+    for i in range(min(len(dataset), max_windows)):
+        item = dataset[i]
+        units = torch.as_tensor(item["units"])
+        sums.index_add_(0, units, torch.as_tensor(item["target_counts"], dtype=torch.float64).sum(0))
+        bins.index_add_(0, units, torch.full(units.shape, float(item["target_counts"].shape[0]), dtype=torch.float64))
+    return torch.log((sums / bins.clamp_min(1)).clamp_min(1e-3)).float()
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -53,6 +67,8 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
     likelihood = build_likelihood(cfg.loss.likelihood, **cfg.loss.options)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, data.vocab.tokens, likelihood).to(device)
+    if resume is None and cfg.loss.likelihood in LOG_RATE_LIKELIHOODS:
+        model.init_unit_bias(log_mean_counts(data.train, len(data.vocab)))
     if dist_utils.rank() == 0 and resume is None:
         save_config(cfg, run_dir / "config.yaml")
         data.splits.to_json(run_dir / "splits.json")
