@@ -110,7 +110,7 @@ def test_scheduled_sampling_feeds_back_model_predictions(tmp_path, reach):
     from neurohorizon.training.run import build_model
     from neurohorizon.training.trainer import Trainer
 
-    cfg = tiny_cfg()
+    cfg = tiny_cfg("sampling.feedback=mean")
     data = prepare_data(cfg.data, recordings=[reach])
     lik = build_likelihood("poisson")
     model = build_model(cfg, data.vocab.tokens, lik)
@@ -125,6 +125,10 @@ def test_scheduled_sampling_feeds_back_model_predictions(tmp_path, reach):
     mixed = trainer.model_inputs(batch, 0.5, torch.Generator().manual_seed(1))
     from_truth = (mixed == batch["target_counts"]).all(-1)
     assert 0 < from_truth.float().mean() < 1  # whole bins come from truth or prediction
+    cfg.sampling.feedback = "sample"  # sampled counts: integers, reproducible from the generator
+    a = trainer.model_inputs(batch, 0.0, torch.Generator().manual_seed(5))
+    b = trainer.model_inputs(batch, 0.0, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and torch.equal(a, a.round()) and not torch.equal(a, batch["target_counts"])
 
 
 def _run_torchrun(tmp_path: Path, cfg, nproc: int) -> Path:

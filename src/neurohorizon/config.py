@@ -59,7 +59,7 @@ class SamplingConfig:
     value: float = 1.0  # constant schedule (1.0 = teacher forcing only)
     n: int = 1000  # linear decay length
     k: float = 0.999  # exponential base (<1) or inverse-sigmoid k (>=1)
-    feedback: str = "mean"  # mean | sample: what is fed back, in training AND rollout
+    feedback: str = "sample"  # sample | mean: what is fed back, in training AND rollout
     passes: int = 2  # parallel scheduled-sampling passes (>= 2)
 
 
