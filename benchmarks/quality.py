@@ -37,13 +37,14 @@ DATASETS = {
 }
 
 
-def run_dataset(name: str, minutes: float, runs_dir: Path, extra: list[str]) -> dict:
+def run_dataset(name: str, minutes: float, runs_dir: Path, extra: list[str], reuse: bool = False) -> dict:
     source, overrides = DATASETS[name]
     cfg = load_config(None, [f"name=quality-{name}", f"data.source={source}", "model.preset=small",
                              f"train.max_minutes={minutes}", "train.max_steps=1500", "train.eval_every=250",
                              "train.checkpoint_every=250", *overrides, *extra])
     t0 = time.monotonic()
-    run_dir = train_run(cfg, runs_dir=runs_dir, quiet=True)
+    earlier = sorted(runs_dir.glob(f"quality-{name}-*/last.pt")) if reuse else []
+    run_dir = earlier[-1].parent if earlier else train_run(cfg, runs_dir=runs_dir, quiet=True)
     train_s = time.monotonic() - t0
     out = evaluate_run(run_dir, n_samples=10, baseline_budget_s=60.0)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -67,6 +68,7 @@ def main(argv=None) -> int:
     parser.add_argument("--minutes", type=float, default=6.0, help="training budget per dataset")
     parser.add_argument("--runs-dir", default="benchmarks/results/quality_runs")
     parser.add_argument("--out", default="benchmarks/results/quality.json")
+    parser.add_argument("--reuse", action="store_true", help="evaluate the latest trained run instead of training")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every dataset")
     args = parser.parse_args(argv)
     torch.set_flush_denormal(True)
@@ -74,7 +76,7 @@ def main(argv=None) -> int:
                "threads": torch.get_num_threads(), "minutes_per_dataset": args.minutes, "datasets": {}}
     for name in args.datasets:
         try:
-            results["datasets"][name] = run_dataset(name, args.minutes, Path(args.runs_dir), args.overrides)
+            results["datasets"][name] = run_dataset(name, args.minutes, Path(args.runs_dir), args.overrides, args.reuse)
         except FileNotFoundError as err:  # shared data absent: skip cleanly
             results["datasets"][name] = {"skipped": f"dataset not found ({err})"}
         print(json.dumps({name: results["datasets"][name].get("fp_bps", results["datasets"][name])}, indent=1))

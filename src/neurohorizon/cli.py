@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_forecast)
 
     p = sub.add_parser("demo", help="generate, inspect, train, evaluate and report on synthetic reach data")
-    p.add_argument("--minutes", type=float, default=8.0, help="training time budget (default 8)")
+    p.add_argument("--minutes", type=float, default=9.0, help="training time cap in minutes (default 9)")
     p.add_argument("--quick", action="store_true", help="a 1-minute smoke version")
     p.set_defaults(func=cmd_demo)
 

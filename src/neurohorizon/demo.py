@@ -27,7 +27,7 @@ def demo_config(minutes: float, quick: bool):
     return load_config(Path(str(path)), overrides)
 
 
-def run_demo(*, runs_dir="runs", minutes: float = 8.0, quick: bool = False, log=print) -> Path:
+def run_demo(*, runs_dir="runs", minutes: float = 9.0, quick: bool = False, log=print) -> Path:
     from neurohorizon.data.sources import load_data
     from neurohorizon.evaluation.evaluate import evaluate_run
     from neurohorizon.evaluation.inspect import inspect_data
@@ -44,7 +44,7 @@ def run_demo(*, runs_dir="runs", minutes: float = 8.0, quick: bool = False, log=
     log(f"[3/5] training ({cfg.model.preset} model, up to {cfg.train.max_minutes:g} min)")
     run_dir = train_run(cfg, runs_dir=root, recordings=recordings)
     log("[4/5] evaluating against every baseline at 12, 25 and 50 bins")
-    out = evaluate_run(run_dir, out_dir=root / "evaluation", baseline_budget_s=30 if quick else 120,
+    out = evaluate_run(run_dir, out_dir=root / "evaluation", baseline_budget_s=30 if quick else 60,
                        n_samples=10 if quick else 20, log=log)
     log(f"[5/5] done in {(time.monotonic() - t0) / 60:.1f} min")
     report = out / "report.html"

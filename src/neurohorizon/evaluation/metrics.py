@@ -336,8 +336,8 @@ def fano_factors(samples, target=None, conditions=None) -> dict:
 
 
 def _groups(n: int, conditions) -> list[np.ndarray]:
-    if conditions is None:
-        return [np.arange(n)]
+    if conditions is None or not (np.asarray(conditions) >= 0).any():
+        return [np.arange(n)]  # continuous data: every window is a repeat
     conditions = np.asarray(conditions).ravel()
     return [np.flatnonzero(conditions == c) for c in np.unique(conditions[conditions >= 0])]
 

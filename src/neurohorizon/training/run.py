@@ -16,7 +16,6 @@ from neurohorizon.training import distributed as dist_utils
 from neurohorizon.training.checkpoint import load_checkpoint
 from neurohorizon.training.trainer import Trainer
 
-
 LOG_RATE_LIKELIHOODS = ("poisson", "negbin", "zip")  # first param is a log-rate
 
 
