@@ -17,6 +17,7 @@ import torch
 from neurohorizon.data.binning import STANDARD_HORIZONS, horizon_label
 from neurohorizon.data.prepare import prepare_data
 from neurohorizon.evaluation.baselines import build_baseline
+from neurohorizon.evaluation.evaluation_report import write_evaluation_report
 from neurohorizon.evaluation.loading import LoadedRun, load_run, match_units
 from neurohorizon.evaluation.metrics import summarize_forecast
 from neurohorizon.evaluation.predict import predict_dataset, predict_forecaster
@@ -148,8 +149,10 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, unknown_units: str =
     for name, forecaster in fit_baselines(names, prepared, time_budget_s=baseline_budget_s, log=log).items():
         predictions[name] = predict_forecaster(forecaster, test)["groups"]
     horizons = [h for h in horizons if h <= prepared.spec.horizon_bins]
+    # session indices of other data do not index the run's recordings: no training null there
+    null_rates = train_null_rates(prepared.train) if data is None else {}
     results = evaluate_predictions(predictions, horizons=horizons, bin_size=prepared.spec.bin_size,
-                                   null_rates=train_null_rates(prepared.train))
+                                   null_rates=null_rates)
     metrics = {
         "run": str(run.run_dir), "checkpoint": str(run.checkpoint), "step": run.step,
         "data": data or run.cfg.data.source, "split": "test" if data is None else "all windows",
@@ -160,9 +163,7 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, unknown_units: str =
         "results": results,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    from neurohorizon.evaluation.evaluation_report import write_evaluation_report
-
-    write_evaluation_report(out, metrics, predictions, prepared, title=f"NeuroHorizon evaluation — {metrics['data']}")
+    write_evaluation_report(out, metrics, predictions, title=f"NeuroHorizon evaluation — {metrics['data']}")
     return out
 
 

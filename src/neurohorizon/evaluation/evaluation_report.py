@@ -134,7 +134,7 @@ def _figures(out: Path, metrics: dict, predictions: dict, horizons, bin_size) ->
     return figs
 
 
-def write_evaluation_report(out: Path, metrics: dict, predictions: dict, prepared, *, title: str,
+def write_evaluation_report(out: Path, metrics: dict, predictions: dict, *, title: str,
                             extra_sections: list | None = None, overwrite: bool = False):
     bin_size = metrics["bin_size_s"]
     horizons = [int(h) for h in metrics["horizons"]]
