@@ -10,4 +10,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check "torch==2.13.0"
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -e ".[test]"
+# nlb_tools, only to test our bits/spike against NLB's own function; its pins (pandas<=1.3.4)
+# predate this stack, and the function needs none of them.
+.venv/bin/pip install --quiet --disable-pip-version-check --no-deps "nlb-tools==0.0.4"
 echo "NeuroHorizon is set up in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -69,4 +69,5 @@ def test_packaged_demo_config_loads():
 
     cfg = load_config(Path(str(resources.files("neurohorizon") / "configs" / "demo.yaml")))
     assert cfg.data.source == "synthetic:reach"
-    assert cfg.sampling.floor == pytest.approx(0.1)
+    assert cfg.sampling.feedback == "sample" and cfg.model.preset == "small"
+    assert cfg.data.align_event == "go_cue"
