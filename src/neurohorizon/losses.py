@@ -17,6 +17,8 @@ Sampling uses only torch ops that take a `torch.Generator`, so it is reproducibl
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,7 +35,7 @@ def _log_rate(raw: torch.Tensor) -> torch.Tensor:
     return raw.clamp(*LOG_RATE_RANGE)
 
 
-class Likelihood(nn.Module):
+class Likelihood(nn.Module, ABC):
     """Base class: shape checks and the shared `log_prob` / `forward` plumbing."""
 
     name: str = "likelihood"
@@ -51,17 +53,21 @@ class Likelihood(nn.Module):
                 f"params shape {tuple(params.shape)} without its last axis"
             )
 
+    @abstractmethod
     def nll(self, params: torch.Tensor, counts: torch.Tensor, *, full: bool = False):
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def mean(self, params: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def variance(self, params: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def sample(self, params: torch.Tensor, generator: torch.Generator | None = None):
-        raise NotImplementedError
+        ...
 
     def log_prob(self, params: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         return -self.nll(params, counts, full=True)

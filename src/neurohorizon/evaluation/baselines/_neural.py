@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from abc import abstractmethod
 
 import torch
 from torch import nn
@@ -81,12 +82,14 @@ class NeuralBaseline(Baseline):
         self.history: list[float] = []
         self.valid_history: list[tuple[int, float]] = []
 
+    @abstractmethod
     def build(self, n_vocab: int, context: int, horizon: int) -> nn.Module:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _params(self, batch: dict, generator=None, sample: bool = False):
         """-> (params (B, T, N, P), counts (B, T, N) fed back or None)."""
-        raise NotImplementedError
+        ...
 
     def loss(self, batch: dict) -> torch.Tensor:
         params, _ = self._params(batch)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 
 
-class Baseline:
+class Baseline(ABC):
     """name; fit(train, valid=None); predict(batch) -> (B, T, N) expected counts;
     sample(batch, n_samples, generator) -> (n_samples, B, T, N).
 
@@ -18,8 +20,9 @@ class Baseline:
     def fit(self, train_dataset, valid_dataset=None) -> Baseline:
         return self
 
+    @abstractmethod
     def predict(self, batch: dict) -> torch.Tensor:
-        raise NotImplementedError
+        ...
 
     def sample(self, batch: dict, n_samples: int = 1, generator: torch.Generator | None = None):
         mean = self.predict(batch)
