@@ -93,8 +93,7 @@ def cmd_forecast(args) -> None:
 def cmd_demo(args) -> None:
     from neurohorizon.demo import run_demo
 
-    report = run_demo(runs_dir=args.runs_dir, minutes=args.minutes, quick=args.quick)
-    print(f"report: {report}")
+    run_demo(runs_dir=args.runs_dir, minutes=args.minutes, quick=args.quick)  # prints the report paths
 
 
 def cmd_study(args) -> None:
