@@ -43,8 +43,9 @@ def horizon_table(results: dict, horizons: list[int], bin_size: float) -> tuple[
     for m in methods:
         rows.append([m] + [_get(results[m], str(h), "pooled", "rollout", "fp_bps") for h in horizons])
     oracle = [_get(results.get(MODEL, {}), str(h), "pooled", "oracle", "oracle_fp_bps") for h in horizons]
-    if not np.all(np.isnan(np.asarray(oracle, dtype=float))):
-        rows.append(["oracle (true rates)"] + oracle)
+    if not np.all(np.isnan(np.asarray(oracle, dtype=float))):  # the ceiling, not a competitor
+        lines.append("Oracle (true rates), the ceiling: " + ", ".join(
+            f"{horizon_label(h, bin_size)} {v:.3f}" for h, v in zip(horizons, oracle)) + " bits/spike.")
     for j, h in enumerate(horizons):
         vals = {m: rows[i][j + 1] for i, m in enumerate(methods)}
         finite = {m: v for m, v in vals.items() if np.isfinite(v)}
