@@ -290,3 +290,36 @@ def test_tiny_model_learns_rate_pattern():
     floor = (rates - k * rates.log()).mean().item()
     assert losses[-1] < losses[0] - 0.3
     assert losses[-1] < floor + 0.15
+
+
+def test_event_tokens_condition_the_forecast():
+    m = model(event_names=("target_on", "go_cue"))
+    b = make_batch()
+    b["event_times"] = torch.tensor([[-0.1, 0.0], [-0.15, 0.0]])
+    b["event_types"] = torch.tensor([[1, 2], [2, 0]])
+    out = m(b, b["target_counts"])
+    # the forecast depends on when an event happened and on which event it was
+    moved = m({**b, "event_times": b["event_times"] - 0.05}, b["target_counts"])
+    retyped = m({**b, "event_types": torch.tensor([[2, 1], [1, 0]])}, b["target_counts"])
+    assert (moved - out).abs().max() > 1e-5 and (retyped - out).abs().max() > 1e-5
+    # padding events (type 0) are ignored whatever their time
+    padded = {**b, "event_times": torch.tensor([[-0.1, 0.0, -0.3], [-0.15, 0.2, -0.3]]),
+              "event_types": torch.tensor([[1, 2, 0], [2, 0, 0]])}
+    torch.testing.assert_close(m(padded, b["target_counts"]), out)
+    # the cached rollout still equals full recomputation with events
+    g = [torch.Generator().manual_seed(3) for _ in range(2)]
+    a = m.rollout(b, LIK, n_steps=5, feedback="sample", generator=g[0])["params"]
+    c = m.rollout(b, LIK, n_steps=5, feedback="sample", generator=g[1], use_cache=False)["params"]
+    torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-5)
+    with pytest.raises(KeyError, match="conditioned on events"):
+        m(make_batch(), b["target_counts"])
+    with pytest.raises(ValueError, match="event types"):
+        m({**b, "event_types": torch.tensor([[3, 0], [0, 0]])}, b["target_counts"])
+
+
+def test_compiled_rollout_matches_eager():
+    m, b = model(), make_batch()
+    runs = [m.rollout(b, LIK, n_steps=6, feedback="sample", n_samples=2, compile=c,
+                      generator=torch.Generator().manual_seed(5)) for c in (False, True)]
+    torch.testing.assert_close(runs[1]["params"], runs[0]["params"], atol=1e-5, rtol=1e-5)
+    assert torch.equal(runs[1]["counts"], runs[0]["counts"])

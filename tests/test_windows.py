@@ -256,3 +256,32 @@ def test_oracle_matches_synthetic_generator_on_split_windows():
             np.testing.assert_allclose(it["true_expected"], ref, rtol=1e-5, atol=1e-7)
             ref_ctx = synthetic.expected_counts(rec, start=w.onset - SPEC.context_s, n_steps=25)
             np.testing.assert_allclose(it["context_true_expected"], ref_ctx, rtol=1e-5, atol=1e-7)
+
+
+def test_events_in_context_are_returned_with_their_types():
+    trials = Trials(
+        start=np.array([1.0, 4.0]),
+        end=np.array([3.0, 6.0]),
+        condition=np.array(["a", "b"]),
+        events={"target_on": np.array([1.2, 4.3]), "go_cue": np.array([1.7, np.nan])},
+    )
+    rec = make_rec(trials=trials)
+    vocab = UnitVocab.from_recordings([rec])
+    # onset 1.7 (the go cue itself counts as happened); context [1.2, 1.7] holds both events
+    ds = ForecastDataset([rec], [Window(0, 1.7), Window(0, 4.7), Window(0, 10.0)], SPEC, vocab,
+                         events=["target_on", "go_cue"])
+    it = ds[0]
+    assert it["event_times"] == pytest.approx([-0.5, 0.0], abs=1e-6)
+    assert list(it["event_types"]) == [1, 2]
+    assert list(ds[1]["event_types"]) == [1]  # NaN go cue dropped; target at -0.4 s
+    assert ds[1]["event_times"] == pytest.approx([-0.4], abs=1e-6)
+    assert len(ds[2]["event_times"]) == 0  # no event in [9.5, 10.0]
+    b = collate([ds[0], ds[1], ds[2]])
+    assert b["event_types"].tolist() == [[1, 2], [1, 0], [0, 0]]
+    assert b["event_times"][1, 1] == 0.0
+    # without events configured, batches still carry an all-padding column
+    assert collate([ForecastDataset([rec], [Window(0, 1.7)], SPEC, vocab)[0]])["event_types"].tolist() == [[0]]
+    with pytest.raises(ValueError, match=r"no trial event\(s\) \['move'\].*available: \['go_cue', 'target_on'\]"):
+        ForecastDataset([rec], [Window(0, 1.7)], SPEC, vocab, events=["move"])
+    with pytest.raises(ValueError, match="no trial event"):
+        ForecastDataset([make_rec()], [Window(0, 1.7)], SPEC, vocab, events=["go_cue"])

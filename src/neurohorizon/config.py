@@ -33,6 +33,9 @@ class DataConfig:
     split_seed: int = 0
     fractions: list = field(default_factory=lambda: [0.7, 0.15, 0.15])
     holdout_sessions: list = field(default_factory=list)
+    # trial events the model is told about when they fall in the context (e.g. [target_on,
+    # go_cue]): experimenter-controlled cues a closed-loop system knows as they happen
+    events: list = field(default_factory=list)
 
 
 @dataclass

@@ -66,13 +66,13 @@ def prepare_data(
         windows = windows_for_split(recordings, splits, split, spec, seed=cfg.split_seed,
                                     event=cfg.align_event, offset_s=offset,
                                     mode="auto" if split != "train" else "trial")
-        return ForecastDataset(recordings, windows, spec, vocab)
+        return ForecastDataset(recordings, windows, spec, vocab, events=cfg.events)
 
     intervals = splits.all_intervals("train")
     if not intervals:
         raise ValueError("split 'train' is empty: no training time in any recording")
     train = ForecastDataset(recordings, [], spec, vocab, random_windows_per_epoch=cfg.train_windows_per_epoch,
-                            intervals=intervals, seed=cfg.split_seed)
+                            intervals=intervals, seed=cfg.split_seed, events=cfg.events)
     return PreparedData(
         recordings=recordings, spec=spec, vocab=vocab, splits=splits, mode=mode,
         train=train, valid=fixed("valid"), test=fixed("test"),

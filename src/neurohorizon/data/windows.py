@@ -265,11 +265,31 @@ def trial_windows(
 
 
 # ---------------------------------------------------------------------- dataset
-class _RecordingCache:
-    """Per-recording arrays used on every item: spikes, vocab indices, oracle cumsum."""
+def _event_table(rec, events) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted times (s) and types (1-based index into `events`) of a recording's trial events."""
+    if not events:
+        return np.zeros(0), np.zeros(0, np.int64)
+    have = sorted((rec.trials.events or {}) if rec.trials is not None else {})
+    missing = [e for e in events if e not in have]
+    if missing:
+        raise ValueError(
+            f"{rec.source}: no trial event(s) {missing} to condition on; available: {have}"
+        )
+    times = np.concatenate([np.asarray(rec.trials.events[e], np.float64) for e in events])
+    types = np.concatenate(
+        [np.full(len(rec.trials.events[e]), i + 1) for i, e in enumerate(events)]
+    )
+    keep = np.isfinite(times)
+    order = np.argsort(times[keep], kind="stable")
+    return times[keep][order], types[keep][order].astype(np.int64)
 
-    def __init__(self, rec, vocab: UnitVocab):
+
+class _RecordingCache:
+    """Per-recording arrays used on every item: spikes, vocab indices, events, oracle cumsum."""
+
+    def __init__(self, rec, vocab: UnitVocab, events=()):
         self.source = rec.source
+        self.event_times, self.event_types = _event_table(rec, events)
         self.times = rec.spike_times
         self.local_units = rec.spike_units
         self.units = vocab.index(rec.unit_ids)  # (N,) vocab index per local unit
@@ -310,6 +330,8 @@ class ForecastDataset(Dataset):
         intervals: (rec, start, end) allowed spans for random windows.
         seed: base seed of the random windows.
         grid: onset grid for random windows (default: 1/fs of true_rate when present).
+        events: trial event names (e.g. ["target_on", "go_cue"]) whose occurrences inside the
+            context, end included, are returned as `event_times` / `event_types` (1-based).
     """
 
     def __init__(
@@ -323,11 +345,13 @@ class ForecastDataset(Dataset):
         intervals=None,
         seed: int = 0,
         grid: float | None = None,
+        events=(),
     ):
         self.recordings = list(recordings)
         self.spec = spec
         self.vocab = vocab
-        self._cache = [_RecordingCache(r, vocab) for r in self.recordings]
+        self.events = list(events)
+        self._cache = [_RecordingCache(r, vocab, self.events) for r in self.recordings]
         offsets = np.arange(-spec.context_bins, spec.horizon_bins + 1)
         self._edge_steps = offsets * spec.bin_size  # onset + these = exact edges
         self.random_windows_per_epoch = random_windows_per_epoch
@@ -378,7 +402,11 @@ class ForecastDataset(Dataset):
         else:
             expected = np.full(counts.shape, np.nan, dtype=np.float32)
         tc = spec.context_bins
+        # events at the onset itself have happened (e.g. a go cue at the forecast start)
+        e0, e1 = np.searchsorted(c.event_times, [edges[0] - 1e-9, w.onset + 1e-9])
         return {
+            "event_times": (c.event_times[e0:e1] - w.onset).astype(np.float32),
+            "event_types": c.event_types[e0:e1],
             "spike_times": (c.times[lo:hi] - w.onset).astype(np.float32),
             "spike_units": c.spike_vocab[lo:hi],
             "context_counts": counts[:tc].astype(np.float32),
@@ -393,9 +421,10 @@ class ForecastDataset(Dataset):
 
 
 def collate(items: list[dict]) -> dict[str, torch.Tensor]:
-    """Stack items, padding spikes S and units N per batch (pad index 0, masks False)."""
+    """Stack items, padding spikes S, units N and events E per batch (pad index/type 0, masks False)."""
     B = len(items)
     S = max(1, max(len(it["spike_times"]) for it in items))
+    E = max(1, max(len(it.get("event_times", ())) for it in items))
     N = max(len(it["units"]) for it in items)
     Tc = items[0]["context_counts"].shape[0]
     T = items[0]["target_counts"].shape[0]
@@ -408,7 +437,13 @@ def collate(items: list[dict]) -> dict[str, torch.Tensor]:
     unit_mask = np.zeros((B, N), bool)
     true_exp = np.full((B, T, N), np.nan, np.float32)
     ctx_exp = np.full((B, Tc, N), np.nan, np.float32)
+    event_times = np.zeros((B, E), np.float32)
+    event_types = np.zeros((B, E), np.int64)  # 0 = padding
     for b, it in enumerate(items):
+        e = len(it.get("event_times", ()))
+        if e:
+            event_times[b, :e] = it["event_times"]
+            event_types[b, :e] = it["event_types"]
         s, n = len(it["spike_times"]), len(it["units"])
         spike_times[b, :s] = it["spike_times"]
         spike_units[b, :s] = it["spike_units"]
@@ -420,6 +455,8 @@ def collate(items: list[dict]) -> dict[str, torch.Tensor]:
         true_exp[b, :, :n] = it["true_expected"]
         ctx_exp[b, :, :n] = it["context_true_expected"]
     out = dict(
+        event_times=event_times,
+        event_types=event_types,
         spike_times=spike_times,
         spike_units=spike_units,
         spike_mask=spike_mask,

@@ -30,6 +30,10 @@ def rotate(x: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
     (2j, 2j+1) turn by angle j). torch_brain's version builds rotate_half with stack/neg/cat,
     ~6 passes over x; on CPU this was a top hotspot for 2500 spike tokens (bench_model.py).
     x (..., Dh), cis broadcastable to (..., Dh/2) -> (..., Dh)."""
+    if torch.compiler.is_compiling():  # inductor cannot fuse complex ops: same maths in reals
+        x0, x1 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+        c, s = cis.real, cis.imag
+        return torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], -1).flatten(-2).to(x.dtype)
     if x.stride(-1) != 1:
         x = x.contiguous()
     xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
@@ -107,6 +111,7 @@ class SpikeEncoder(nn.Module):
         ffn_mult: FFN hidden size multiplier.
         dropout: dropout on attention weights and residual branches.
         rotary: shared RotaryTimeEmbedding (head size D // heads).
+        n_event_types: kinds of task event (e.g. go cue) that can appear as context tokens.
     """
 
     def __init__(
@@ -120,6 +125,7 @@ class SpikeEncoder(nn.Module):
         ffn_mult: int,
         dropout: float,
         rotary: RotaryTimeEmbedding,
+        n_event_types: int = 0,
     ):
         super().__init__()
         if latent_step <= 0:
@@ -132,6 +138,10 @@ class SpikeEncoder(nn.Module):
         self.latent_emb = nn.Embedding(n_latents_per_step, dim)
         nn.init.normal_(self.token_type_emb.weight, std=0.02)
         nn.init.normal_(self.latent_emb.weight, std=0.02)
+        # row 0 is padding; an event token is its type embedding at the event's time
+        self.event_emb = nn.Embedding(n_event_types + 1, dim) if n_event_types else None
+        if self.event_emb is not None:
+            nn.init.normal_(self.event_emb.weight, std=0.02)
         self.cross_attn = TokenTableCrossAttention(
             dim=dim, heads=heads, dim_head=dim_head, dropout=dropout, rotate_value=True
         )
@@ -163,8 +173,11 @@ class SpikeEncoder(nn.Module):
         units: torch.Tensor,
         unit_mask: torch.Tensor,
         context: float,
+        event_times: torch.Tensor | None = None,
+        event_types: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """spike_* (B, S), units/unit_mask (B, N), context duration (s).
+        """spike_* (B, S), units/unit_mask (B, N), context duration (s); event_times and
+        event_types (B, E) (type 0 = padding) when the encoder has event types.
 
         Returns latents (B, L, D) and their times (L,).
         """
@@ -190,8 +203,13 @@ class SpikeEncoder(nn.Module):
         mask = torch.cat([spike_mask, unit_mask, unit_mask], dim=1)
         # distinct (unit, type) token embeddings: table (3U, D), index (B, S + 2N)
         uniq, inv = torch.unique(tok_units, return_inverse=True)
-        table = unit_emb(uniq).unsqueeze(1) + self.token_type_emb.weight  # (U, 3, D)
+        table = (unit_emb(uniq).unsqueeze(1) + self.token_type_emb.weight).flatten(0, 1)  # (3U, D)
         index = inv * 3 + types
+        if self.event_emb is not None:  # event rows follow the unit rows of the table
+            index = torch.cat([index, event_types + table.shape[0]], dim=1)
+            table = torch.cat([table, self.event_emb.weight])
+            times = torch.cat([times, event_times.to(times.dtype)], dim=1)
+            mask = torch.cat([mask, event_types > 0], dim=1)
 
         lat_t = self.latent_times(context, units.device)  # (L,)
         lat_idx = torch.arange(lat_t.shape[0], device=units.device) % self.n_latents_per_step
@@ -199,7 +217,7 @@ class SpikeEncoder(nn.Module):
         lat_rot = self.rotary(lat_t).unsqueeze(0).expand(B, -1, -1)
         latents = latents + self.cross_attn.forward_table(
             latents,
-            table.flatten(0, 1),
+            table,
             index,
             rotary_cis(self.rotary, lat_t)[None],
             rotary_cis(self.rotary, times),

@@ -40,26 +40,25 @@ BATCH_KEYS = ("spike_times", "spike_units", "spike_mask", "context_counts", "uni
 
 
 class KVCache:
-    """Keys/values of past bins for one self-attention layer, preallocated to ``max_len`` on the
-    first append (so they take the dtype/device the keys have, e.g. under autocast)."""
+    """Keys/values of past bins for one self-attention layer, in buffers of fixed length so a
+    decoding step has the same shapes at every bin (what lets ``torch.compile`` reuse one graph).
 
-    def __init__(self, max_len: int):
-        self.max_len, self.len = max_len, 0
-        self.k = self.v = None
+    Args:
+        shape: (B, H, max_len, Dh) of the buffers. dtype, device: those of the keys (bf16
+            under autocast).
+    """
 
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """k, v (B, H, n, Dh) -> all cached keys and values so far, (B, H, len, Dh)."""
-        if self.k is None:
-            B, H, _, Dh = k.shape
-            self.k, self.v = (
-                k.new_empty(B, H, self.max_len, Dh),
-                v.new_empty(B, H, self.max_len, Dh),
-            )
-        n = k.shape[2]
-        self.k[:, :, self.len : self.len + n] = k
-        self.v[:, :, self.len : self.len + n] = v
-        self.len += n
-        return self.k[:, :, : self.len], self.v[:, :, : self.len]
+    def __init__(self, shape: tuple, *, dtype: torch.dtype, device: torch.device):
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.slots = torch.arange(shape[2], device=device)
+
+    def append(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> tuple:
+        """Store k, v (B, H, 1, Dh) at bin ``pos`` (1,) -> all keys, values and the (1, 1, 1,
+        max_len) mask of bins <= pos; later slots hold stale or zero entries the mask hides."""
+        self.k.index_copy_(2, pos, k)
+        self.v.index_copy_(2, pos, v)
+        return self.k, self.v, (self.slots <= pos).view(1, 1, 1, -1)
 
 
 class CausalSelfAttention(nn.Module):
@@ -79,23 +78,26 @@ class CausalSelfAttention(nn.Module):
         self.to_out = nn.Linear(dim, dim)
 
     def forward(
-        self, x: torch.Tensor, cis: torch.Tensor, causal: bool, cache: KVCache | None = None
+        self, x: torch.Tensor, cis: torch.Tensor, causal: bool, cache: KVCache | None = None,
+        pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x (B, T, D), cis (T, Dh/2) rotary phasors of the bins in x -> (B, T, D).
 
-        With ``cache``, x holds the newest bin only and attends to all cached bins.
+        With ``cache``, x holds bin ``pos`` (1,) only and attends to it and every earlier bin.
         """
         qkv = self.to_qkv(self.norm(x)).unflatten(-1, (3, self.heads, -1))  # (B, T, 3, H, Dh)
         qk = rotate(qkv[:, :, :2], cis[:, None, None])  # q and k in one multiply
         q, k = qk.transpose(1, 3).unbind(2)  # (B, H, T, Dh)
         v = qkv[:, :, 2].transpose(1, 2)
+        mask = None
         if cache is not None:
             if x.shape[1] != 1:
                 raise ValueError("cached decoding takes one bin at a time")
-            k, v = cache.append(k, v)
-            causal = False  # the single new query may see every cached bin
+            k, v, mask = cache.append(k, v, pos)
+            causal = False  # the mask already hides the future
         out = F.scaled_dot_product_attention(
-            q, k, v, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=mask, is_causal=causal,
+            dropout_p=self.dropout if self.training else 0.0,
         )
         return self.to_out(heads_merged(out))
 
@@ -128,8 +130,8 @@ class DecoderBlock(nn.Module):
         self.ffn = FeedForward(dim=dim, mult=ffn_mult, dropout=dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, cis, lat_kv, causal, cache=None):
-        x = x + self.drop(self.self_attn(x, cis, causal, cache))
+    def forward(self, x, cis, lat_kv, causal, cache=None, pos=None):
+        x = x + self.drop(self.self_attn(x, cis, causal, cache, pos))
         x = x + self.drop(self.cross_attn.attend(x, cis, lat_kv))
         return x + self.ffn(x)
 
@@ -152,6 +154,8 @@ class NeuroHorizon(nn.Module):
         max_bins: longest forecast (learned bin-position table size).
         readout_dim: hidden width R of the (bin, unit) readout MLP (default D // 2).
         t_min, t_max: shortest / longest period of the rotary time embedding (s).
+        event_names: task events (e.g. ("target_on", "go_cue")) given as context tokens; batches
+            then carry ``event_times`` / ``event_types`` (B, E), type i + 1 = event_names[i].
     """
 
     def __init__(
@@ -174,6 +178,7 @@ class NeuroHorizon(nn.Module):
         readout_dim: int | None = None,
         t_min: float = 1e-4,
         t_max: float = 4.0,
+        event_names: Sequence[str] = (),
     ):
         super().__init__()
         if decoder not in DECODERS:
@@ -184,6 +189,7 @@ class NeuroHorizon(nn.Module):
             raise ValueError(f"dim={dim} must split into {heads} heads of even size")
         self.decoder, self.n_params, self.unit_only_params = decoder, n_params, unit_only_params
         self.bin_size, self.max_bins, self.heads = bin_size, max_bins, heads
+        self.event_names = tuple(event_names)
         dim_head = dim // heads
 
         self.unit_emb = InfiniteVocabEmbedding(dim)
@@ -202,6 +208,7 @@ class NeuroHorizon(nn.Module):
             ffn_mult=ffn_mult,
             dropout=dropout,
             rotary=self.rotary,
+            n_event_types=len(self.event_names),
         )
 
         # decoder input: AR tokens from fed-back counts; otherwise one learned query
@@ -258,6 +265,12 @@ class NeuroHorizon(nn.Module):
                 raise ValueError(
                     f"batch[{key!r}] has indices outside the model vocabulary [0, {n_vocab})"
                 )
+        if self.event_names and "event_types" not in batch:
+            raise KeyError(f"this model is conditioned on events {list(self.event_names)}: "
+                           "the batch needs event_times and event_types")
+        types = batch.get("event_types")
+        if self.event_names and types.numel() and int(types.max()) > len(self.event_names):
+            raise ValueError(f"batch['event_types'] exceeds the model's {len(self.event_names)} event types")
         if not bool(batch["unit_mask"].any(dim=1).all()):
             raise ValueError("every batch row needs at least one real unit (unit_mask)")
 
@@ -274,6 +287,8 @@ class NeuroHorizon(nn.Module):
             units=units,
             unit_mask=unit_mask,
             context=context,
+            event_times=batch.get("event_times"),
+            event_types=batch.get("event_types"),
         )
         lat_cis = rotary_cis(self.rotary, lat_t)
         emb = self.unit_emb(units)  # (B, N, D)
@@ -295,16 +310,19 @@ class NeuroHorizon(nn.Module):
             prep["count_const"] = proj[:, :, 2].sum(1, keepdim=True)  # (B, 1, D)
         return prep
 
-    def _bin_cis(self, start: int, stop: int, device) -> torch.Tensor:
-        """Rotary phasors of future bin centres start..stop-1: (T, Dh/2)."""
-        t = (torch.arange(start, stop, device=device, dtype=torch.float32) + 0.5) * self.bin_size
-        return rotary_cis(self.rotary, t)
+    def _bins(self, start: int, stop: int, device) -> torch.Tensor:
+        """(T,) indices of future bins start..stop-1, checked against the position table."""
+        if stop > self.max_bins:
+            raise ValueError(f"forecast of {stop} bins exceeds max_bins={self.max_bins}")
+        return torch.arange(start, stop, device=device)
 
-    def _tokens(self, prep: dict, prev: torch.Tensor | None, start: int, T: int) -> torch.Tensor:
-        """Decoder input for bins start..start+T-1: (B, T, D). prev (B, T, N): counts of bin t-1."""
-        if start + T > self.max_bins:
-            raise ValueError(f"forecast of {start + T} bins exceeds max_bins={self.max_bins}")
-        pos = self.bin_pos.weight[start : start + T]
+    def _bin_cis(self, bins: torch.Tensor) -> torch.Tensor:
+        """Rotary phasors of the centres of future bins (T,): (T, Dh/2)."""
+        return rotary_cis(self.rotary, (bins.float() + 0.5) * self.bin_size)
+
+    def _tokens(self, prep: dict, prev: torch.Tensor | None, bins: torch.Tensor) -> torch.Tensor:
+        """Decoder input for future bins (T,): (B, T, D). prev (B, T, N): counts of bin t-1."""
+        pos = self.bin_pos(bins)
         if self.decoder != "autoregressive":
             B = prep["unit_mask"].shape[0]
             return (self.query + pos).unsqueeze(0).expand(B, -1, -1)
@@ -320,13 +338,23 @@ class NeuroHorizon(nn.Module):
             params = torch.cat([params, prep["unit_only"].expand(*params.shape[:3], -1)], -1)
         return params
 
-    def _decode(self, prep: dict, tokens: torch.Tensor, cis: torch.Tensor, caches=None):
-        """tokens (B, T, D) for bins with rotary phasors cis (T, Dh/2) -> params (B, T, N, P)."""
+    def _decode(self, prep: dict, bins: torch.Tensor, prev: torch.Tensor | None = None,
+                caches=None) -> torch.Tensor:
+        """Future bins (T,) (fed-back counts prev (B, T, N) for the autoregressive decoder)
+        -> params (B, T, N, P). With ``caches`` (one KVCache per block) bins holds one bin."""
         causal = self.decoder != "parallel"
-        x = tokens
+        x, cis = self._tokens(prep, prev, bins), self._bin_cis(bins)
         for i, block in enumerate(self.blocks):
-            x = block(x, cis, prep["lat_kv"][i], causal, None if caches is None else caches[i])
+            cache = None if caches is None else caches[i]
+            x = block(x, cis, prep["lat_kv"][i], causal, cache, bins)
         return self._readout(prep, x)
+
+    def _step(self, prep: dict, prev: torch.Tensor, bin_t: torch.Tensor, caches) -> torch.Tensor:
+        """One cached rollout step: prev (B, N) counts of bin t-1, bin_t (1,) -> (B, N, P).
+
+        Shapes do not depend on t, so ``torch.compile`` traces it once per (B, N).
+        """
+        return self._decode(prep, bin_t, prev[:, None], caches)[:, 0]
 
     # ------------------------------------------------------------------ public API
     def forward(
@@ -357,11 +385,9 @@ class NeuroHorizon(nn.Module):
         if self.decoder == "autoregressive":
             last = batch["context_counts"][:, -1:]
             prev = torch.cat([last, future_inputs[:, :-1]], dim=1)
-        return self._decode(
-            prep, self._tokens(prep, prev, 0, T), self._bin_cis(0, T, _device(batch))
-        )
+        return self._decode(prep, self._bins(0, T, _device(batch)), prev)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def rollout(
         self,
         batch: dict,
@@ -372,6 +398,7 @@ class NeuroHorizon(nn.Module):
         n_samples: int = 1,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
+        compile: bool = False,
     ) -> dict:
         """Free-running forecast of ``n_steps`` bins without ground-truth future.
 
@@ -379,7 +406,10 @@ class NeuroHorizon(nn.Module):
         give ``likelihood.mean`` (feedback="mean") or ``likelihood.sample(.., generator)``
         (feedback="sample"), which becomes the next input. Non-autoregressive decoders run one
         pass; their "counts" are samples (feedback="sample") or means. Call ``model.eval()``
-        first unless dropout noise is wanted.
+        first unless dropout noise is wanted. ``use_cache=False`` recomputes every earlier bin
+        at each step (the reference the cache is tested against). ``compile=True`` runs the
+        cached step through ``torch.compile`` (one trace per batch shape, then lower latency
+        for closed-loop use).
         Returns dict(params (S, B, T, N, P), counts (S, B, T, N) fed-back values,
         mean (S, B, T, N) expected counts).
         """
@@ -390,6 +420,7 @@ class NeuroHorizon(nn.Module):
         if likelihood.n_params != self.n_params:
             raise ValueError(f"likelihood has {likelihood.n_params} params, model {self.n_params}")
         S = n_samples
+        bins = self._bins(0, n_steps, _device(batch))
         prep = _repeat(self._prepare(batch), S)
 
         def emit(params):
@@ -398,25 +429,24 @@ class NeuroHorizon(nn.Module):
             return (fed if feedback == "mean" else likelihood.mean(params)), fed
 
         if self.decoder != "autoregressive":
-            cis = self._bin_cis(0, n_steps, _device(batch))
-            params = self._decode(prep, self._tokens(prep, None, 0, n_steps), cis)
+            params = self._decode(prep, bins)
             mean, counts = emit(params)
             return _split(S, params=params, counts=counts, mean=mean)
 
         prev = batch["context_counts"][:, -1].repeat(S, 1)  # (S*B, N)
-        caches = [KVCache(n_steps) for _ in self.blocks] if use_cache else None
-        cis = self._bin_cis(0, n_steps, prev.device)
+        step = self._compiled_step() if compile else self._step
+        k0 = prep["lat_kv"][0][0]  # latent keys: the dtype self-attention keys will have
+        caches = [KVCache((k0.shape[0], self.heads, n_steps, k0.shape[-1]), dtype=k0.dtype,
+                          device=k0.device) for _ in self.blocks] if use_cache else None
         inputs, out_params, out_mean, out_fed = [], [], [], []
         for t in range(n_steps):
             inputs.append(prev)
             if use_cache:
-                tok = self._tokens(prep, prev[:, None], t, 1)
-                params = self._decode(prep, tok, cis[t : t + 1], caches)
+                params = step(prep, prev, bins[t : t + 1], caches)
             else:  # full recomputation over all bins so far (reference path)
-                tok = self._tokens(prep, torch.stack(inputs, dim=1), 0, t + 1)
-                params = self._decode(prep, tok, cis[: t + 1])[:, -1:]
-            mean, prev = emit(params[:, 0])
-            out_params.append(params[:, 0])
+                params = self._decode(prep, bins[: t + 1], torch.stack(inputs, dim=1))[:, -1]
+            mean, prev = emit(params)
+            out_params.append(params)
             out_mean.append(mean)
             out_fed.append(prev)
         return _split(
@@ -425,6 +455,15 @@ class NeuroHorizon(nn.Module):
             counts=torch.stack(out_fed, 1),
             mean=torch.stack(out_mean, 1),
         )
+
+    def _compiled_step(self):
+        """``_step`` through torch.compile, built once per model."""
+        if getattr(self, "_step_compiled", None) is None:
+            # on CPU the C++ wrapper saves ~0.1 ms of Python per step (bench_model.py)
+            cpu = next(self.parameters()).device.type == "cpu"
+            step = torch.compile(self._step, options={"cpp_wrapper": cpu})
+            object.__setattr__(self, "_step_compiled", step)
+        return self._step_compiled
 
 
 def _device(batch: dict) -> torch.device:

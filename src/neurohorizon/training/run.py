@@ -43,7 +43,8 @@ def build_model(cfg: RunConfig, vocab_tokens: list[str], likelihood):
     unit_only = 1 if cfg.loss.options.get("dispersion") == "per_neuron" else 0
     return from_config(
         cfg.model.preset, vocab_tokens, n_params=likelihood.n_params, unit_only_params=unit_only,
-        decoder=cfg.model.decoder, bin_size=cfg.data.bin_size_ms / 1000, **cfg.model.overrides,
+        decoder=cfg.model.decoder, bin_size=cfg.data.bin_size_ms / 1000, event_names=cfg.data.events,
+        **cfg.model.overrides,
     )
 
 
