@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -155,3 +156,25 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     wa, wb = load_checkpoint(one / "last.pt")["model"], load_checkpoint(two / "last.pt")["model"]
     for key in (k for k in wa if torch.is_tensor(wa[k])):
         torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)
+
+
+def test_event_conditioned_run_trains_loads_and_forecasts(tmp_path, reach):
+    from neurohorizon.evaluation.forecast import forecast
+    from neurohorizon.evaluation.loading import load_run
+
+    cfg = tiny_cfg("train.max_steps=2", "train.eval_every=2", "data.events=[target_on, go_cue]")
+    run = train_run(cfg, runs_dir=tmp_path, recordings=[reach], quiet=True)
+    loaded = load_run(run)
+    assert loaded.model.event_names == ("target_on", "go_cue")
+    go = float(reach.trials.events["go_cue"][3])
+    fc = forecast(loaded, reach, start=go, n_samples=2)
+    assert fc.mean.shape == (50, reach.n_units) and fc.samples.shape[0] == 2
+    assert np.isfinite(fc.mean).all()
+    # a recording without those events cannot feed this model: a clear error, not a silent forecast
+    from neurohorizon.data.recording import Recording
+
+    bare = Recording.from_arrays(session_id=reach.session_id, spike_times=reach.spike_times,
+                                 unit_ids=reach.unit_ids, spike_units=reach.spike_units,
+                                 domain=reach.domain)
+    with pytest.raises(ValueError, match=r"no trial event\(s\) \['target_on', 'go_cue'\]"):
+        forecast(loaded, bare, start=go, n_samples=2)
