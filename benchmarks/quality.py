@@ -26,18 +26,20 @@ from neurohorizon.evaluation.evaluate import evaluate_run
 from neurohorizon.training.run import train_run
 
 DATASETS = {
-    # name: (data source, overrides); windows at the go cue for trial data
-    "reach": ("synthetic:reach", ["data.align_event=go_cue"]),
+    # name: (data source, overrides); windows at the go cue for trial data; the model is told
+    # the experimenter's cues (target onset, go cue; trial start for pmd) as the PSTH baseline is
+    "reach": ("synthetic:reach", ["data.align_event=go_cue", "data.events=[target_on, go_cue]"]),
     "lorenz": ("synthetic:lorenz", []),
     # ex2 trials last 1.0-1.6 s: a 500 ms context leaves room for 25 bins (500 ms), not 50
     "pmd": ("recipe:pmd_reach_yu2009", ["data.horizon_ms=500", "data.align_event=trial_start",
-                                         "data.align_offset_ms=500"]),
+                                         "data.align_offset_ms=500", "data.events=[trial_start]"]),
     "aplysia": ("recipe:aplysia_bruno2017", ["data.holdout_sessions=[Jun0214da03, Jun0414Bda03, Jun0514da03, "
                                              "Jun0914da03, Jun1114da03, May2214da03, Nov0514da03]"]),
 }
 
 
-def run_dataset(name: str, minutes: float, runs_dir: Path, extra: list[str], reuse: bool = False) -> dict:
+def run_dataset(name: str, minutes: float, runs_dir: Path, extra: list[str], reuse: bool = False,
+                samples: int = 32) -> dict:
     source, overrides = DATASETS[name]
     cfg = load_config(None, [f"name=quality-{name}", f"data.source={source}", "model.preset=small",
                              f"train.max_minutes={minutes}", "train.max_steps=1500", "train.eval_every=250",
@@ -46,7 +48,7 @@ def run_dataset(name: str, minutes: float, runs_dir: Path, extra: list[str], reu
     earlier = sorted(runs_dir.glob(f"quality-{name}-*/last.pt")) if reuse else []
     run_dir = earlier[-1].parent if earlier else train_run(cfg, runs_dir=runs_dir, quiet=True)
     train_s = time.monotonic() - t0
-    out = evaluate_run(run_dir, n_samples=10, baseline_budget_s=60.0)
+    out = evaluate_run(run_dir, n_samples=samples, baseline_budget_s=60.0)
     metrics = json.loads((out / "metrics.json").read_text())
     table = {}
     for method, per_h in metrics["results"].items():
@@ -69,6 +71,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runs-dir", default="benchmarks/results/quality_runs")
     parser.add_argument("--out", default="benchmarks/results/quality.json")
     parser.add_argument("--reuse", action="store_true", help="evaluate the latest trained run instead of training")
+    parser.add_argument("--samples", type=int, default=32, help="sampled rollouts per test window")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every dataset")
     args = parser.parse_args(argv)
     torch.set_flush_denormal(True)
@@ -76,7 +79,8 @@ def main(argv=None) -> int:
                "threads": torch.get_num_threads(), "minutes_per_dataset": args.minutes, "datasets": {}}
     for name in args.datasets:
         try:
-            results["datasets"][name] = run_dataset(name, args.minutes, Path(args.runs_dir), args.overrides, args.reuse)
+            results["datasets"][name] = run_dataset(name, args.minutes, Path(args.runs_dir), args.overrides, args.reuse,
+                                                   args.samples)
         except FileNotFoundError as err:  # shared data absent: skip cleanly
             results["datasets"][name] = {"skipped": f"dataset not found ({err})"}
         print(json.dumps({name: results["datasets"][name].get("fp_bps", results["datasets"][name])}, indent=1))
