@@ -39,11 +39,20 @@ def test_signals_and_verdicts_from_known_numbers():
 
 
 def test_study_command_runs_and_resumes(tmp_path, capsys):
-    args = ["--runs-dir", str(tmp_path), "study", "synthetic:reach", "--horizons", "12",
+    args = ["--runs-dir", str(tmp_path), "study", "synthetic:reach", "data.events=[go_cue]",
+            "train.batch_size=4", "--horizons", "12",
             "--steps-per-cell", "3", "--minutes-per-cell", "1", "-o", "n_neurons=16",
             "-o", "trials_per_condition=5", "-o", "seed=2"]
     assert main(args) == 0
     study = next(tmp_path.iterdir())
+    # the overrides reach every cell's run config; the variant still sets decoder and schedule
+    import yaml
+
+    for run in (study / "runs").iterdir():
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        assert cfg["data"]["events"] == ["go_cue"] and cfg["train"]["batch_size"] == 4
+        ss = run.name.startswith("h12-scheduled_sampling")
+        assert cfg["sampling"]["kind"] == ("linear" if ss else "constant")
     cells = sorted(p.name for p in (study / "cells").iterdir())
     assert cells == ["h12-parallel.json", "h12-scheduled_sampling.json", "h12-teacher_forcing.json"]
     results = json.loads((study / "study_results.json").read_text())

@@ -101,7 +101,7 @@ def cmd_study(args) -> None:
 
     out = run_study(args.data, runs_dir=args.runs_dir, horizons=args.horizons, resume=args.resume,
                     minutes_per_cell=args.minutes_per_cell, preset=args.preset, max_steps=args.steps_per_cell,
-                    likelihoods=args.likelihoods, options=_options(args.option))
+                    likelihoods=args.likelihoods, options=_options(args.option), overrides=args.overrides)
     print(f"study written to {out}")
 
 
@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="tiny", help="model preset (default tiny)")
     p.add_argument("--option", "-o", action="append", help="source option key=value")
     p.add_argument("--resume", help="study folder to resume (finished cells are skipped)")
+    p.add_argument("overrides", nargs="*", help="config overrides for every cell, right after DATA, "
+                   "e.g. data.events=[target_on,go_cue] model.overrides.dropout=0.2")
     p.set_defaults(func=cmd_study)
     return parser
 

@@ -11,12 +11,13 @@ Each finished cell is stored as cells/<name>.json, so a resumed study skips it.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import numpy as np
 
-from neurohorizon.config import RunConfig, load_config
+from neurohorizon.config import RunConfig, apply_override, load_config
 from neurohorizon.data.binning import horizon_label
 from neurohorizon.runs import new_run_dir
 
@@ -25,14 +26,14 @@ LATE_STEP = 30  # the knowledge base's "step 30+" PSTH-correlation check
 
 
 def cell_configs(base: RunConfig, horizons, likelihoods) -> dict[str, RunConfig]:
-    """One config per (horizon, variant)."""
+    """One config per (horizon, variant), each a copy of `base` (data, model, loss, training)."""
     cells = {}
     for h in horizons:
         for variant in ["teacher_forcing", "scheduled_sampling", "parallel", *likelihoods]:
-            cfg = load_config(None, [])
-            cfg.data, cfg.train, cfg.model.preset = base.data, base.train, base.model.preset
-            cfg.data = type(base.data)(**{**vars(base.data), "horizon_ms": h * base.data.bin_size_ms})
+            cfg = copy.deepcopy(base)
+            cfg.data.horizon_ms = h * base.data.bin_size_ms
             cfg.name = f"h{h}-{variant}"
+            cfg.sampling.kind, cfg.sampling.value = "constant", 1.0  # teacher forcing unless SS
             if variant == "scheduled_sampling":
                 cfg.sampling.kind, cfg.sampling.unit, cfg.sampling.floor = "linear", "step", 0.1
                 cfg.sampling.warmup = max(1, base.train.max_steps // 4)
@@ -138,7 +139,9 @@ def verdict(h: int, s: dict) -> str:
 
 def run_study(data: str, *, runs_dir="runs", horizons=(12, 25, 50), resume: str | None = None,
               minutes_per_cell: float = 3.0, preset: str = "tiny", likelihoods=(), options=None,
-              max_steps: int = 600, log=print) -> Path:
+              max_steps: int = 600, overrides=(), log=print) -> Path:
+    """Train and evaluate every (horizon, variant) cell; `overrides` (dotted key=value, e.g.
+    "data.events=[target_on, go_cue]") apply to every cell's config."""
     from neurohorizon.data.sources import load_data
     from neurohorizon.evaluation.study_report import write_study_report
 
@@ -147,12 +150,13 @@ def run_study(data: str, *, runs_dir="runs", horizons=(12, 25, 50), resume: str 
         spec = json.loads((study_dir / "study.json").read_text())
         data, horizons, options = spec["data"], spec["horizons"], spec["options"]
         minutes_per_cell, preset, likelihoods = spec["minutes_per_cell"], spec["preset"], spec["likelihoods"]
-        max_steps = spec.get("max_steps", max_steps)
+        max_steps, overrides = spec.get("max_steps", max_steps), spec.get("overrides", [])
     else:
         study_dir = new_run_dir(runs_dir, f"study-{data.replace(':', '-').replace('/', '_')}")
         (study_dir / "study.json").write_text(json.dumps({
             "data": data, "horizons": list(horizons), "options": options or {}, "preset": preset,
-            "minutes_per_cell": minutes_per_cell, "likelihoods": list(likelihoods), "max_steps": max_steps}))
+            "minutes_per_cell": minutes_per_cell, "likelihoods": list(likelihoods), "max_steps": max_steps,
+            "overrides": list(overrides)}))
     recordings = load_data(data, **(options or {}))
     base = load_config(None, [f"data.source={data}", f"model.preset={preset}",
                               f"train.max_minutes={minutes_per_cell}", f"train.max_steps={max_steps}",
@@ -160,6 +164,8 @@ def run_study(data: str, *, runs_dir="runs", horizons=(12, 25, 50), resume: str 
     base.data.options = options or {}
     if recordings[0].trials is not None and recordings[0].trials.events:
         base.data.align_event = "go_cue" if "go_cue" in recordings[0].trials.events else None
+    for item in overrides:
+        apply_override(base, item)
     cells = {}
     for name, cfg in cell_configs(base, horizons, likelihoods).items():
         cells[name] = run_cell(name, cfg, study_dir, recordings, log=log)
