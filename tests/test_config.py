@@ -71,3 +71,4 @@ def test_packaged_demo_config_loads():
     assert cfg.data.source == "synthetic:reach"
     assert cfg.sampling.feedback == "sample" and cfg.model.preset == "small"
     assert cfg.data.align_event == "go_cue"
+    assert cfg.data.events == ["target_on", "go_cue"] and cfg.sampling.kind == "linear"

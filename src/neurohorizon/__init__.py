@@ -2,12 +2,12 @@
 
 Python entry points (the CLI `neurohorizon` wraps the same functions):
 
-    from neurohorizon import Recording, load_data, forecast
+    from neurohorizon import Recording, load_data, load_run, forecast
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["Recording", "load_data", "forecast", "__version__"]
+__all__ = ["Recording", "load_data", "load_run", "forecast", "__version__"]
 
 
 def __getattr__(name):  # lazy: importing the package must not pull in torch
@@ -19,6 +19,10 @@ def __getattr__(name):  # lazy: importing the package must not pull in torch
         from neurohorizon.data.sources import load_data
 
         return load_data
+    if name == "load_run":
+        from neurohorizon.evaluation.loading import load_run
+
+        return load_run
     if name == "forecast":
         from neurohorizon.evaluation.forecast import forecast
 
