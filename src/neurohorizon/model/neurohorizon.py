@@ -457,13 +457,13 @@ class NeuroHorizon(nn.Module):
         )
 
     def _compiled_step(self):
-        """``_step`` through torch.compile, built once per model."""
-        if getattr(self, "_step_compiled", None) is None:
+        """``_step`` through torch.compile, built once per model and device type."""
+        device = next(self.parameters()).device.type
+        compiled = self.__dict__.setdefault("_compiled_steps", {})
+        if device not in compiled:
             # on CPU the C++ wrapper saves ~0.1 ms of Python per step (bench_model.py)
-            cpu = next(self.parameters()).device.type == "cpu"
-            step = torch.compile(self._step, options={"cpp_wrapper": cpu})
-            object.__setattr__(self, "_step_compiled", step)
-        return self._step_compiled
+            compiled[device] = torch.compile(self._step, options={"cpp_wrapper": device == "cpu"})
+        return compiled[device]
 
 
 def _device(batch: dict) -> torch.device:
