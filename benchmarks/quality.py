@@ -59,6 +59,8 @@ def run_dataset(name: str, minutes: float, runs_dir: Path, extra: list[str], reu
                 "teacher_forced_fp_bps": pooled.get("teacher_forced", {}).get("fp_bps"),
                 "oracle_fp_bps": pooled.get("oracle", {}).get("oracle_fp_bps"),
                 "fraction_of_oracle": pooled.get("oracle", {}).get("fraction_of_oracle"),
+                "causal_oracle_fp_bps": pooled.get("oracle", {}).get("causal_oracle_fp_bps"),
+                "fraction_of_causal_oracle": pooled.get("oracle", {}).get("fraction_of_causal_oracle"),
             }
     return {"source": source, "run": str(run_dir), "evaluation": str(out), "train_seconds": train_s,
             "horizons": metrics["horizons"], "fp_bps": table}

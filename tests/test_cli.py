@@ -57,13 +57,17 @@ def test_evaluate_writes_metrics_figures_and_report(trained):
         pooled = results["NeuroHorizon"][h]["pooled"]
         assert len(pooled["rollout"]["per_bin_fp_bps"]) == int(h)
         assert np.isfinite(pooled["oracle"]["oracle_fp_bps"]) and pooled["oracle"]["oracle_fp_bps"] > 0
+        # go-cue windows of synthetic reach also get the causal ceiling (best forecast from the past)
+        causal = pooled["oracle"]["causal_oracle_fp_bps"]
+        assert np.isfinite(causal) and pooled["oracle"]["fraction_of_causal_oracle"] == pytest.approx(
+            pooled["rollout"]["fp_bps"] / causal)
         # the null model scores ~0 with the NLB null (the training-mean null differs slightly)
         assert abs(results["mean_rate"][h]["pooled"]["rollout"]["fp_bps"]) < 0.1
     assert metrics["horizons"]["12"] == "12 bins (240 ms)"
     for fig in ("decay.png", "forecast_raster.png", "psth.png", "calibration.png"):
         assert (out / "figures" / fig).stat().st_size > 5000
     html = (out / "report.html").read_text()
-    assert "How far ahead" in html and "psth" in html
+    assert "How far ahead" in html and "psth" in html and "Causal oracle" in html
     second = evaluate_run(trained, baselines=["mean_rate"], n_samples=2, log=lambda *a: None)
     assert second != out and (out / "report.html").exists()  # earlier evaluations are kept
 

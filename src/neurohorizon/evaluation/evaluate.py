@@ -17,6 +17,7 @@ import torch
 from neurohorizon.data.binning import STANDARD_HORIZONS, horizon_label
 from neurohorizon.data.prepare import prepare_data
 from neurohorizon.evaluation.baselines import build_baseline
+from neurohorizon.evaluation.ceiling import attach_causal_oracle
 from neurohorizon.evaluation.evaluation_report import write_evaluation_report
 from neurohorizon.evaluation.loading import LoadedRun, load_run, match_units
 from neurohorizon.evaluation.metrics import summarize_forecast
@@ -85,6 +86,7 @@ def evaluate_predictions(predictions: dict, *, horizons, bin_size, null_rates, c
                     samples=g["samples"][:, :, :h] if (method == calib_method and g.get("samples") is not None) else None,
                     conditions=g["condition"],
                     true_expected=g["true_expected"][:, :h] if not np.isnan(g["true_expected"]).all() else None,
+                    causal_expected=g["causal_expected"][:, :h] if "causal_expected" in g else None,
                     null_rates=null_rates.get(s), bin_size=bin_size,
                 )
             if per_session:
@@ -117,7 +119,7 @@ def pool_sessions(per_session: dict) -> dict:
             val = pool((block, key))
             if val is not None:
                 out.setdefault(block, {})[key] = val
-    for path in (("oracle", "oracle_fp_bps"), ("oracle", "oracle_per_bin_fp_bps"),
+    for path in (("oracle", "oracle_fp_bps"), ("oracle", "oracle_per_bin_fp_bps"), ("oracle", "causal_oracle_fp_bps"),
                  ("oracle", "r2_vs_true_pooled"), ("psth", "psth_r2"), ("psth", "corr_per_step")):
         val = pool(path)
         if val is not None:
@@ -125,6 +127,9 @@ def pool_sessions(per_session: dict) -> dict:
     if "oracle" in out and "rollout" in out:  # ratio of pooled values, not a mean of ratios
         oracle = out["oracle"]["oracle_fp_bps"]
         out["oracle"]["fraction_of_oracle"] = out["rollout"]["fp_bps"] / oracle if oracle > 0 else float("nan")
+        causal = out["oracle"].get("causal_oracle_fp_bps", float("nan"))
+        if np.isfinite(causal):
+            out["oracle"]["fraction_of_causal_oracle"] = out["rollout"]["fp_bps"] / causal if causal > 0 else float("nan")
     cal = [v.get("calibration") for v in per_session.values()]
     if all(c is not None for c in cal):
         out["calibration"] = cal[0] if len(cal) == 1 else {"sessions": cal}
@@ -149,6 +154,7 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, unknown_units: str =
     for name, forecaster in fit_baselines(names, prepared, time_budget_s=baseline_budget_s, log=log).items():
         predictions[name] = predict_forecaster(forecaster, test)["groups"]
     horizons = [h for h in horizons if h <= prepared.spec.horizon_bins]
+    attach_causal_oracle(predictions, test.recordings, bin_size=prepared.spec.bin_size, log=log)
     # session indices of other data do not index the run's recordings: no training null there
     null_rates = train_null_rates(prepared.train) if data is None else {}
     results = evaluate_predictions(predictions, horizons=horizons, bin_size=prepared.spec.bin_size,

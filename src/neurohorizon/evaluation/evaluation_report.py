@@ -46,6 +46,12 @@ def horizon_table(results: dict, horizons: list[int], bin_size: float) -> tuple[
     if not np.all(np.isnan(np.asarray(oracle, dtype=float))):  # the ceiling, not a competitor
         lines.append("Oracle (true rates), the ceiling: " + ", ".join(
             f"{horizon_label(h, bin_size)} {v:.3f}" for h, v in zip(horizons, oracle)) + " bits/spike.")
+    causal = [_get(results.get(MODEL, {}), str(h), "pooled", "oracle", "causal_oracle_fp_bps") for h in horizons]
+    if not np.all(np.isnan(np.asarray(causal, dtype=float))):
+        lines.append("Causal oracle, the best any forecaster can expect from the past (it knows the latents up "
+                     "to the forecast start and averages over this trial's reaction time and future noise): "
+                     + ", ".join(f"{horizon_label(h, bin_size)} {v:.3f}" for h, v in zip(horizons, causal))
+                     + " bits/spike.")
     for j, h in enumerate(horizons):
         vals = {m: rows[i][j + 1] for i, m in enumerate(methods)}
         finite = {m: v for m, v in vals.items() if np.isfinite(v)}
@@ -62,7 +68,9 @@ def horizon_table(results: dict, horizons: list[int], bin_size: float) -> tuple[
             text += f"; NeuroHorizon reaches {ours:.3f}"
         frac = _get(results.get(MODEL, {}), str(h), "pooled", "oracle", "fraction_of_oracle")
         if np.isfinite(frac):
-            text += f" ({100 * frac:.0f}% of the oracle's bits/spike)"
+            text += f" ({100 * frac:.0f}% of the oracle's bits/spike"
+            causal = _get(results.get(MODEL, {}), str(h), "pooled", "oracle", "fraction_of_causal_oracle")
+            text += f", {100 * causal:.0f}% of the causal oracle's)" if np.isfinite(causal) else ")"
         lines.append(text + ".")
     table = Table(columns=cols, rows=rows, caption="Forecast bits/spike (rollout, NLB null) per horizon",
                   highlight_max=cols[1:])

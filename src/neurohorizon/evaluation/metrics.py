@@ -366,6 +366,7 @@ def summarize_forecast(
     samples=None,
     conditions=None,
     true_expected=None,
+    causal_expected=None,
     null_rates=None,
     bin_size: float = 0.02,
     psth_sigma_bins: float = 0.0,
@@ -380,6 +381,8 @@ def summarize_forecast(
         samples: (S, n, T, N) sampled trajectories for calibration.
         conditions: (n,) condition per row (-1 = none) for PSTH metrics.
         true_expected: (n, T, N) oracle expected counts, for oracle bits/spike and R² vs truth.
+        causal_expected: (n, T, N) causal-oracle expected counts (the best forecast from the
+            past, `data.synthetic.causal`), for the achievable ceiling; needs true_expected.
         null_rates: (N,) training-split mean count per bin; adds "train"-null bits/spike.
     """
     pred_mean, target = _np(pred_mean, "pred_mean"), _np(target, "target")
@@ -413,6 +416,10 @@ def summarize_forecast(
         true_expected = _np(true_expected, "true_expected")
         if not np.isnan(true_expected[~np.isnan(target)]).any():
             out["oracle"] = _oracle(pred_mean, true_expected, target, out["rollout"])
+            if causal_expected is not None:
+                causal = bits_per_spike(_np(causal_expected, "causal_expected"), target)
+                out["oracle"]["causal_oracle_fp_bps"] = causal
+                out["oracle"]["fraction_of_causal_oracle"] = fraction_of_oracle(out["rollout"]["fp_bps"], causal)
     if conditions is not None and (np.asarray(conditions) >= 0).any():
         truth = true_expected if "oracle" in out else target
         sigma = 0.0 if "oracle" in out else psth_sigma_bins

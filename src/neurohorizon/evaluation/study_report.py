@@ -24,9 +24,9 @@ def comparison_table(cells: dict) -> Table:
         tf, ro = _pooled(c, "teacher_forced", "fp_bps"), _pooled(c, "rollout", "fp_bps")
         rows.append([horizon_label(c["horizon"]), name.split("-", 1)[1], c["decoder"], c["likelihood"],
                      tf, ro, (tf - ro) / abs(ro) if np.isfinite(tf) and ro else np.nan,
-                     _pooled(c, "oracle", "fraction_of_oracle")])
+                     _pooled(c, "oracle", "fraction_of_oracle"), _pooled(c, "oracle", "fraction_of_causal_oracle")])
     return Table(columns=["horizon", "variant", "decoder", "likelihood", "teacher-forced bps",
-                          "rollout bps", "relative gap", "fraction of oracle"], rows=rows,
+                          "rollout bps", "relative gap", "fraction of oracle", "fraction of causal oracle"], rows=rows,
                  caption="Every cell of the study (bits/spike on held-out test windows, NLB null)")
 
 

@@ -36,6 +36,14 @@ def lognormal_mean_rates(rng, n, *, median_hz, sigma, lo=1.0, hi=40.0) -> np.nda
     return np.clip(rates, lo, hi)
 
 
+def _normalised_gain(latent, loadings, mean_hz):
+    """exp(C x) shifted for overflow safety, and the per-neuron scale giving mean rate mean_hz."""
+    drive = latent @ loadings.T  # (T, N)
+    shift = drive.max(axis=0, keepdims=True)  # overflow guard; the scale absorbs it
+    gain = np.exp(drive - shift)
+    return gain, shift[0], mean_hz / gain.mean(axis=0)
+
+
 def log_linear_rates(latent: np.ndarray, loadings: np.ndarray, mean_hz: np.ndarray) -> np.ndarray:
     """rate = exp(b + C x), with b chosen so each neuron's time-averaged rate is mean_hz.
 
@@ -47,11 +55,14 @@ def log_linear_rates(latent: np.ndarray, loadings: np.ndarray, mean_hz: np.ndarr
     Returns:
         (T, N) float32 rates in Hz (clipped to MAX_RATE_HZ).
     """
-    drive = latent @ loadings.T  # (T, N)
-    drive -= drive.max(axis=0, keepdims=True)  # overflow guard; b absorbs the shift
-    gain = np.exp(drive)
-    rates = gain * (mean_hz / gain.mean(axis=0))
-    return np.minimum(rates, MAX_RATE_HZ).astype(np.float32)
+    gain, _, scale = _normalised_gain(latent, loadings, mean_hz)
+    return np.minimum(gain * scale, MAX_RATE_HZ).astype(np.float32)
+
+
+def log_rate_offset(latent: np.ndarray, loadings: np.ndarray, mean_hz: np.ndarray) -> np.ndarray:
+    """(N,) the b of `log_linear_rates`: rate = min(exp(b + C x), MAX_RATE_HZ)."""
+    _, shift, scale = _normalised_gain(latent, loadings, mean_hz)
+    return np.log(scale) - shift
 
 
 def assemble(

@@ -47,10 +47,15 @@ ROT_LEAD = 0.150  # s, rotations start this long before movement onset
 TAU_ENV = 0.250  # s, movement envelope time scale
 TAU_OU = 0.300  # s, persistent single-trial latent noise
 LOG_SD = dict(task=1.2, cis=0.8, ou=0.3)  # log-rate modulation sd per latent source
+RT_MEAN, RT_SD, RT_RANGE = 0.32, 0.04, (0.22, 0.45)  # s, reaction time law (clipped normal)
 
 
 def _steps(seconds: float) -> int:
     return int(round(seconds / FINE_DT))
+
+
+ROT_LEAD_STEPS = _steps(ROT_LEAD)
+MOVE_SPAN_STEPS = _steps(ROT_LEAD + 2.5)  # support after rotation onset (envelope < 1e-3 by then)
 
 
 def _schedule(n_conditions, trials_per_condition, rng) -> dict:
@@ -58,7 +63,8 @@ def _schedule(n_conditions, trials_per_condition, rng) -> dict:
     n = n_conditions * trials_per_condition
     cond = np.concatenate([rng.permutation(n_conditions) for _ in range(trials_per_condition)])
     delay = rng.integers(_steps(0.3), _steps(0.8) + 1, size=n)
-    rt = np.clip(np.round(rng.normal(0.32, 0.04, size=n) / FINE_DT), _steps(0.22), _steps(0.45))
+    rt = np.round(rng.normal(RT_MEAN, RT_SD, size=n) / FINE_DT)
+    rt = np.clip(rt, _steps(RT_RANGE[0]), _steps(RT_RANGE[1]))
     gap = rng.integers(_steps(0.2), _steps(0.4) + 1, size=n)
     length = _steps(0.4) + delay + rt.astype(int) + _steps(0.8)
     start = _steps(0.5) + np.concatenate([[0], np.cumsum(length + gap)[:-1]])
@@ -79,32 +85,48 @@ def _prep_states(n_conditions, rng) -> np.ndarray:
     return states / np.linalg.norm(states, axis=1).mean()
 
 
-def _task_latent(sched, prep, rng) -> np.ndarray:
-    """(T, 7) task latent: 6-d prep/rotation state and the condition-invariant signal."""
-    n_trials = len(sched["cond"])
-    out = np.zeros((sched["total"], 2 * len(FREQS_HZ) + 1))
+def _trial_variability(n_trials, dims, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Per-trial gain (n,) and preparatory-state jitter (n, dims)."""
     gain = np.exp(0.15 * rng.standard_normal(n_trials))
-    jitter = 0.12 * rng.standard_normal((n_trials, prep.shape[1]))
+    jitter = 0.12 * rng.standard_normal((n_trials, dims))
+    return gain, jitter
+
+
+def prep_part(p, k0, steps) -> np.ndarray:
+    """(len(steps), 6) relaxation towards prep state p, `steps` fine steps after target onset k0."""
+    t = (steps - k0 + 0.5) * FINE_DT  # time since target onset, bin centres
+    return p * (1 - np.exp(-t / TAU_PREP))[:, None]
+
+
+def rotation_start(p, k0, kr) -> np.ndarray:
+    """(6,) state reached at rotation onset kr after relaxing from target onset k0."""
+    return p * (1 - np.exp(-(kr - k0) * FINE_DT / TAU_PREP))
+
+
+def movement_part(x_r, gain, tau) -> np.ndarray:
+    """(len(tau), 7) rotations from x_r plus the CIS, `tau` s after rotation onset."""
     omega = 2 * np.pi * np.repeat(np.asarray(FREQS_HZ), 2)
-    span = _steps(ROT_LEAD + 2.5)  # support after rotation onset (envelope < 1e-3 by then)
-    for i in range(n_trials):
+    env = (1 + 2 * tau / TAU_ENV) * np.exp(-tau / TAU_ENV)  # 1 at 0, peak 1.2, then 0
+    cos, sin = np.cos(omega * tau[:, None]), np.sin(omega * tau[:, None])
+    a, b = x_r[0::2], x_r[1::2]  # plane coordinates
+    out = np.empty((len(tau), len(x_r) + 1))
+    out[:, 0:-1:2] = env[:, None] * (cos[:, 0::2] * a - sin[:, 0::2] * b)
+    out[:, 1:-1:2] = env[:, None] * (sin[:, 0::2] * a + cos[:, 0::2] * b)
+    x = tau / ROT_LEAD  # condition-invariant transient, peak 1 (x gain) at movement onset
+    out[:, -1] = gain * x**2 * np.exp(2 * (1 - x))
+    return out
+
+
+def _task_latent(sched, prep, gain, jitter) -> np.ndarray:
+    """(T, 7) task latent: 6-d prep/rotation state and the condition-invariant signal."""
+    out = np.zeros((sched["total"], prep.shape[1] + 1))
+    for i in range(len(sched["cond"])):
         p = gain[i] * (prep[sched["cond"][i]] + jitter[i])
-        k0, kr = sched["target"][i], sched["move"][i] - _steps(ROT_LEAD)
-        t = (np.arange(kr - k0) + 0.5) * FINE_DT  # time since target onset, bin centres
-        out[k0:kr, :-1] = p * (1 - np.exp(-t / TAU_PREP))[:, None]
-        x_r = p * (1 - np.exp(-(kr - k0) * FINE_DT / TAU_PREP))
-        kend = min(kr + span, sched["total"])
+        k0, kr = sched["target"][i], sched["move"][i] - ROT_LEAD_STEPS
+        out[k0:kr, :-1] = prep_part(p, k0, np.arange(k0, kr))  # overwrites the last trial's tail
+        kend = min(kr + MOVE_SPAN_STEPS, sched["total"])
         tau = (np.arange(kend - kr) + 0.5) * FINE_DT  # time since rotation onset
-        env = (1 + 2 * tau / TAU_ENV) * np.exp(-tau / TAU_ENV)  # 1 at 0, peak 1.2, then 0
-        cos, sin = np.cos(omega * tau[:, None]), np.sin(omega * tau[:, None])
-        a, b = x_r[0::2], x_r[1::2]  # plane coordinates
-        rot = np.empty((len(tau), prep.shape[1]))
-        rot[:, 0::2] = cos[:, 0::2] * a - sin[:, 0::2] * b
-        rot[:, 1::2] = sin[:, 0::2] * a + cos[:, 0::2] * b
-        out[kr:kend, :-1] += env[:, None] * rot
-        # condition-invariant transient, peak 1 (x gain) at movement onset
-        x = tau / ROT_LEAD
-        out[kr:kend, -1] += gain[i] * x**2 * np.exp(2 * (1 - x))
+        out[kr:kend] += movement_part(rotation_start(p, k0, kr), gain[i], tau)
     return out
 
 
@@ -126,6 +148,33 @@ def _hand_velocity(sched, n_conditions) -> tuple[np.ndarray, np.ndarray]:
         theta = 2 * np.pi * c / n_conditions
         vel[k : k + len(s)] = speed[:, None] * [np.cos(theta), np.sin(theta)]
     return (np.arange(sched["total"]) + 0.5) * FINE_DT, vel
+
+
+def simulate_internals(n_neurons, n_conditions, trials_per_condition, seed) -> dict:
+    """Everything behind the rates: schedule, network, per-trial variability, latents.
+
+    The causal oracle (`reach_causal`) re-runs this to know what was fixed before a window.
+    """
+    net_rng, trial_rng, spike_rng = streams(seed)
+    # network: preparatory geometry and readout, independent of the trial draw
+    prep = _prep_states(n_conditions, net_rng)
+    mean_hz = lognormal_mean_rates(net_rng, n_neurons, median_hz=6.0, sigma=0.8)
+    d_task = prep.shape[1]
+    loadings = np.concatenate(
+        [
+            net_rng.standard_normal((n_neurons, d_task)) * LOG_SD["task"] / np.sqrt(d_task),
+            net_rng.standard_normal((n_neurons, 1)) * LOG_SD["cis"],
+            net_rng.standard_normal((n_neurons, 3)) * LOG_SD["ou"] / np.sqrt(3),
+        ],
+        axis=1,
+    )
+    sched = _schedule(n_conditions, trials_per_condition, trial_rng)
+    gain, jitter = _trial_variability(len(sched["cond"]), d_task, trial_rng)
+    latent = np.concatenate(
+        [_task_latent(sched, prep, gain, jitter), _ou(sched["total"], 3, TAU_OU, trial_rng)], 1
+    )
+    return dict(sched=sched, prep=prep, mean_hz=mean_hz, loadings=loadings, gain=gain,
+                jitter=jitter, latent=latent, spike_rng=spike_rng)
 
 
 def make_reach(
@@ -158,24 +207,9 @@ def make_reach(
     trials_per_condition = check_count(trials_per_condition, "trials_per_condition")
     if n_conditions > 360:
         raise ValueError(f"n_conditions must be <= 360 (1 degree labels), got {n_conditions}")
-    net_rng, trial_rng, spike_rng = streams(seed)
-    # network: preparatory geometry and readout, independent of the trial draw
-    prep = _prep_states(n_conditions, net_rng)
-    mean_hz = lognormal_mean_rates(net_rng, n_neurons, median_hz=6.0, sigma=0.8)
-    d_task = prep.shape[1]
-    loadings = np.concatenate(
-        [
-            net_rng.standard_normal((n_neurons, d_task)) * LOG_SD["task"] / np.sqrt(d_task),
-            net_rng.standard_normal((n_neurons, 1)) * LOG_SD["cis"],
-            net_rng.standard_normal((n_neurons, 3)) * LOG_SD["ou"] / np.sqrt(3),
-        ],
-        axis=1,
-    )
-    sched = _schedule(n_conditions, trials_per_condition, trial_rng)
-    latent = np.concatenate(
-        [_task_latent(sched, prep, trial_rng), _ou(sched["total"], 3, TAU_OU, trial_rng)], 1
-    )
-    rates = log_linear_rates(latent, loadings, mean_hz)
+    sim = simulate_internals(n_neurons, n_conditions, trials_per_condition, seed)
+    sched = sim["sched"]
+    rates = log_linear_rates(sim["latent"], sim["loadings"], sim["mean_hz"])
     labels = np.array([f"reach_{round(360 * c / n_conditions):03d}" for c in range(n_conditions)])
     sec = {k: sched[k] * FINE_DT for k in ("start", "target", "go", "move", "end")}
     trials = Trials(
@@ -198,7 +232,7 @@ def make_reach(
         rates=rates,
         noise=noise,
         dispersion=dispersion,
-        rng=spike_rng,
+        rng=sim["spike_rng"],
         params=params,
         trials=trials,
         behavior={"hand_vel": _hand_velocity(sched, n_conditions)},

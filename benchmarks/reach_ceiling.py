@@ -1,0 +1,73 @@
+"""How much of the reach oracle can any forecaster reach? The causal ceiling (JSON).
+
+    python benchmarks/reach_ceiling.py [--out benchmarks/results/reach_ceiling.json]
+
+The oracle's bits/spike uses the true future rates, which depend on things no model of the
+past can know at the go cue: this trial's reaction time (sd 40 ms) and the future of the
+single-trial OU noise. The causal oracle (`neurohorizon.data.synthetic.causal`) averages
+exactly over those and knows everything else; its bits/spike bounds every forecaster's
+expected score. Scored on the demo's test windows (go-cue aligned) and, for a steadier
+ratio, on every trial's go cue. Both use the NLB null of the evaluated spikes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from neurohorizon.config import load_config
+from neurohorizon.data.binning import bin_spikes_at_edges
+from neurohorizon.data.prepare import prepare_data
+from neurohorizon.data.synthetic.causal import ReachTruth, reach_causal_expected
+from neurohorizon.data.synthetic.oracle import expected_counts
+from neurohorizon.evaluation.metrics import bits_per_spike
+
+DEMO = Path(__file__).resolve().parents[1] / "src/neurohorizon/configs/demo.yaml"
+HORIZONS = (12, 25, 50)
+
+
+def observed(rec, starts, n_bins, bin_size):
+    times = np.asarray(rec.data.spikes.timestamps)
+    units = np.asarray(rec.data.spikes.unit_index)
+    n_units = len(rec.data.units.id)
+    return np.stack([bin_spikes_at_edges(times, units, n_units, s + bin_size * np.arange(n_bins + 1))
+                     for s in starts]).astype(float)
+
+
+def score(rec, truth, starts, bin_size) -> dict:
+    n = max(HORIZONS)
+    target = observed(rec, starts, n, bin_size)
+    oracle = np.stack([expected_counts(rec, start=s, n_steps=n, bin_size=bin_size) for s in starts])
+    causal = reach_causal_expected(rec, starts, n_bins=n, bin_size=bin_size, truth=truth)
+    out = {}
+    for h in HORIZONS:
+        o, c = bits_per_spike(oracle[:, :h], target[:, :h]), bits_per_spike(causal[:, :h], target[:, :h])
+        out[str(h)] = {"oracle_fp_bps": o, "causal_oracle_fp_bps": c, "causal_fraction_of_oracle": c / o}
+    return {"n_windows": len(starts), "fp_bps": out}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="benchmarks/results/reach_ceiling.json")
+    args = parser.parse_args(argv)
+    cfg = load_config(DEMO, [])
+    data = prepare_data(cfg.data)
+    rec = data.recordings[0]
+    truth = ReachTruth(rec)
+    bin_size = cfg.data.bin_size_ms / 1000
+    test_starts = [w.onset for w in data.test.windows]
+    all_starts = truth.sched["go"][1:] * 0.005  # every trial but the first (no earlier trial)
+    result = {"data": cfg.data.source, "null": "NLB (per-neuron mean of the evaluated spikes)",
+              "test_windows": score(rec, truth, test_starts, bin_size),
+              "all_go_cues": score(rec, truth, all_starts, bin_size)}
+    print(json.dumps(result, indent=1))
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
