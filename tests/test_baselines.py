@@ -1,5 +1,7 @@
 """Baselines on small hand-built synthetic batches (dicts of tensors)."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -242,3 +244,27 @@ def test_map_style_dataset_items_are_collated():
     torch.testing.assert_close(from_items.total, from_batches.total)
     glm = PoissonGLM(history=2, ridge=0.1).fit(items)
     assert list(glm.models) == [(4, 5, 6)]
+
+
+def test_glm_fit_respects_its_time_budget():
+    rng = np.random.default_rng(6)
+    X = torch.tensor(rng.normal(0, 1, (400, 6)))
+    Y = torch.tensor(rng.poisson(np.exp(X.numpy() @ rng.normal(0, 0.3, (6, 3)))).astype(float))
+    W, b, info = fit_poisson_ridge(X, Y, 0.01, deadline=time.monotonic() - 1)  # already past
+    assert info["stopped_early"] and info["n_iter"] == 0 and (W == 0).all()
+    _, _, full = fit_poisson_ridge(X, Y, 0.01)
+    assert not full["stopped_early"] and full["grad_norm"] < 1e-6 and full["n_iter"] < 500
+
+
+def test_glm_autoregressive_rollout_saturates_instead_of_diverging():
+    """A self-exciting fit (positive feedback) is capped at the largest training count."""
+    counts, _ = ar_counts(300, T=20, N=4, seed=7)
+    units = [1, 2, 3, 4]
+    glm = PoissonGLM(history=2, ridge=0.1).fit(split(counts, units, 300))
+    (model,) = glm.models.values()
+    model["W"] = torch.full_like(model["W"], 2.0)  # explosive feedback
+    pred = glm.predict(make_batch(counts[:20], units))
+    cap = torch.as_tensor(counts).amax((0, 1)).clamp(min=1).double()
+    assert torch.isfinite(pred).all() and (pred <= cap.float() + 1e-6).all()
+    saturated = torch.isclose(pred[:, -1], cap.float().expand_as(pred[:, -1])).all(1)
+    assert saturated.any()  # windows that start active run up to the cap and stay there

@@ -45,7 +45,7 @@ def train_null_rates(dataset, max_windows: int = 2000) -> dict[int, np.ndarray]:
 
 def baseline_options(name: str, time_budget_s: float) -> dict:
     """Caps that keep every baseline's fit within a few minutes on a 2-core CPU."""
-    glm = {"max_iter": 150, "ridges": (1e-2, 1e-1, 1.0)}
+    glm = {"max_iter": 150, "ridges": (1e-2, 1e-1, 1.0), "time_budget_s": time_budget_s}
     return {
         "glm_ar": {**glm, "max_samples": 20000},
         "glm_direct": {**glm, "max_windows": 1500},

@@ -15,6 +15,8 @@ Modes:
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -32,6 +34,7 @@ def fit_poisson_ridge(
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
     max_iter: int = 500,
     tol: float = 1e-7,
+    deadline: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Minimise  mean_i sum_k [exp(eta_ik) - y_ik eta_ik] + ridge/2 ||W||²,  eta = X W + b.
 
@@ -40,8 +43,10 @@ def fit_poisson_ridge(
 
     Args:
         X: (n, F) features; Y: (n, K) counts; init: optional warm start (W, b).
+        deadline: ``time.monotonic()`` value after which no new block of iterations starts
+            (the solution so far is returned, `info["stopped_early"]` set).
     Returns:
-        W (F, K), b (K,), info dict(loss, grad_norm (max abs gradient), n_evals).
+        W (F, K), b (K,), info dict(loss, grad_norm (max abs gradient), n_evals, n_iter).
     """
     X, Y = X.double(), Y.double()
     if init is None:
@@ -51,11 +56,12 @@ def fit_poisson_ridge(
         W, b = (t.detach().clone().double() for t in init)
     W.requires_grad_(True)
     b.requires_grad_(True)
+    block = 10  # iterations per L-BFGS call; its state (history) carries over between calls
     opt = torch.optim.LBFGS(
         [W, b],
         lr=1.0,
-        max_iter=max_iter,
-        max_eval=2 * max_iter,
+        max_iter=block,
+        max_eval=2 * block,
         tolerance_grad=tol,
         tolerance_change=1e-15,
         history_size=20,
@@ -75,11 +81,22 @@ def fit_poisson_ridge(
         loss.backward()
         return loss
 
-    opt.step(closure)
+    n_iter, stopped_early = 0, False
+    while n_iter < max_iter:
+        if deadline is not None and time.monotonic() > deadline:
+            stopped_early = True
+            break
+        evals_before = n_evals
+        opt.step(closure)
+        done = opt.state[opt._params[0]]["n_iter"] - n_iter
+        n_iter += done
+        if done < block and n_evals - evals_before < 2 * block:  # converged, not out of evaluations
+            break
     loss = objective()
     gW, gb = torch.autograd.grad(loss, [W, b])
     grad = max(float(gW.abs().max()), float(gb.abs().max()))
-    info = {"loss": float(loss.detach()), "grad_norm": grad, "n_evals": n_evals}
+    info = {"loss": float(loss.detach()), "grad_norm": grad, "n_evals": n_evals, "n_iter": n_iter,
+            "stopped_early": stopped_early}
     return W.detach(), b.detach(), info
 
 
@@ -96,6 +113,11 @@ class PoissonGLM(Baseline):
         ridge: fix the ridge (skips the search).
         max_windows: windows per session used for fitting/selection (evenly spaced).
         max_samples: cap on autoregressive (history, next bin) training pairs per session.
+        time_budget_s: wall-clock cap on `fit`, shared evenly by the remaining (session, ridge)
+            fits; a fit out of time keeps its iterate so far (recorded in the model's info).
+
+    Forecasts are capped at each unit's largest training count per bin (at least 1), so an
+    autoregressive rollout whose feedback loop is unstable saturates instead of diverging.
     """
 
     def __init__(
@@ -110,6 +132,7 @@ class PoissonGLM(Baseline):
         max_iter: int = 300,
         max_windows: int = 5000,
         max_samples: int = 50000,
+        time_budget_s: float | None = None,
         seed: int = 0,
     ):
         if mode not in ("autoregressive", "direct"):
@@ -120,7 +143,7 @@ class PoissonGLM(Baseline):
         self.ridges = [ridge] if ridge is not None else sorted(ridges, reverse=True)
         self.default_ridge = default_ridge if ridge is None else ridge
         self.max_iter, self.max_windows, self.max_samples = max_iter, max_windows, max_samples
-        self.seed = seed
+        self.seed, self.time_budget_s = seed, time_budget_s
         self.name = f"glm_{'ar' if mode == 'autoregressive' else 'direct'}"
         self.models: dict[tuple, dict] = {}
 
@@ -130,9 +153,20 @@ class PoissonGLM(Baseline):
         valid = (
             collect_by_units(valid_dataset, self.max_windows) if valid_dataset is not None else {}
         )
+        self._end = None if self.time_budget_s is None else time.monotonic() + self.time_budget_s
+        self._fits_left = len(train) * len(self.ridges)
         for key, g in train.items():
             self.models[key] = self._fit_session(g, valid.get(key))
         return self
+
+    def _deadline(self) -> float | None:
+        """End of the next fit: an even share of the remaining budget."""
+        if self._end is None:
+            return None
+        now = time.monotonic()
+        share = max(self._end - now, 0.0) / max(self._fits_left, 1)
+        self._fits_left -= 1
+        return now + share
 
     def _fit_session(self, g: dict, valid: dict | None) -> dict:
         if g["context"].shape[1] < self.L:
@@ -143,16 +177,18 @@ class PoissonGLM(Baseline):
         X, Y = self._design(g["context"], g["target"])
         mu, sd = X.mean(0), X.std(0).clamp(min=1e-6)
         X = (X - mu) / sd
+        cap = torch.cat([g["context"], g["target"]], 1).double().amax((0, 1)).clamp(min=1.0)  # (N,)
         ridges = self.ridges if valid is not None else [self.default_ridge]
         best, init, scores = None, None, {}
         for r in ridges:  # strongest first, each warm-starting the next
-            W, b, info = fit_poisson_ridge(X, Y, r, init=init, max_iter=self.max_iter)
+            W, b, info = fit_poisson_ridge(X, Y, r, init=init, max_iter=self.max_iter, deadline=self._deadline())
             init = (W, b)
             model = {
                 "W": W,
                 "b": b,
                 "mu": mu,
                 "sd": sd,
+                "cap": cap,
                 "ridge": r,
                 "info": info,
                 "horizon": g["target"].shape[1],
@@ -187,6 +223,11 @@ class PoissonGLM(Baseline):
         x = (self._features(hist) - model["mu"]) / model["sd"]
         return (x @ model["W"] + model["b"]).clamp(*ETA_RANGE)
 
+    def _rate(self, model: dict, hist: torch.Tensor) -> torch.Tensor:
+        """Expected counts (n, K) from history, capped at each unit's largest training count."""
+        rate = self._eta(model, hist).exp()
+        return torch.minimum(rate.reshape(len(rate), -1, len(model["cap"])), model["cap"]).reshape(rate.shape)
+
     def _forecast(self, model: dict, ctx: torch.Tensor, T: int, generator=None) -> torch.Tensor:
         """(G, Tc, N) context -> (G, T, N) expected counts (sampled counts if generator)."""
         ctx = ctx.double()
@@ -196,11 +237,11 @@ class PoissonGLM(Baseline):
                 raise ValueError(
                     f"PoissonGLM(direct): fitted for {model['horizon']} bins, asked for {T}"
                 )
-            mean = self._eta(model, ctx[:, -self.L :]).exp().reshape(len(ctx), -1, N)[:, :T]
+            mean = self._rate(model, ctx[:, -self.L :]).reshape(len(ctx), -1, N)[:, :T]
             return mean if generator is None else torch.poisson(mean, generator=generator)
         hist, out = ctx[:, -self.L :], []
         for _ in range(T):
-            step = self._eta(model, hist).exp()
+            step = self._rate(model, hist)
             if generator is not None:
                 step = torch.poisson(step, generator=generator)
             out.append(step)
