@@ -178,3 +178,15 @@ def test_event_conditioned_run_trains_loads_and_forecasts(tmp_path, reach):
                                  domain=reach.domain)
     with pytest.raises(ValueError, match=r"no trial event\(s\) \['target_on', 'go_cue'\]"):
         forecast(loaded, bare, start=go, n_samples=2)
+
+
+def test_warns_when_the_time_cap_cuts_the_schedules_short(tmp_path, reach, monkeypatch, capsys):
+    """max_steps sets the LR cosine and the SS schedule; a binding max_minutes leaves both unfinished."""
+    import neurohorizon.training.trainer as trainer
+
+    monkeypatch.setattr(trainer, "PACE_STEPS", 3)
+    cfg = tiny_cfg("train.max_steps=100000", "train.max_minutes=0.02", "train.eval_every=1000")
+    train_run(cfg, runs_dir=tmp_path / "capped", recordings=[reach], quiet=True)
+    assert "will not finish (lower train.max_steps)" in capsys.readouterr().out
+    train_run(tiny_cfg(), runs_dir=tmp_path / "fits", recordings=[reach], quiet=True)
+    assert "will not finish" not in capsys.readouterr().out

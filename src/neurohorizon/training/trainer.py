@@ -39,6 +39,9 @@ class TrainState:
     best_step: int = -1
 
 
+PACE_STEPS = 100  # steps timed before checking that max_steps fits in max_minutes
+
+
 def schedule_from(cfg: SamplingConfig) -> ScheduleConfig:
     return ScheduleConfig(
         kind=cfg.kind, unit=cfg.unit, warmup=cfg.warmup, floor=cfg.floor,
@@ -251,6 +254,7 @@ class Trainer:
         bar = tqdm(total=end, initial=self.state.step, desc="train", disable=self.rank != 0,
                    dynamic_ncols=True)
         batches = self._batches()
+        pace = (time.monotonic(), self.state.step)
         while self.state.step < end and time.monotonic() < deadline:
             epoch, b, batch = next(batches)
             row = self.train_step(batch)
@@ -260,6 +264,8 @@ class Trainer:
             bar.set_postfix(loss=f"{row['loss']:.4f}", eps=f"{row['eps']:.2f}")
             if self.state.step % tc.log_every == 0 or self.state.step == 1:
                 self.logger.log("train", {"step": self.state.step, "epoch": epoch, **row})
+            if self.state.step - pace[1] == PACE_STEPS:
+                self._warn_if_time_cap_binds(pace, deadline, end)
             if self.state.step % tc.eval_every == 0:
                 self._evaluate_and_checkpoint()
             elif self.state.step % tc.checkpoint_every == 0:
@@ -269,6 +275,15 @@ class Trainer:
             self._evaluate_and_checkpoint()
         self.logger.close()
         return self.state
+
+    def _warn_if_time_cap_binds(self, pace: tuple, deadline: float, end: int) -> None:
+        """The LR cosine and the sampling schedule follow max_steps; say so if the clock stops first."""
+        now = time.monotonic()
+        reach = self.state.step + (deadline - now) * PACE_STEPS / max(now - pace[0], 1e-9)
+        if reach < 0.9 * end and self.rank == 0:
+            tqdm.write(f"warning: at this pace train.max_minutes={self.cfg.train.max_minutes:g} stops the run near "
+                       f"step {reach:.0f} of {end}; the learning-rate cosine and the scheduled-sampling "
+                       f"schedule follow train.max_steps and will not finish (lower train.max_steps).")
 
     def _evaluate_and_checkpoint(self) -> None:
         metrics = self.validate()
