@@ -50,8 +50,10 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_resume_continues_exactly(tmp_path, reach, one_thread):
-    cfg = tiny_cfg("sampling.kind=linear", "sampling.n=6", "train.unit_dropout=0.2")
+@pytest.mark.parametrize("predictions_from", ["passes", "rollout"])
+def test_resume_continues_exactly(tmp_path, reach, one_thread, predictions_from):
+    cfg = tiny_cfg("sampling.kind=linear", "sampling.n=6", "train.unit_dropout=0.2",
+                   f"sampling.predictions_from={predictions_from}")
     full = train_run(cfg, runs_dir=tmp_path / "a", recordings=[reach], quiet=True)
     half = train_run(cfg, runs_dir=tmp_path / "b", recordings=[reach], quiet=True, stop_after=4)
     assert load_checkpoint(half / "last.pt")["step"] == 4
@@ -130,6 +132,11 @@ def test_scheduled_sampling_feeds_back_model_predictions(tmp_path, reach):
     a = trainer.model_inputs(batch, 0.0, torch.Generator().manual_seed(5))
     b = trainer.model_inputs(batch, 0.0, torch.Generator().manual_seed(5))
     assert torch.equal(a, b) and torch.equal(a, a.round()) and not torch.equal(a, batch["target_counts"])
+    # predictions from a free-running rollout: at eps = 0 exactly the counts inference feeds back
+    cfg.sampling.predictions_from = "rollout"
+    fed = trainer.model_inputs(batch, 0.0, torch.Generator().manual_seed(7))
+    rolled = model.rollout(batch, lik, n_steps=fed.shape[1], feedback="sample", generator=torch.Generator().manual_seed(7))
+    assert torch.equal(fed, rolled["counts"][0]) and not torch.equal(fed, a)
 
 
 def _run_torchrun(tmp_path: Path, cfg, nproc: int) -> Path:

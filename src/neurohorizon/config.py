@@ -64,6 +64,10 @@ class SamplingConfig:
     k: float = 0.999  # exponential base (<1) or inverse-sigmoid k (>=1)
     feedback: str = "sample"  # sample | mean: what is fed back, in training AND rollout
     passes: int = 2  # parallel scheduled-sampling passes (>= 2)
+    # where the model's own counts come from: "passes" (no-grad teacher-forced passes, the
+    # two-pass scheme) or "rollout" (a KV-cached free-running rollout: exactly the inputs of
+    # inference, since no bin of it has seen the ground truth)
+    predictions_from: str = "passes"
 
 
 @dataclass

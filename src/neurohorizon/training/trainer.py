@@ -142,14 +142,23 @@ class Trainer:
         return teacher_forcing_prob(self.schedule, step=self.state.step, epoch=self.state.epoch)
 
     def model_inputs(self, batch, eps: float, generator: torch.Generator):
-        """Parallel scheduled sampling: no-grad passes, fed-back counts mixed with the truth."""
+        """Scheduled sampling: the model's own counts (no-grad passes or a free-running rollout)
+        mixed with the truth."""
         truth = batch["target_counts"]
         if not self.autoregressive:
             return None
         inputs = truth
         if eps >= 1.0:
             return inputs
-        for _ in range(self.cfg.sampling.passes - 1):
+        sc = self.cfg.sampling
+        if sc.predictions_from == "rollout":
+            with self._autocast():
+                own = self.raw_model.rollout(batch, self.likelihood, n_steps=truth.shape[1],
+                                             feedback=sc.feedback, generator=generator)["counts"][0]
+            return mix_inputs(truth, own.float().clone(), eps, generator)[0]  # clone: a normal tensor
+        if sc.predictions_from != "passes":
+            raise ValueError(f"sampling.predictions_from must be 'passes' or 'rollout', got {sc.predictions_from!r}")
+        for _ in range(sc.passes - 1):
             with torch.no_grad(), self._autocast():
                 params = self.model(batch, inputs).float()
             predicted = feedback_counts(self.likelihood, params, self.cfg.sampling.feedback, generator)
