@@ -102,5 +102,9 @@ def test_clear_errors(rec, truth):
         reach_causal_expected(rec, [truth.sched["go"][3] * FINE_DT + 0.01], n_bins=10, truth=truth)
     with pytest.raises(ValueError, match="past the shortest trial"):
         reach_causal_expected(rec, [truth.sched["go"][3] * FINE_DT], n_bins=60, truth=truth)
+    other = make_reach(n_neurons=30, trials_per_condition=5, seed=4)
+    other.data.true_rate.rates[:] *= 1.01  # a recording edited after generation
+    with pytest.raises(RecordingError, match="differ from a re-simulation"):
+        ReachTruth(other)
     with pytest.raises(RecordingError, match="needs synthetic reach"):
         ReachTruth(make_lorenz(n_neurons=10, duration=20.0, seed=0))

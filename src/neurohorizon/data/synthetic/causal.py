@@ -43,6 +43,19 @@ class ReachTruth:
         self.p = sim["gain"][:, None] * (sim["prep"][self.sched["cond"]] + sim["jitter"])
         self.c_task, self.c_ou = sim["loadings"][:, :N_TASK], sim["loadings"][:, N_TASK:]
         self.offset = log_rate_offset(sim["latent"], sim["loadings"], sim["mean_hz"])
+        self._check_against(rec)
+
+    def _check_against(self, rec: Recording) -> None:
+        """The re-simulation must reproduce the stored true rates (e.g. not a unit subset)."""
+        stored = np.asarray(rec.data.true_rate.rates) if rec.has_true_rate else np.empty((0, 0))
+        if stored.shape != (self.sched["total"], len(self.offset)):
+            raise RecordingError(f"{self.source}: stored true rates {stored.shape} do not match the "
+                                 "generator parameters; the causal oracle needs the unmodified recording")
+        steps = np.linspace(0, len(stored) - 1, 64).astype(int)
+        drive = self.offset + self.latent[steps, :N_TASK] @ self.c_task.T + self.latent[steps, N_TASK:] @ self.c_ou.T
+        if not np.allclose(np.minimum(np.exp(drive), MAX_RATE_HZ), stored[steps], rtol=1e-5):
+            raise RecordingError(f"{self.source}: stored true rates differ from a re-simulation with "
+                                 "its generator parameters; the causal oracle needs the unmodified recording")
 
     def trial_at_go(self, start: float) -> int:
         g = int(round(start / FINE_DT))
