@@ -48,7 +48,8 @@ def test_presets_sizes():
     assert 30_000 < count_parameters(from_config("tiny", IDS[:100], n_params=1)) < 70_000
     ids100 = [f"s/u{i}" for i in range(100)]
     assert 4.0e6 <= count_parameters(from_config("small", ids100, n_params=1)) <= 4.4e6
-    assert set(PRESETS) == {"tiny", "small", "base"}
+    assert 1.2e5 <= count_parameters(from_config("compact", ids100, n_params=1)) <= 2.0e5
+    assert set(PRESETS) == {"tiny", "compact", "small", "base"}
     with pytest.raises(ValueError, match="unknown model preset"):
         from_config("huge", IDS, n_params=1)
 

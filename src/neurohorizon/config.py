@@ -40,7 +40,7 @@ class DataConfig:
 
 @dataclass
 class ModelSection:
-    preset: str = "small"  # tiny | small | base
+    preset: str = "small"  # tiny | compact | small | base
     decoder: str = "autoregressive"  # autoregressive | parallel | causal
     overrides: dict = field(default_factory=dict)  # any ModelConfig field, e.g. {dim: 96}
 

@@ -31,6 +31,10 @@ PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(
         dim=32, depth_enc=1, depth_dec=1, heads=2, n_latents_per_step=2, ffn_mult=2
     ),
+    # ~0.16M params: small datasets (~100 trials), where "small" overfits (README, pmd)
+    "compact": ModelConfig(
+        dim=64, depth_enc=1, depth_dec=1, heads=4, n_latents_per_step=4, ffn_mult=2, dropout=0.1
+    ),
     # ~4.2M params: CPU training
     "small": ModelConfig(
         dim=256, depth_enc=2, depth_dec=2, heads=4, n_latents_per_step=4, ffn_mult=3, dropout=0.1
