@@ -137,6 +137,9 @@ def test_scheduled_sampling_feeds_back_model_predictions(tmp_path, reach):
     fed = trainer.model_inputs(batch, 0.0, torch.Generator().manual_seed(7))
     rolled = model.rollout(batch, lik, n_steps=fed.shape[1], feedback="sample", generator=torch.Generator().manual_seed(7))
     assert torch.equal(fed, rolled["counts"][0]) and not torch.equal(fed, a)
+    with pytest.raises(ValueError, match="predictions_from must be one of"):
+        Trainer(model=model, likelihood=lik, data=data, cfg=tiny_cfg("sampling.predictions_from=future"),
+                run_dir=tmp_path / "bad", device=torch.device("cpu"))
 
 
 def _run_torchrun(tmp_path: Path, cfg, nproc: int) -> Path:

@@ -39,6 +39,7 @@ class TrainState:
     best_step: int = -1
 
 
+PREDICTION_SOURCES = ("passes", "rollout")  # where scheduled sampling gets the model's own counts
 PACE_STEPS = 100  # steps timed before checking that max_steps fits in max_minutes
 
 
@@ -111,6 +112,9 @@ class Trainer:
             self.optimizer, warmup_cosine(cfg.train.warmup_steps, cfg.train.max_steps)
         )
         self.schedule = schedule_from(cfg.sampling)
+        if cfg.sampling.predictions_from not in PREDICTION_SOURCES:
+            raise ValueError(f"sampling.predictions_from must be one of {PREDICTION_SOURCES}, "
+                             f"got {cfg.sampling.predictions_from!r}")
         self.state = TrainState()
         self.autoregressive = getattr(model, "decoder_kind", "autoregressive") == "autoregressive"
         self.amp = cfg.train.amp and device.type == "cuda"
@@ -156,8 +160,6 @@ class Trainer:
                 own = self.raw_model.rollout(batch, self.likelihood, n_steps=truth.shape[1],
                                              feedback=sc.feedback, generator=generator)["counts"][0]
             return mix_inputs(truth, own.float().clone(), eps, generator)[0]  # clone: a normal tensor
-        if sc.predictions_from != "passes":
-            raise ValueError(f"sampling.predictions_from must be 'passes' or 'rollout', got {sc.predictions_from!r}")
         for _ in range(sc.passes - 1):
             with torch.no_grad(), self._autocast():
                 params = self.model(batch, inputs).float()
