@@ -20,7 +20,7 @@ from neurohorizon.evaluation.baselines import build_baseline
 from neurohorizon.evaluation.ceiling import attach_causal_oracle
 from neurohorizon.evaluation.evaluation_report import write_evaluation_report
 from neurohorizon.evaluation.loading import LoadedRun, load_run, match_units
-from neurohorizon.evaluation.metrics import summarize_forecast
+from neurohorizon.evaluation.metrics import fraction_of_oracle, summarize_forecast
 from neurohorizon.evaluation.predict import predict_dataset, predict_forecaster
 from neurohorizon.runs import new_run_dir
 
@@ -126,10 +126,10 @@ def pool_sessions(per_session: dict) -> dict:
             out.setdefault(path[0], {})[path[1]] = val
     if "oracle" in out and "rollout" in out:  # ratio of pooled values, not a mean of ratios
         oracle = out["oracle"]["oracle_fp_bps"]
-        out["oracle"]["fraction_of_oracle"] = out["rollout"]["fp_bps"] / oracle if oracle > 0 else float("nan")
-        causal = out["oracle"].get("causal_oracle_fp_bps", float("nan"))
-        if np.isfinite(causal):
-            out["oracle"]["fraction_of_causal_oracle"] = out["rollout"]["fp_bps"] / causal if causal > 0 else float("nan")
+        out["oracle"]["fraction_of_oracle"] = fraction_of_oracle(out["rollout"]["fp_bps"], oracle)
+        if "causal_oracle_fp_bps" in out["oracle"]:
+            out["oracle"]["fraction_of_causal_oracle"] = fraction_of_oracle(
+                out["rollout"]["fp_bps"], out["oracle"]["causal_oracle_fp_bps"])
     cal = [v.get("calibration") for v in per_session.values()]
     if all(c is not None for c in cal):
         out["calibration"] = cal[0] if len(cal) == 1 else {"sessions": cal}

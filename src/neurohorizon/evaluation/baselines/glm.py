@@ -154,7 +154,7 @@ class PoissonGLM(Baseline):
             collect_by_units(valid_dataset, self.max_windows) if valid_dataset is not None else {}
         )
         self._end = None if self.time_budget_s is None else time.monotonic() + self.time_budget_s
-        self._fits_left = len(train) * len(self.ridges)
+        self._fits_left = sum(len(self.ridges) if key in valid else 1 for key in train)  # as in _fit_session
         for key, g in train.items():
             self.models[key] = self._fit_session(g, valid.get(key))
         return self
