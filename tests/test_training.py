@@ -192,10 +192,14 @@ def test_event_conditioned_run_trains_loads_and_forecasts(tmp_path, reach):
 
 def test_warns_when_the_time_cap_cuts_the_schedules_short(tmp_path, reach, monkeypatch, capsys):
     """max_steps sets the LR cosine and the SS schedule; a binding max_minutes leaves both unfinished."""
+    import types
+
     import neurohorizon.training.trainer as trainer
 
+    clock = iter(range(0, 10**6, 10))  # every reading advances 10 s: independent of machine speed
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(monotonic=lambda: float(next(clock))))
     monkeypatch.setattr(trainer, "PACE_STEPS", 3)
-    cfg = tiny_cfg("train.max_steps=100000", "train.max_minutes=0.02", "train.eval_every=1000")
+    cfg = tiny_cfg("train.max_steps=100000", "train.max_minutes=1", "train.eval_every=1000")
     train_run(cfg, runs_dir=tmp_path / "capped", recordings=[reach], quiet=True)
     assert "will not finish (lower train.max_steps)" in capsys.readouterr().out
     train_run(tiny_cfg(), runs_dir=tmp_path / "fits", recordings=[reach], quiet=True)
