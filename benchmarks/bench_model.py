@@ -56,8 +56,8 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def train_throughput(model, lik, batch, *, steps: int, warmup: int) -> float:
-    """Windows per second for full optimisation steps."""
+def train_throughput(model, lik, batch, *, steps: int, warmup: int, bf16: bool = False) -> float:
+    """Windows per second for full optimisation steps (bf16: CUDA autocast, as the trainer does)."""
     device = batch["units"].device
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model.train()
@@ -66,7 +66,8 @@ def train_throughput(model, lik, batch, *, steps: int, warmup: int) -> float:
         if i == warmup:
             _sync(device)
             t0 = time.perf_counter()
-        params = model(batch, batch["target_counts"])
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            params = model(batch, batch["target_counts"])
         loss = lik.nll(params, batch["target_counts"]).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -215,7 +216,12 @@ def run(device: torch.device, *, quick: bool) -> dict:
         out["encoder_cross_attn_fwd_bwd_B16"] = encoder_cross_attn_ms(
             model, B=16, S=2700, N=100, repeats=3 if quick else 5
         )
-    if device.type == "cuda":
+    if device.type == "cuda":  # a GPU is latency-bound at batch 16: bf16 and larger batches too
+        out["train_windows_per_s_bf16"] = train_throughput(model, lik, train_batch, steps=steps,
+                                                           warmup=2, bf16=True)
+        big = make_batch(B=128, N=100, Tc=25, T=50, spikes=2500, device=device)
+        for name, bf16 in (("train_windows_per_s_B128", False), ("train_windows_per_s_B128_bf16", True)):
+            out[name] = train_throughput(model, lik, big, steps=steps, warmup=2, bf16=bf16)
         out["cuda_peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
 
@@ -224,6 +230,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
+    ap.add_argument("--devices", default="cpu,cuda", help="comma list; cuda is skipped when absent")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_model.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -239,24 +246,31 @@ def main() -> None:
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
         "threads": args.threads,
-        "cpu": run(torch.device("cpu"), quick=args.quick),
     }
-    results["cpu"]["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if torch.cuda.is_available():
+    devices = args.devices.split(",")
+    if "cpu" in devices:
+        results["cpu"] = run(torch.device("cpu"), quick=args.quick)
+        results["cpu"]["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if "cuda" in devices and torch.cuda.is_available():
         results["cuda"] = run(torch.device("cuda"), quick=args.quick)
         results["cuda"]["device"] = torch.cuda.get_device_name()
-    targets = {
-        "train_windows_per_s >= 9": results["cpu"]["train_windows_per_s"] >= 9,
-        "rollout50_ms_kv_cache < 20": results["cpu"]["rollout50_ms_kv_cache"] < 20,
-        "kv_cache_speedup >= 5": results["cpu"]["kv_cache_speedup"] >= 5,
-        "rollout50_ms_kv_cache_compiled < 20": results["cpu"]["rollout50_ms_kv_cache_compiled"] < 20,
-        "kv_cache_compiled_speedup >= 5": results["cpu"]["kv_cache_compiled_speedup"] >= 5,
-        "kv_cache_speedup_vs_full_forward >= 5": results["cpu"]["kv_cache_speedup_vs_full_forward"] >= 5,
-    }
-    results["targets_met"] = targets
+    if "cpu" in results:
+        results["targets_met"] = cpu_targets(results["cpu"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
+
+
+def cpu_targets(cpu: dict) -> dict:
+    """The issue's CPU targets, met or not."""
+    return {
+        "train_windows_per_s >= 9": cpu["train_windows_per_s"] >= 9,
+        "rollout50_ms_kv_cache < 20": cpu["rollout50_ms_kv_cache"] < 20,
+        "kv_cache_speedup >= 5": cpu["kv_cache_speedup"] >= 5,
+        "rollout50_ms_kv_cache_compiled < 20": cpu["rollout50_ms_kv_cache_compiled"] < 20,
+        "kv_cache_compiled_speedup >= 5": cpu["kv_cache_compiled_speedup"] >= 5,
+        "kv_cache_speedup_vs_full_forward >= 5": cpu["kv_cache_speedup_vs_full_forward"] >= 5,
+    }
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ DATA_HELP = (
     "'recipe:NAME' for a shared dataset (pmd_reach_yu2009, aplysia_bruno2017, adn_peyrache2015), "
     "a NeuroHorizon/brainsets .h5 file, an .nwb file, or a folder of .h5 files"
 )
+DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:N; a run trained on a GPU loads on a CPU"
 
 DESCRIPTION = """\
 NeuroHorizon forecasts the future spiking of a recorded neural population: from the last
@@ -78,7 +79,7 @@ def cmd_evaluate(args) -> None:
     from neurohorizon.evaluation.evaluate import evaluate_run
 
     out = evaluate_run(Path(args.run), data=args.data, unknown_units=args.unknown_units,
-                       n_samples=args.samples, baselines=not args.no_baselines)
+                       n_samples=args.samples, baselines=not args.no_baselines, device=args.device)
     print(f"evaluation written to {out}")
 
 
@@ -86,7 +87,7 @@ def cmd_forecast(args) -> None:
     from neurohorizon.evaluation.forecast import forecast_to_files
 
     out = forecast_to_files(Path(args.run), data=args.data, start=args.start, n_samples=args.samples,
-                            session=args.session, unknown_units=args.unknown_units)
+                            session=args.session, unknown_units=args.unknown_units, device=args.device)
     print(f"forecast written to {out}")
 
 
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="units absent from training: drop them, or stop listing the mismatch")
     p.add_argument("--samples", type=int, default=20, help="sampled trajectories for calibration")
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("forecast", help="forecast from a trained run; writes NPZ and a figure")
@@ -151,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session", help="session id when DATA has several")
     p.add_argument("--samples", type=int, default=10, help="sampled trajectories (default 10)")
     p.add_argument("--unknown-units", choices=["known-only", "error"], default="error")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_forecast)
 
     p = sub.add_parser("demo", help="generate, inspect, train, evaluate and report on synthetic reach data")

@@ -138,10 +138,11 @@ def pool_sessions(per_session: dict) -> dict:
 
 def evaluate_run(run_dir: Path, *, data: str | None = None, unknown_units: str = "error",
                  n_samples: int = 20, baselines: bool | list = True, horizons=STANDARD_HORIZONS,
-                 baseline_budget_s: float = 120.0, out_dir: Path | None = None, log=print) -> Path:
+                 baseline_budget_s: float = 120.0, out_dir: Path | None = None, device: str = "auto",
+                 log=print) -> Path:
     """Evaluate a run on its test split (or on `data`); returns the evaluation folder."""
     torch.set_flush_denormal(True)
-    run = load_run(run_dir)
+    run = load_run(run_dir, device=device)
     prepared, test = _eval_data(run, data, unknown_units)
     out = new_run_dir(run.run_dir / "evaluations", "eval") if out_dir is None else Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -79,7 +79,8 @@ def forecast(run: str | Path | LoadedRun, recording: Recording, *, start: float 
 
 
 def forecast_to_files(run_dir: Path, *, data: str, start: float | None, n_samples: int,
-                      session: str | None = None, unknown_units: str = "error") -> Path:
+                      session: str | None = None, unknown_units: str = "error",
+                      device: str = "auto") -> Path:
     """`neurohorizon forecast`: forecast.npz and forecast.png in a new folder of the run."""
     from neurohorizon.data.sources import load_data
     from neurohorizon.evaluation import figures
@@ -93,7 +94,7 @@ def forecast_to_files(run_dir: Path, *, data: str, start: float | None, n_sample
     elif len(recordings) > 1:
         ids = [r.session_id for r in recordings]
         raise ValueError(f"{data} holds {len(ids)} sessions; choose one with --session ({ids[:5]} ...)")
-    run = load_run(run_dir)
+    run = load_run(run_dir, device=device)
     fc = forecast(run, recordings[0], start=start, n_samples=n_samples, unknown_units=unknown_units)
     out = new_run_dir(Path(run_dir) / "forecasts", "forecast")
     fc.save_npz(out / "forecast.npz")

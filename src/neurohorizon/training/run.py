@@ -31,8 +31,13 @@ def log_mean_counts(dataset, n_vocab: int, max_windows: int = 2048) -> torch.Ten
 
 
 def pick_device(name: str) -> torch.device:
+    """auto | cpu | cuda | cuda:N; asking for CUDA where there is none is a clear error."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but this PyTorch sees no CUDA GPU; use cpu or auto")
+    if name.split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
     if name == "cuda" and dist_utils.is_distributed():
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)

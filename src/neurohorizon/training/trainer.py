@@ -247,7 +247,8 @@ class Trainer:
         return save_checkpoint(self.checkpoint_state(), self.run_dir / name)
 
     def resume(self, path: Path) -> None:
-        state = load_checkpoint(path, map_location=self.device)
+        # on the CPU: the RNG state must stay a CPU tensor; load_state_dict moves the rest
+        state = load_checkpoint(path)
         self.raw_model.load_state_dict(state["model"])
         self.likelihood.load_state_dict(state["likelihood"])
         self.optimizer.load_state_dict(state["optimizer"])
