@@ -78,7 +78,7 @@ def train_throughput(model, lik, batch, *, steps: int, warmup: int, bf16: bool =
 
 def rollout_ms(
     model, lik, batch, *, n_steps: int, use_cache: bool, repeats: int, n_samples: int = 1,
-    compile: bool = False,
+    compile: bool = False, cuda_graph: bool = False,
 ) -> float:
     """Median wall time (ms) of one rollout (encoder included); compile traces before timing."""
     device = batch["units"].device
@@ -89,7 +89,7 @@ def rollout_ms(
         t0 = time.perf_counter()
         model.rollout(
             batch, lik, n_steps=n_steps, feedback="mean", use_cache=use_cache,
-            n_samples=n_samples, compile=compile,
+            n_samples=n_samples, compile=compile, cuda_graph=cuda_graph,
         )
         _sync(device)
         if i >= 2:  # first two are warm-up
@@ -216,6 +216,12 @@ def run(device: torch.device, *, quick: bool) -> dict:
         out["encoder_cross_attn_fwd_bwd_B16"] = encoder_cross_attn_ms(
             model, B=16, S=2700, N=100, repeats=3 if quick else 5
         )
+    if device.type == "cuda":  # launch-bound: the step as a CUDA graph (eager, compiled, 16 samples)
+        for name, kw in (("rollout50_ms_cuda_graph", {}), ("rollout50_ms_cuda_graph_compiled", {"compile": True}),
+                         ("rollout50_16samples_ms_cuda_graph", {"n_samples": 16})):
+            out[name] = rollout_ms(model, lik, roll_batch, n_steps=50, use_cache=True, repeats=reps,
+                                   cuda_graph=True, **kw)
+        out["cuda_graph_speedup_vs_recompute"] = full / out["rollout50_ms_cuda_graph"]
     if device.type == "cuda":  # a GPU is latency-bound at batch 16: bf16 and larger batches too
         out["train_windows_per_s_bf16"] = train_throughput(model, lik, train_batch, steps=steps,
                                                            warmup=2, bf16=True)

@@ -66,6 +66,25 @@ def test_compiled_rollout_matches_eager_on_cuda():
     assert torch.equal(runs[1]["counts"], runs[0]["counts"])
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_cuda_graph_rollout_matches_eager_and_follows_new_inputs_and_weights(compiled):
+    m = model().to(CUDA)
+
+    def roll(b, **kw):
+        return m.rollout(on(b, CUDA), LIK, n_steps=8, feedback="sample", n_samples=3,
+                         generator=torch.Generator(device=CUDA).manual_seed(4), **kw)
+
+    for seed in (0, 1):  # the second batch replays the graph recorded for the first
+        b = make_batch(seed=seed)
+        ref, graphed = roll(b), roll(b, cuda_graph=True, compile=compiled)
+        torch.testing.assert_close(graphed["params"], ref["params"], atol=1e-5, rtol=1e-5)
+        assert torch.equal(graphed["counts"], ref["counts"])
+    m.load_state_dict(model(seed=9).state_dict())  # new weights, same memory: the same graph
+    torch.testing.assert_close(roll(b, cuda_graph=True, compile=compiled)["params"], roll(b)["params"],
+                               atol=1e-5, rtol=1e-5)
+    assert len(m._cuda_graphs) == 1
+
+
 @pytest.mark.parametrize("name", ["poisson", "negbin", "zip", "categorical"])
 def test_likelihoods_on_cuda_match_cpu_and_sample_reproducibly(name):
     lik = build_likelihood(name)

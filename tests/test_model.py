@@ -318,6 +318,11 @@ def test_event_tokens_condition_the_forecast():
         m({**b, "event_types": torch.tensor([[3, 0], [0, 0]])}, b["target_counts"])
 
 
+def test_cuda_graph_rollout_needs_a_gpu_model_and_the_cache():
+    with pytest.raises(ValueError, match="CUDA device and use_cache"):
+        model().rollout(make_batch(), LIK, n_steps=4, cuda_graph=True)
+
+
 def test_compiled_rollout_matches_eager():
     m, b = model(), make_batch()
     runs = [m.rollout(b, LIK, n_steps=6, feedback="sample", n_samples=2, compile=c,

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch_brain.nn import InfiniteVocabEmbedding, RotaryCrossAttention, RotaryTimeEmbedding
 
+from neurohorizon.model.cuda_graph import GraphedStep, cached_graph, graph_key
 from neurohorizon.model.encoder import (
     FeedForward,
     SpikeEncoder,
@@ -399,6 +400,7 @@ class NeuroHorizon(nn.Module):
         generator: torch.Generator | None = None,
         use_cache: bool = True,
         compile: bool = False,
+        cuda_graph: bool = False,
     ) -> dict:
         """Free-running forecast of ``n_steps`` bins without ground-truth future.
 
@@ -409,7 +411,9 @@ class NeuroHorizon(nn.Module):
         first unless dropout noise is wanted. ``use_cache=False`` recomputes every earlier bin
         at each step (the reference the cache is tested against). ``compile=True`` runs the
         cached step through ``torch.compile`` (one trace per batch shape, then lower latency
-        for closed-loop use).
+        for closed-loop use). ``cuda_graph=True`` (CUDA, cached) replays the step as a CUDA
+        graph recorded once per batch shape and length (model/cuda_graph.py): on a GPU a
+        rollout is launch-bound, and the graph removes most of that cost.
         Returns dict(params (S, B, T, N, P), counts (S, B, T, N) fed-back values,
         mean (S, B, T, N) expected counts).
         """
@@ -436,8 +440,16 @@ class NeuroHorizon(nn.Module):
         prev = batch["context_counts"][:, -1].repeat(S, 1)  # (S*B, N)
         step = self._compiled_step() if compile else self._step
         k0 = prep["lat_kv"][0][0]  # latent keys: the dtype self-attention keys will have
-        caches = [KVCache((k0.shape[0], self.heads, n_steps, k0.shape[-1]), dtype=k0.dtype,
-                          device=k0.device) for _ in self.blocks] if use_cache else None
+
+        def make_caches():
+            return [KVCache((k0.shape[0], self.heads, n_steps, k0.shape[-1]), dtype=k0.dtype,
+                            device=k0.device) for _ in self.blocks]
+
+        caches = make_caches() if use_cache and not cuda_graph else None
+        if cuda_graph:
+            if not use_cache or k0.device.type != "cuda":
+                raise ValueError("cuda_graph=True needs a model on a CUDA device and use_cache=True")
+            step = self._graphed_step(step, prep, prev, n_steps, make_caches, compile)
         inputs, out_params, out_mean, out_fed = [], [], [], []
         for t in range(n_steps):
             inputs.append(prev)
@@ -455,6 +467,15 @@ class NeuroHorizon(nn.Module):
             counts=torch.stack(out_fed, 1),
             mean=torch.stack(out_mean, 1),
         )
+
+    def _graphed_step(self, step, prep: dict, prev: torch.Tensor, n_steps: int, make_caches, compiled: bool):
+        """The CUDA-graph replay of ``step`` for these shapes, with this rollout's prep loaded."""
+        key = graph_key(self, prep, prev, n_steps, compiled)
+        store = self.__dict__.setdefault("_cuda_graphs", {})
+        graphed = cached_graph(store, key, lambda: GraphedStep(step=step, prep=prep, prev=prev,
+                                                                make_caches=make_caches))
+        graphed.load(prep)
+        return graphed
 
     def _compiled_step(self):
         """``_step`` through torch.compile, built once per model and device type."""
