@@ -190,8 +190,9 @@ def test_event_conditioned_run_trains_loads_and_forecasts(tmp_path, reach):
         forecast(loaded, bare, start=go, n_samples=2)
 
 
-def test_warns_when_the_time_cap_cuts_the_schedules_short(tmp_path, reach, monkeypatch, capsys):
-    """max_steps sets the LR cosine and the SS schedule; a binding max_minutes leaves both unfinished."""
+def test_a_binding_time_cap_shortens_the_schedules_so_they_finish(tmp_path, reach, monkeypatch, capsys):
+    """max_steps sets the LR cosine and the SS schedule; when max_minutes binds they are shortened
+    to the steps the clock allows (or, with fit_to_time=false, a warning says they will not finish)."""
     import types
 
     import neurohorizon.training.trainer as trainer
@@ -199,8 +200,18 @@ def test_warns_when_the_time_cap_cuts_the_schedules_short(tmp_path, reach, monke
     clock = iter(range(10**6))  # every reading advances 1 s: independent of machine speed
     monkeypatch.setattr(trainer, "time", types.SimpleNamespace(monotonic=lambda: float(next(clock))))
     monkeypatch.setattr(trainer, "PACE_STEPS", 3)
-    cfg = tiny_cfg("train.max_steps=100000", "train.max_minutes=1", "train.eval_every=1000")
-    train_run(cfg, runs_dir=tmp_path / "capped", recordings=[reach], quiet=True)
+    capped = ("train.max_steps=100000", "train.max_minutes=1", "train.eval_every=1000", "sampling.kind=linear",
+              "sampling.warmup=1000", "sampling.n=50000", "sampling.floor=0.1")
+    run = train_run(tiny_cfg(*capped), runs_dir=tmp_path / "fit", recordings=[reach], quiet=True)
+    assert "the LR cosine and the scheduled-sampling schedule now end at step" in capsys.readouterr().out
+    with open(run / "train_log.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    state = load_checkpoint(run / "last.pt")
+    assert 10 < state["step"] < 60 and state["train_state"]["schedule_scale"] < 1e-3
+    assert float(rows[-1]["eps"]) == 0.1  # the sampling schedule reached its floor
+    assert float(rows[-1]["lr"]) == pytest.approx(1e-4)  # the cosine reached 10 % of train.lr
+    train_run(tiny_cfg(*capped, "train.fit_to_time=false"), runs_dir=tmp_path / "warn", recordings=[reach], quiet=True)
     assert "will not finish (lower train.max_steps)" in capsys.readouterr().out
     train_run(tiny_cfg(), runs_dir=tmp_path / "fits", recordings=[reach], quiet=True)
-    assert "will not finish" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "will not finish" not in out and "now end at step" not in out

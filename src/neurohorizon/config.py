@@ -79,6 +79,9 @@ class TrainConfig:
     warmup_steps: int = 100
     max_steps: int = 2000
     max_minutes: float = 0.0  # 0 = no wall-clock limit
+    # when max_minutes will stop the run before max_steps, shorten the LR cosine and the
+    # scheduled-sampling schedule to the steps the clock allows, so both still finish
+    fit_to_time: bool = True
     grad_clip: float = 1.0
     unit_dropout: float = 0.0  # fraction of units removed from a training window
     eval_every: int = 200

@@ -51,6 +51,15 @@ def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def broadcast_scalar(value: float, device: torch.device) -> float:
+    """Rank 0's value on every rank (decisions taken from a clock must agree, or ranks hang)."""
+    if not is_distributed():
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
 def cleanup() -> None:
     if is_distributed():
         dist.destroy_process_group()

@@ -37,6 +37,7 @@ class TrainState:
     batch_in_epoch: int = 0
     best_metric: float = -math.inf
     best_step: int = -1
+    schedule_scale: float = 1.0  # < 1: the schedules run that much faster to end within max_minutes
 
 
 PREDICTION_SOURCES = ("passes", "rollout")  # where scheduled sampling gets the model's own counts
@@ -108,14 +109,15 @@ class Trainer:
             self.model = torch.compile(self.model)
         params = list(model.parameters()) + list(self.likelihood.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.state = TrainState()
+        lr_factor = warmup_cosine(cfg.train.warmup_steps, cfg.train.max_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(cfg.train.warmup_steps, cfg.train.max_steps)
+            self.optimizer, lambda step: lr_factor(step / self.state.schedule_scale)
         )
         self.schedule = schedule_from(cfg.sampling)
         if cfg.sampling.predictions_from not in PREDICTION_SOURCES:
             raise ValueError(f"sampling.predictions_from must be one of {PREDICTION_SOURCES}, "
                              f"got {cfg.sampling.predictions_from!r}")
-        self.state = TrainState()
         self.autoregressive = getattr(model, "decoder_kind", "autoregressive") == "autoregressive"
         self.amp = cfg.train.amp and device.type == "cuda"
         self.logger = RunLogger(self.run_dir, enabled=self.rank == 0)
@@ -143,7 +145,8 @@ class Trainer:
     def teacher_forcing_prob(self) -> float:
         if not self.autoregressive:
             return 1.0
-        return teacher_forcing_prob(self.schedule, step=self.state.step, epoch=self.state.epoch)
+        scale = self.state.schedule_scale
+        return teacher_forcing_prob(self.schedule, step=self.state.step / scale, epoch=self.state.epoch / scale)
 
     def model_inputs(self, batch, eps: float, generator: torch.Generator):
         """Scheduled sampling: the model's own counts (no-grad passes or a free-running rollout)
@@ -267,7 +270,7 @@ class Trainer:
                    dynamic_ncols=True)
         batches = self._batches()
         first = self.state.step
-        while self.state.step < end and time.monotonic() < deadline:
+        while self.state.step < min(end, self._scheduled_end()) and not self._time_up(deadline):
             epoch, b, batch = next(batches)
             row = self.train_step(batch)
             self.state.step += 1
@@ -279,9 +282,11 @@ class Trainer:
             if self.state.step == first + 1:  # timed from here: step 1 pays one-off (CUDA) costs
                 pace = (time.monotonic(), self.state.step)
             elif self.state.step == first + 1 + PACE_STEPS:
-                self._warn_if_time_cap_binds(pace, deadline, end)
+                self._fit_schedules_to_time(pace, deadline, end)
             if self.state.step % tc.eval_every == 0:
                 self._evaluate_and_checkpoint()
+                if self.state.step > first + 1 + PACE_STEPS:  # validation time counts too
+                    self._fit_schedules_to_time(pace, deadline, end)
             elif self.state.step % tc.checkpoint_every == 0:
                 self.save("last.pt")
         bar.close()
@@ -290,14 +295,41 @@ class Trainer:
         self.logger.close()
         return self.state
 
-    def _warn_if_time_cap_binds(self, pace: tuple, deadline: float, end: int) -> None:
-        """The LR cosine and the sampling schedule follow max_steps; say so if the clock stops first."""
+    def _time_up(self, deadline: float) -> bool:
+        """Past train.max_minutes, by rank 0's clock on every rank."""
+        if deadline == math.inf:
+            return False
+        return bool(dist_utils.broadcast_scalar(float(time.monotonic() >= deadline), self.device))
+
+    def _scheduled_end(self) -> int:
+        """The step where the (possibly time-shortened) LR and sampling schedules end."""
+        return math.ceil(self.cfg.train.max_steps * self.state.schedule_scale)
+
+    def _fit_schedules_to_time(self, pace: tuple, deadline: float, end: int) -> None:
+        """The LR cosine and the sampling schedule follow max_steps. If the clock will stop the
+        run first, shorten both to ~90 % of the steps it allows (train.fit_to_time), else warn.
+        Re-checked after each validation; the schedules only ever get shorter."""
         now = time.monotonic()
-        reach = self.state.step + (deadline - now) * PACE_STEPS / max(now - pace[0], 1e-9)
-        if reach < 0.9 * end and self.rank == 0:
-            tqdm.write(f"warning: at this pace train.max_minutes={self.cfg.train.max_minutes:g} stops the run near "
-                       f"step {reach:.0f} of {end}; the learning-rate cosine and the scheduled-sampling "
-                       f"schedule follow train.max_steps and will not finish (lower train.max_steps).")
+        steps_per_s = (self.state.step - pace[1]) / max(now - pace[0], 1e-9)
+        reach = self.state.step + (deadline - now) * steps_per_s
+        if reach >= 0.9 * min(end, self._scheduled_end()):
+            return
+        minutes = self.cfg.train.max_minutes
+        if not self.cfg.train.fit_to_time:
+            if self.state.schedule_scale == 1.0 and self.rank == 0 and not getattr(self, "_warned", False):
+                self._warned = True
+                tqdm.write(f"warning: at this pace train.max_minutes={minutes:g} stops the run near step "
+                           f"{reach:.0f} of {end}; the learning-rate cosine and the scheduled-sampling "
+                           f"schedule follow train.max_steps and will not finish (lower train.max_steps).")
+            return
+        scale = self.state.schedule_scale
+        # all ranks must agree: rank 0's estimate decides
+        new = dist_utils.broadcast_scalar(0.9 * reach / self.cfg.train.max_steps, self.device)
+        self.state.schedule_scale = max(min(scale, new), self.state.step / self.cfg.train.max_steps)
+        if self.rank == 0 and self.state.schedule_scale < 0.95 * scale:
+            tqdm.write(f"train.max_minutes={minutes:g} allows ~{reach:.0f} of {self.cfg.train.max_steps} steps "
+                       f"at this pace: the LR cosine and the scheduled-sampling schedule now end at step "
+                       f"{self._scheduled_end()} (train.fit_to_time=false keeps them)")
 
     def _evaluate_and_checkpoint(self) -> None:
         metrics = self.validate()
