@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from test_model import LIK, make_batch, model
@@ -15,6 +16,7 @@ from test_training import SMALL_REACH, losses, tiny_cfg
 
 from neurohorizon.data.synthetic import generate
 from neurohorizon.evaluation.evaluate import evaluate_run
+from neurohorizon.evaluation.forecast import forecast
 from neurohorizon.evaluation.loading import load_run
 from neurohorizon.losses import build_likelihood
 from neurohorizon.training.checkpoint import load_checkpoint
@@ -114,6 +116,10 @@ def test_bf16_training_resumes_and_the_run_loads_and_evaluates_on_the_cpu(tmp_pa
     # CUDA's atomic-add backward kernels are not bitwise deterministic: close, not equal
     torch.testing.assert_close(torch.tensor(b), torch.tensor(a), atol=2e-3, rtol=2e-3)
     assert load_run(full, device="cpu").device.type == "cpu"
+    run, go = load_run(full, device="cuda"), float(reach.trials.events["go_cue"][3])
+    plain, graphed = (forecast(run, reach, start=go, n_samples=3, cuda_graph=g) for g in (False, True))
+    np.testing.assert_allclose(graphed.mean, plain.mean, atol=1e-5)
+    np.testing.assert_array_equal(graphed.samples, plain.samples)
     scores = {}
     for device in ("cpu", "cuda"):
         out = evaluate_run(full, device=device, baselines=False, n_samples=4, out_dir=tmp_path / device,
