@@ -190,6 +190,21 @@ def test_event_conditioned_run_trains_loads_and_forecasts(tmp_path, reach):
         forecast(loaded, bare, start=go, n_samples=2)
 
 
+def test_condition_cued_run_saves_the_expanded_event_types(tmp_path, reach):
+    from neurohorizon.evaluation.forecast import forecast
+    from neurohorizon.evaluation.loading import load_run
+
+    cfg = tiny_cfg("train.max_steps=2", "train.eval_every=2", "data.events=[go_cue@condition]")
+    run = train_run(cfg, runs_dir=tmp_path, recordings=[reach], quiet=True)
+    labels = sorted(set(reach.trials.condition.astype(str)))
+    expanded = tuple(f"go_cue@condition={c}" for c in labels)
+    assert load_run(run).model.event_names == expanded
+    assert tuple(load_config(run / "config.yaml").data.events) == expanded
+    go = float(reach.trials.events["go_cue"][3])
+    assert np.isfinite(forecast(load_run(run), reach, start=go, n_samples=2).mean).all()
+    train_run(None, resume=run, recordings=[reach])  # the resumed run rebuilds the same model
+
+
 def test_a_binding_time_cap_shortens_the_schedules_so_they_finish(tmp_path, reach, monkeypatch, capsys):
     """max_steps sets the LR cosine and the SS schedule; when max_minutes binds they are shortened
     to the steps the clock allows (or, with fit_to_time=false, a warning says they will not finish)."""

@@ -14,6 +14,7 @@ from neurohorizon.data.windows import (
     collate,
     make_loader,
     random_windows,
+    resolve_events,
     sequential_windows,
     trial_windows,
 )
@@ -256,6 +257,25 @@ def test_oracle_matches_synthetic_generator_on_split_windows():
             np.testing.assert_allclose(it["true_expected"], ref, rtol=1e-5, atol=1e-7)
             ref_ctx = synthetic.expected_counts(rec, start=w.onset - SPEC.context_s, n_steps=25)
             np.testing.assert_allclose(it["context_true_expected"], ref_ctx, rtol=1e-5, atol=1e-7)
+
+
+def test_condition_typed_events_tell_which_condition_was_cued():
+    trials = Trials(start=np.array([1.0, 4.0, 9.0]), end=np.array([3.0, 6.0, 11.0]),
+                    condition=np.array(["left", "right", "left"]),
+                    events={"go_cue": np.array([1.7, 4.7, 9.7])})
+    rec = make_rec(trials=trials)
+    events = resolve_events(["target_on", "go_cue@condition"], [rec])
+    assert events == ["target_on", "go_cue@condition=left", "go_cue@condition=right"]
+    assert resolve_events(events, [rec]) == events  # already expanded: unchanged (resume, load)
+    ds = ForecastDataset([rec], [Window(0, t) for t in (1.7, 4.7, 9.7)], SPEC, UnitVocab.from_recordings([rec]),
+                         events=events[1:])
+    assert [list(ds[i]["event_types"]) for i in range(3)] == [[1], [2], [1]]
+    with pytest.raises(ValueError, match="no recording has trial condition labels"):
+        resolve_events(["go_cue@condition"], [make_rec(trials=Trials(
+            start=trials.start, end=trials.end, events=trials.events))])
+    with pytest.raises(ValueError, match="needs trial condition labels; this data has none"):
+        ForecastDataset([make_rec(trials=Trials(start=trials.start, end=trials.end, events=trials.events))],
+                        [Window(0, 1.7)], SPEC, UnitVocab.from_recordings([rec]), events=events[1:])
 
 
 def test_events_in_context_are_returned_with_their_types():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from neurohorizon.config import DataConfig
 from neurohorizon.data.recording import Recording
 from neurohorizon.data.splits import Splits, make_splits, windows_for_split
-from neurohorizon.data.windows import ForecastDataset, UnitVocab, WindowSpec
+from neurohorizon.data.windows import ForecastDataset, UnitVocab, WindowSpec, resolve_events
 
 
 @dataclass
@@ -26,6 +26,7 @@ class PreparedData:
     valid: ForecastDataset
     test: ForecastDataset
     train_aligned: ForecastDataset | None = None  # training trials at the evaluation alignment (PSTH)
+    events: tuple = ()  # the event types given to the model ("EVENT@condition" expanded)
 
 
 def resolve_mode(recordings: list[Recording], mode: str) -> str:
@@ -61,20 +62,21 @@ def prepare_data(
         )
     vocab = vocab or UnitVocab.from_recordings(recordings)
     offset = cfg.align_offset_ms / 1000
+    events = resolve_events(cfg.events, recordings)
 
     def fixed(split: str) -> ForecastDataset:
         windows = windows_for_split(recordings, splits, split, spec, seed=cfg.split_seed,
                                     event=cfg.align_event, offset_s=offset,
                                     mode="auto" if split != "train" else "trial")
-        return ForecastDataset(recordings, windows, spec, vocab, events=cfg.events)
+        return ForecastDataset(recordings, windows, spec, vocab, events=events)
 
     intervals = splits.all_intervals("train")
     if not intervals:
         raise ValueError("split 'train' is empty: no training time in any recording")
     train = ForecastDataset(recordings, [], spec, vocab, random_windows_per_epoch=cfg.train_windows_per_epoch,
-                            intervals=intervals, seed=cfg.split_seed, events=cfg.events)
+                            intervals=intervals, seed=cfg.split_seed, events=events)
     return PreparedData(
         recordings=recordings, spec=spec, vocab=vocab, splits=splits, mode=mode,
         train=train, valid=fixed("valid"), test=fixed("test"),
-        train_aligned=fixed("train") if cfg.align_event else None,
+        train_aligned=fixed("train") if cfg.align_event else None, events=tuple(events),
     )

@@ -265,20 +265,50 @@ def trial_windows(
 
 
 # ---------------------------------------------------------------------- dataset
+CONDITION_EVENT = "@condition"  # "go_cue@condition": a go-cue token typed by the trial's condition
+
+
+def resolve_events(events, recordings) -> list[str]:
+    """Expand each "EVENT@condition" into one event type per trial condition label found in
+    `recordings` ("EVENT@condition=LABEL"), so the model is told which condition (e.g. which
+    reach target) the experimenter cued, as the condition-given PSTH baseline is."""
+    out = []
+    for name in events:
+        if not name.endswith(CONDITION_EVENT):
+            out.append(name)
+            continue
+        labels = sorted({str(c) for r in recordings if r.trials is not None and r.trials.condition is not None
+                         for c in r.trials.condition})
+        if not labels:
+            raise ValueError(f"event {name!r}: no recording has trial condition labels")
+        out += [f"{name}={label}" for label in labels]
+    return out
+
+
+def _event_times(rec, name: str) -> np.ndarray:
+    """One time per trial of event `name`; "EVENT@condition=LABEL" keeps trials of that condition."""
+    base, _, label = name.partition(CONDITION_EVENT + "=")
+    times = np.asarray(rec.trials.events[base], np.float64)
+    if name.startswith(base + CONDITION_EVENT):
+        if rec.trials.condition is None:
+            raise ValueError(f"{rec.source}: event {name!r} needs trial condition labels; this data has none")
+        times = times[np.asarray(rec.trials.condition).astype(str) == label]
+    return times
+
+
 def _event_table(rec, events) -> tuple[np.ndarray, np.ndarray]:
     """Sorted times (s) and types (1-based index into `events`) of a recording's trial events."""
     if not events:
         return np.zeros(0), np.zeros(0, np.int64)
     have = sorted((rec.trials.events or {}) if rec.trials is not None else {})
-    missing = [e for e in events if e not in have]
+    missing = [e for e in events if e.partition(CONDITION_EVENT)[0] not in have]
     if missing:
         raise ValueError(
             f"{rec.source}: no trial event(s) {missing} to condition on; available: {have}"
         )
-    times = np.concatenate([np.asarray(rec.trials.events[e], np.float64) for e in events])
-    types = np.concatenate(
-        [np.full(len(rec.trials.events[e]), i + 1) for i, e in enumerate(events)]
-    )
+    per_event = [_event_times(rec, e) for e in events]
+    times = np.concatenate(per_event)
+    types = np.concatenate([np.full(len(t), i + 1) for i, t in enumerate(per_event)])
     keep = np.isfinite(times)
     order = np.argsort(times[keep], kind="stable")
     return times[keep][order], types[keep][order].astype(np.int64)

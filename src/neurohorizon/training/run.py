@@ -69,6 +69,7 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
     if resume is None:
         run_dir = _claim_run_dir(runs_dir, cfg.name)
     data = prepare_data(cfg.data, recordings=recordings, splits=splits)
+    cfg.data.events = list(data.events)  # "EVENT@condition" expanded: saved, and what the model gets
     likelihood = build_likelihood(cfg.loss.likelihood, **cfg.loss.options)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, data.vocab.tokens, likelihood).to(device)
