@@ -218,15 +218,16 @@ def test_a_binding_time_cap_shortens_the_schedules_so_they_finish(tmp_path, reac
     capped = ("train.max_steps=100000", "train.max_minutes=1", "train.eval_every=1000", "sampling.kind=linear",
               "sampling.warmup=1000", "sampling.n=50000", "sampling.floor=0.1")
     run = train_run(tiny_cfg(*capped), runs_dir=tmp_path / "fit", recordings=[reach], quiet=True)
-    assert "the LR cosine and the scheduled-sampling schedule now end at step" in capsys.readouterr().out
+    assert "the LR cosine and the scheduled-sampling schedule now advance" in capsys.readouterr().out
     with open(run / "train_log.csv") as handle:
         rows = list(csv.DictReader(handle))
     state = load_checkpoint(run / "last.pt")
-    assert 10 < state["step"] < 60 and state["train_state"]["schedule_scale"] < 1e-3
+    assert 10 < state["step"] < 60 and state["train_state"]["schedule_rate"] > 1000
+    assert state["train_state"]["schedule_step"] >= 100000 - 1e-6
     assert float(rows[-1]["eps"]) == 0.1  # the sampling schedule reached its floor
     assert float(rows[-1]["lr"]) == pytest.approx(1e-4)  # the cosine reached 10 % of train.lr
     train_run(tiny_cfg(*capped, "train.fit_to_time=false"), runs_dir=tmp_path / "warn", recordings=[reach], quiet=True)
     assert "will not finish (lower train.max_steps)" in capsys.readouterr().out
     train_run(tiny_cfg(), runs_dir=tmp_path / "fits", recordings=[reach], quiet=True)
     out = capsys.readouterr().out
-    assert "will not finish" not in out and "now end at step" not in out
+    assert "will not finish" not in out and "now advance" not in out

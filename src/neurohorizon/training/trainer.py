@@ -37,7 +37,10 @@ class TrainState:
     batch_in_epoch: int = 0
     best_metric: float = -math.inf
     best_step: int = -1
-    schedule_scale: float = 1.0  # < 1: the schedules run that much faster to end within max_minutes
+    # the step the LR cosine and the sampling schedule follow; it advances schedule_rate per
+    # step (1, or more when train.fit_to_time fits the schedules into train.max_minutes)
+    schedule_step: float = 0.0
+    schedule_rate: float = 1.0
 
 
 PREDICTION_SOURCES = ("passes", "rollout")  # where scheduled sampling gets the model's own counts
@@ -112,7 +115,7 @@ class Trainer:
         self.state = TrainState()
         lr_factor = warmup_cosine(cfg.train.warmup_steps, cfg.train.max_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step / self.state.schedule_scale)
+            self.optimizer, lambda _: lr_factor(self.state.schedule_step)
         )
         self.schedule = schedule_from(cfg.sampling)
         if cfg.sampling.predictions_from not in PREDICTION_SOURCES:
@@ -145,8 +148,9 @@ class Trainer:
     def teacher_forcing_prob(self) -> float:
         if not self.autoregressive:
             return 1.0
-        scale = self.state.schedule_scale
-        return teacher_forcing_prob(self.schedule, step=self.state.step / scale, epoch=self.state.epoch / scale)
+        st = self.state
+        speed = st.schedule_step / st.step if st.step else 1.0
+        return teacher_forcing_prob(self.schedule, step=st.schedule_step, epoch=st.epoch * speed)
 
     def model_inputs(self, batch, eps: float, generator: torch.Generator):
         """Scheduled sampling: the model's own counts (no-grad passes or a free-running rollout)
@@ -210,6 +214,7 @@ class Trainer:
                 f"The last good checkpoint is kept in {self.run_dir / 'last.pt'}"
             )
         self.optimizer.step()
+        self.state.schedule_step += self.state.schedule_rate  # before the LR of the next step is set
         self.scheduler.step()
         global_loss = dist_utils.all_reduce_sum(loss.detach()) / self.world  # the global-batch loss
         return {"loss": global_loss.item(), "eps": eps, "lr": self.scheduler.get_last_lr()[0],
@@ -256,7 +261,8 @@ class Trainer:
         self.likelihood.load_state_dict(state["likelihood"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.state = TrainState(**state["train_state"])
+        train_state = {"schedule_step": float(state["step"]), **state["train_state"]}  # older checkpoints
+        self.state = TrainState(**train_state)
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
 
@@ -270,7 +276,8 @@ class Trainer:
                    dynamic_ncols=True)
         batches = self._batches()
         first = self.state.step
-        while self.state.step < min(end, self._scheduled_end()) and not self._time_up(deadline):
+        while (self.state.step < end and self.state.schedule_step < tc.max_steps - 1e-6
+               and not self._time_up(deadline)):
             epoch, b, batch = next(batches)
             row = self.train_step(batch)
             self.state.step += 1
@@ -282,11 +289,11 @@ class Trainer:
             if self.state.step == first + 1:  # timed from here: step 1 pays one-off (CUDA) costs
                 pace = (time.monotonic(), self.state.step)
             elif self.state.step == first + 1 + PACE_STEPS:
-                self._fit_schedules_to_time(pace, deadline, end)
+                self._fit_schedules_to_time(pace, deadline)
             if self.state.step % tc.eval_every == 0:
                 self._evaluate_and_checkpoint()
                 if self.state.step > first + 1 + PACE_STEPS:  # validation time counts too
-                    self._fit_schedules_to_time(pace, deadline, end)
+                    self._fit_schedules_to_time(pace, deadline)
             elif self.state.step % tc.checkpoint_every == 0:
                 self.save("last.pt")
         bar.close()
@@ -301,35 +308,33 @@ class Trainer:
             return False
         return bool(dist_utils.broadcast_scalar(float(time.monotonic() >= deadline), self.device))
 
-    def _scheduled_end(self) -> int:
-        """The step where the (possibly time-shortened) LR and sampling schedules end."""
-        return math.ceil(self.cfg.train.max_steps * self.state.schedule_scale)
-
-    def _fit_schedules_to_time(self, pace: tuple, deadline: float, end: int) -> None:
+    def _fit_schedules_to_time(self, pace: tuple, deadline: float) -> None:
         """The LR cosine and the sampling schedule follow max_steps. If the clock will stop the
-        run first, shorten both to ~90 % of the steps it allows (train.fit_to_time), else warn.
-        Re-checked after each validation; the schedules only ever get shorter."""
+        run first, make them advance faster so they end at ~90 % of the steps it allows
+        (train.fit_to_time), else warn. Re-checked after each validation, so a machine that gets
+        faster or slower is followed; the schedules never run backwards or slower than 1 per step."""
+        tc, st = self.cfg.train, self.state
         now = time.monotonic()
-        steps_per_s = (self.state.step - pace[1]) / max(now - pace[0], 1e-9)
-        reach = self.state.step + (deadline - now) * steps_per_s
-        if reach >= 0.9 * min(end, self._scheduled_end()):
+        reach = st.step + (deadline - now) * (st.step - pace[1]) / max(now - pace[0], 1e-9)
+        remaining = tc.max_steps - st.schedule_step
+        rate = max(1.0, remaining / max(0.9 * (reach - st.step), 1.0))
+        rate = dist_utils.broadcast_scalar(rate, self.device)  # rank 0's clock decides for all
+        if rate <= 1.0:
+            st.schedule_rate = 1.0
             return
-        minutes = self.cfg.train.max_minutes
-        if not self.cfg.train.fit_to_time:
-            if self.state.schedule_scale == 1.0 and self.rank == 0 and not getattr(self, "_warned", False):
+        if not tc.fit_to_time:
+            if self.rank == 0 and not getattr(self, "_warned", False):
                 self._warned = True
-                tqdm.write(f"warning: at this pace train.max_minutes={minutes:g} stops the run near step "
-                           f"{reach:.0f} of {end}; the learning-rate cosine and the scheduled-sampling "
+                tqdm.write(f"warning: at this pace train.max_minutes={tc.max_minutes:g} stops the run near step "
+                           f"{reach:.0f} of {tc.max_steps}; the learning-rate cosine and the scheduled-sampling "
                            f"schedule follow train.max_steps and will not finish (lower train.max_steps).")
             return
-        scale = self.state.schedule_scale
-        # all ranks must agree: rank 0's estimate decides
-        new = dist_utils.broadcast_scalar(0.9 * reach / self.cfg.train.max_steps, self.device)
-        self.state.schedule_scale = max(min(scale, new), self.state.step / self.cfg.train.max_steps)
-        if self.rank == 0 and self.state.schedule_scale < 0.95 * scale:
-            tqdm.write(f"train.max_minutes={minutes:g} allows ~{reach:.0f} of {self.cfg.train.max_steps} steps "
-                       f"at this pace: the LR cosine and the scheduled-sampling schedule now end at step "
-                       f"{self._scheduled_end()} (train.fit_to_time=false keeps them)")
+        if self.rank == 0 and abs(rate - st.schedule_rate) > 0.05 * st.schedule_rate:
+            tqdm.write(f"train.max_minutes={tc.max_minutes:g} allows ~{reach:.0f} of {tc.max_steps} steps at this "
+                       f"pace: the LR cosine and the scheduled-sampling schedule now advance {rate:.2f} steps "
+                       f"per step, to end near step {st.step + remaining / rate:.0f} "
+                       f"(train.fit_to_time=false keeps them)")
+        st.schedule_rate = rate
 
     def _evaluate_and_checkpoint(self) -> None:
         metrics = self.validate()
