@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from neurohorizon.data.recording import Recording, Trials
-from neurohorizon.data.stats import recommend_likelihood, recording_stats
+from neurohorizon.data.stats import recommend_likelihood, recommend_preset, recording_stats
 from neurohorizon.evaluation.inspect import inspect_data
 
 BS = 0.02
@@ -190,3 +190,13 @@ def test_trial_counts_keep_condition_labels():
         1,
     )
     np.testing.assert_array_equal(groups["a"][0], ref)
+
+
+def test_preset_recommendation_follows_the_spike_count():
+    rec, _ = family("poisson")
+    stats = recording_stats([rec], BS)
+    n = stats["overall"]["summary"]["n_spikes"]
+    assert n == len(rec.spike_times)  # every spike lands in a bin, counted once
+    assert recommend_preset(stats)[0] == ("compact" if n < 500_000 else "small")
+    big = {"overall": {"summary": {"n_spikes": 600_000}}}
+    assert recommend_preset(big)[0] == "small" and "600,000 spikes" in recommend_preset(big)[1]

@@ -27,6 +27,9 @@ from neurohorizon.data.binning import bin_recording, bin_spikes
 
 Z_SIG = 3.09  # one-sided p < 0.001
 LARGE_DATA_HOURS = 100.0  # recorded hours above which a categorical likelihood is worth it
+# below this many spikes the compact preset beat the small one (benchmarks/results/
+# small_data_variants.json: pmd 0.1 M and lorenz 0.3 M spikes); above, small won (reach 0.6 M)
+COMPACT_BELOW_SPIKES = 500_000
 
 
 # --------------------------------------------------------------- count layouts
@@ -144,6 +147,7 @@ def _summary(per: dict, hours: float) -> dict:
     zo, zp = np.asarray(per["zero_observed"], float), np.asarray(per["zero_poisson"], float)
     return {
         "n_units": len(per["rate_hz"]),
+        "n_spikes": int(np.sum(per["n_spikes"])),
         "hours": hours,
         "mean_rate_hz": float(np.mean(per["rate_hz"])) if len(per["rate_hz"]) else float("nan"),
         "median_rate_hz": med("rate_hz"),
@@ -187,6 +191,7 @@ def _session_stats(rec, bin_size, trial_event, fano_window, smooth_s) -> dict:
     per = {
         "unit_id": rec.unit_ids.tolist(),
         "rate_hz": (counts.sum(0) / dur).tolist(),
+        "n_spikes": counts.sum(0).astype(int).tolist(),
         "zero_fraction": (counts == 0).mean(0).tolist(),
         "n_bins": [len(counts)] * rec.n_units,
         **{k: np.asarray(v, float).tolist() for k, v in disp.items()},
@@ -286,3 +291,12 @@ def recommend_likelihood(stats: dict) -> tuple[str, list[str]]:
     else:
         reasons.append("Fano close to 1: Poisson (the default)")
     return "poisson", reasons
+
+
+def recommend_preset(stats: dict) -> tuple[str, str]:
+    """"compact" or "small" from the data size (a rule of thumb from the measured datasets)."""
+    n = stats["overall"]["summary"]["n_spikes"]
+    if n < COMPACT_BELOW_SPIKES:
+        return "compact", (f"{n:,} spikes: the small preset (4.3 M params) overfits data this size; "
+                           "compact (0.16 M) won on pmd (0.1 M spikes) and lorenz (0.3 M)")
+    return "small", f"{n:,} spikes: the small preset (4.3 M params) won on synthetic reach (0.6 M spikes)"

@@ -13,7 +13,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from neurohorizon.data.binning import bin_recording  # noqa: E402
-from neurohorizon.data.stats import recommend_likelihood, recording_stats, trial_counts  # noqa: E402
+from neurohorizon.data.stats import (  # noqa: E402
+    recommend_likelihood,
+    recommend_preset,
+    recording_stats,
+    trial_counts,
+)
 
 FILES = ("stats.json", "summary.txt", "rates.png", "fano.png", "raster.png")
 RASTER_S = 10.0  # length of the raster stretch (s)
@@ -48,9 +53,11 @@ def summary_text(stats: dict, name: str, recommendation) -> str:
         f"median NB alpha {o['median_nb_alpha']:.3f}",
         f"  excess zeros vs Poisson {o['mean_excess_zeros_vs_poisson']:+.3f}; units with zeros "
         f"beyond NB {o['frac_excess_zeros_vs_nb']:.0%}",
-        f"  recommended likelihood: {recommendation[0]}",
+        f"  recommended likelihood: {recommendation[0]} (loss.likelihood={recommendation[0]})",
         *[f"    - {r}" for r in recommendation[1]],
     ]
+    preset, why = recommend_preset(stats)
+    lines += [f"  recommended model size: {preset} (model.preset={preset})", f"    - {why}"]
     return "\n".join(lines)
 
 
@@ -126,7 +133,9 @@ def inspect_data(
     text = summary_text(stats, name, rec)
     print(text)
     files = {f.split(".")[0]: out / f for f in FILES}
-    payload = {"name": name, "recommendation": {"likelihood": rec[0], "reasons": rec[1]}, **stats}
+    preset = recommend_preset(stats)
+    payload = {"name": name, "recommendation": {"likelihood": rec[0], "reasons": rec[1],
+                                                "preset": preset[0], "preset_reason": preset[1]}, **stats}
     files["stats"].write_text(json.dumps(_json_safe(payload), indent=1))
     files["summary"].write_text(text + "\n")
     per = stats["overall"]["per_neuron"]
