@@ -297,6 +297,6 @@ def recommend_preset(stats: dict) -> tuple[str, str]:
     """"compact" or "small" from the data size (a rule of thumb from the measured datasets)."""
     n = stats["overall"]["summary"]["n_spikes"]
     if n < COMPACT_BELOW_SPIKES:
-        return "compact", (f"{n:,} spikes: the small preset (4.3 M params) overfits data this size; "
+        return "compact", (f"{n:,} spikes: the small preset (4.3 M params) tends to overfit data this size; "
                            "compact (0.16 M) won on pmd (0.1 M spikes) and lorenz (0.3 M)")
     return "small", f"{n:,} spikes: the small preset (4.3 M params) won on synthetic reach (0.6 M spikes)"
