@@ -231,3 +231,22 @@ def test_a_binding_time_cap_shortens_the_schedules_so_they_finish(tmp_path, reac
     train_run(tiny_cfg(), runs_dir=tmp_path / "fits", recordings=[reach], quiet=True)
     out = capsys.readouterr().out
     assert "will not finish" not in out and "now advance" not in out
+
+
+def test_rate_prior_run_saves_its_prior_and_forecasts_with_it(tmp_path, reach):
+    from neurohorizon.evaluation.forecast import forecast
+    from neurohorizon.evaluation.loading import load_run
+
+    run = train_run(tiny_cfg("train.max_steps=2", "train.eval_every=2", "data.rate_prior=psth"),
+                    runs_dir=tmp_path, recordings=[reach], quiet=True)
+    loaded = load_run(run)
+    assert loaded.model.rate_prior and loaded.prior.event == "go_cue"
+    assert sorted(loaded.prior.labels) == sorted(set(reach.trials.condition.astype(str)))
+    go = float(reach.trials.events["go_cue"][3])
+    assert np.isfinite(forecast(loaded, reach, start=go, n_samples=2).mean).all()
+    for bad, message in (("loss.likelihood=categorical", "needs a log-rate likelihood"),
+                         ("data.align_event=null", "needs data.align_event"),
+                         ("data.rate_prior=glm", "must be 'none' or 'psth'")):
+        with pytest.raises(ValueError, match=message):
+            train_run(tiny_cfg("data.rate_prior=psth", bad), runs_dir=tmp_path / "bad", recordings=[reach], quiet=True)
+    assert not (tmp_path / "bad").exists()  # refused before a run folder was made

@@ -36,6 +36,9 @@ class DataConfig:
     # trial events the model is told about when they fall in the context (e.g. [target_on,
     # go_cue]): experimenter-controlled cues a closed-loop system knows as they happen
     events: list = field(default_factory=list)
+    # "psth": the training trials' condition average at align_event as a log-rate offset of the
+    # forecast (data/prior.py); the model learns the single-trial deviation. "none": no prior
+    rate_prior: str = "none"
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from neurohorizon.config import DataConfig
+from neurohorizon.data.prior import ConditionPrior
 from neurohorizon.data.recording import Recording
 from neurohorizon.data.splits import Splits, make_splits, windows_for_split
 from neurohorizon.data.windows import ForecastDataset, UnitVocab, WindowSpec, resolve_events
@@ -27,6 +28,7 @@ class PreparedData:
     test: ForecastDataset
     train_aligned: ForecastDataset | None = None  # training trials at the evaluation alignment (PSTH)
     events: tuple = ()  # the event types given to the model ("EVENT@condition" expanded)
+    prior: ConditionPrior | None = None  # data.rate_prior=psth
 
 
 def resolve_mode(recordings: list[Recording], mode: str) -> str:
@@ -63,20 +65,40 @@ def prepare_data(
     vocab = vocab or UnitVocab.from_recordings(recordings)
     offset = cfg.align_offset_ms / 1000
     events = resolve_events(cfg.events, recordings)
+    prior = fit_prior(cfg, recordings, splits, vocab, spec)
 
     def fixed(split: str) -> ForecastDataset:
         windows = windows_for_split(recordings, splits, split, spec, seed=cfg.split_seed,
                                     event=cfg.align_event, offset_s=offset,
                                     mode="auto" if split != "train" else "trial")
-        return ForecastDataset(recordings, windows, spec, vocab, events=events)
+        return ForecastDataset(recordings, windows, spec, vocab, events=events, prior=prior)
 
     intervals = splits.all_intervals("train")
     if not intervals:
         raise ValueError("split 'train' is empty: no training time in any recording")
     train = ForecastDataset(recordings, [], spec, vocab, random_windows_per_epoch=cfg.train_windows_per_epoch,
-                            intervals=intervals, seed=cfg.split_seed, events=events)
+                            intervals=intervals, seed=cfg.split_seed, events=events, prior=prior)
     return PreparedData(
         recordings=recordings, spec=spec, vocab=vocab, splits=splits, mode=mode,
         train=train, valid=fixed("valid"), test=fixed("test"),
-        train_aligned=fixed("train") if cfg.align_event else None, events=tuple(events),
+        train_aligned=fixed("train") if cfg.align_event else None, events=tuple(events), prior=prior,
     )
+
+
+def fit_prior(cfg: DataConfig, recordings, splits: Splits, vocab: UnitVocab, spec) -> ConditionPrior | None:
+    """The condition-average prior of data.rate_prior, from the training split only."""
+    if not check_rate_prior(cfg):
+        return None
+    return ConditionPrior.fit(recordings, splits.all_intervals("train"), lambda r: vocab.index(r.unit_ids),
+                              bin_size=spec.bin_size, event=cfg.align_event)
+
+
+def check_rate_prior(cfg: DataConfig) -> bool:
+    """Whether data.rate_prior asks for a prior; a bad setting is a clear error."""
+    if cfg.rate_prior == "none":
+        return False
+    if cfg.rate_prior != "psth":
+        raise ValueError(f"data.rate_prior must be 'none' or 'psth', got {cfg.rate_prior!r}")
+    if not cfg.align_event:
+        raise ValueError("data.rate_prior=psth needs data.align_event, the trial event the average is aligned to")
+    return True

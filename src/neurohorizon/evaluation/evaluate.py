@@ -190,4 +190,5 @@ def _eval_data(run: LoadedRun, data: str | None, unknown_units: str):
             windows += trial_windows(rec, spec, event, run.cfg.data.align_offset_ms / 1000, rec_index=i)
         else:
             windows += sequential_windows([(i, *rec.domain)], spec, names=[rec.source])
-    return prepared, ForecastDataset(recordings, windows, spec, run.vocab, events=run.cfg.data.events)
+    return prepared, ForecastDataset(recordings, windows, spec, run.vocab, events=run.cfg.data.events,
+                                     prior=prepared.prior)

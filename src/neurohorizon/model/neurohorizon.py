@@ -157,6 +157,9 @@ class NeuroHorizon(nn.Module):
         t_min, t_max: shortest / longest period of the rotary time embedding (s).
         event_names: task events (e.g. ("target_on", "go_cue")) given as context tokens; batches
             then carry ``event_times`` / ``event_types`` (B, E), type i + 1 = event_names[i].
+        rate_prior: batches carry ``prior_counts`` (B, T, N), prior expected counts of the future
+            bins (e.g. the condition's PSTH, data/prior.py); their log is added to param 0 (a
+            log-rate), so the model forecasts the deviation from the prior.
     """
 
     def __init__(
@@ -180,6 +183,7 @@ class NeuroHorizon(nn.Module):
         t_min: float = 1e-4,
         t_max: float = 4.0,
         event_names: Sequence[str] = (),
+        rate_prior: bool = False,
     ):
         super().__init__()
         if decoder not in DECODERS:
@@ -191,6 +195,7 @@ class NeuroHorizon(nn.Module):
         self.decoder, self.n_params, self.unit_only_params = decoder, n_params, unit_only_params
         self.bin_size, self.max_bins, self.heads = bin_size, max_bins, heads
         self.event_names = tuple(event_names)
+        self.rate_prior = rate_prior
         dim_head = dim // heads
 
         self.unit_emb = InfiniteVocabEmbedding(dim)
@@ -272,6 +277,8 @@ class NeuroHorizon(nn.Module):
         types = batch.get("event_types")
         if self.event_names and types.numel() and int(types.max()) > len(self.event_names):
             raise ValueError(f"batch['event_types'] exceeds the model's {len(self.event_names)} event types")
+        if self.rate_prior and "prior_counts" not in batch:
+            raise KeyError("this model forecasts around a rate prior: the batch needs prior_counts (B, T, N)")
         if not bool(batch["unit_mask"].any(dim=1).all()):
             raise ValueError("every batch row needs at least one real unit (unit_mask)")
 
@@ -301,6 +308,8 @@ class NeuroHorizon(nn.Module):
         }
         if self.ro_unit_only is not None:
             prep["unit_only"] = self.ro_unit_only(emb).unsqueeze(1)  # (B, 1, N, k)
+        if self.rate_prior:
+            prep["log_prior"] = torch.log(batch["prior_counts"].clamp_min(1e-4))  # (B, T, N)
         if self.decoder == "autoregressive":
             # per-unit projections, zero for padding units, scaled by 1/sqrt(N_valid) so the
             # token size does not grow with N; the constant feature's sum is precomputed
@@ -331,10 +340,13 @@ class NeuroHorizon(nn.Module):
         x = torch.baddbmm(prep["count_const"], feats.flatten(2), prep["count_proj"])  # (B, T, D)
         return self.count_mlp(x) + pos
 
-    def _readout(self, prep: dict, h: torch.Tensor) -> torch.Tensor:
-        """h (B, T, D) -> params (B, T, N, P)."""
+    def _readout(self, prep: dict, h: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+        """h (B, T, D) of future bins (T,) -> params (B, T, N, P)."""
         z = F.gelu(self.ro_bin(self.norm_out(h)).unsqueeze(2) + prep["ro_unit"])
         params = self.ro_out(z) + prep["unit_bias"]
+        if "log_prior" in prep:  # forecast the deviation from the prior's log-rate
+            offset = prep["log_prior"].index_select(1, bins).to(params.dtype)
+            params = torch.cat([params[..., :1] + offset.unsqueeze(-1), params[..., 1:]], -1)
         if self.ro_unit_only is not None:
             params = torch.cat([params, prep["unit_only"].expand(*params.shape[:3], -1)], -1)
         return params
@@ -348,7 +360,7 @@ class NeuroHorizon(nn.Module):
         for i, block in enumerate(self.blocks):
             cache = None if caches is None else caches[i]
             x = block(x, cis, prep["lat_kv"][i], causal, cache, bins)
-        return self._readout(prep, x)
+        return self._readout(prep, x, bins)
 
     def _step(self, prep: dict, prev: torch.Tensor, bin_t: torch.Tensor, caches) -> torch.Tensor:
         """One cached rollout step: prev (B, N) counts of bin t-1, bin_t (1,) -> (B, N, P).

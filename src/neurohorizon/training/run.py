@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from neurohorizon.config import RunConfig, from_dict, save_config
-from neurohorizon.data.prepare import prepare_data, window_spec
+from neurohorizon.data.prepare import check_rate_prior, prepare_data, window_spec
 from neurohorizon.data.splits import Splits
 from neurohorizon.losses import build_likelihood
 from neurohorizon.model.presets import count_parameters, from_config
@@ -49,7 +49,7 @@ def build_model(cfg: RunConfig, vocab_tokens: list[str], likelihood):
     return from_config(
         cfg.model.preset, vocab_tokens, n_params=likelihood.n_params, unit_only_params=unit_only,
         decoder=cfg.model.decoder, bin_size=cfg.data.bin_size_ms / 1000, event_names=cfg.data.events,
-        **cfg.model.overrides,
+        rate_prior=cfg.data.rate_prior != "none", **cfg.model.overrides,
     )
 
 
@@ -63,6 +63,9 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
         cfg, run_dir = from_dict(state["config"]), Path(resume)
         splits = Splits.from_json(run_dir / "splits.json")
     window_spec(cfg.data)  # a horizon that is not whole bins fails before anything is written
+    if check_rate_prior(cfg.data) and cfg.loss.likelihood not in LOG_RATE_LIKELIHOODS:
+        raise ValueError(f"data.rate_prior needs a log-rate likelihood {LOG_RATE_LIKELIHOODS}, "
+                         f"not {cfg.loss.likelihood!r}")
     device = pick_device(cfg.train.device)
     dist_utils.init_from_env(device.type)
     device = pick_device(cfg.train.device)
@@ -73,12 +76,14 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
     likelihood = build_likelihood(cfg.loss.likelihood, **cfg.loss.options)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, data.vocab.tokens, likelihood).to(device)
-    if resume is None and cfg.loss.likelihood in LOG_RATE_LIKELIHOODS:
+    if resume is None and cfg.loss.likelihood in LOG_RATE_LIKELIHOODS and data.prior is None:
         model.init_unit_bias(log_mean_counts(data.train, len(data.vocab)))
     if dist_utils.rank() == 0 and resume is None:
         save_config(cfg, run_dir / "config.yaml")
         data.splits.to_json(run_dir / "splits.json")
         data.vocab.to_json(run_dir / "vocab.json")
+        if data.prior is not None:  # forecast() needs it for recordings outside the run's data
+            data.prior.save(run_dir / "prior.npz")
         if not quiet:
             print(f"model: {count_parameters(model):,} parameters ({cfg.model.preset}, {cfg.model.decoder}); "
                   f"data: {len(data.recordings)} recording(s), {data.mode} mode, "

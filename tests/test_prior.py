@@ -1,0 +1,96 @@
+"""The condition-average prior (data.rate_prior=psth): fit on training trials only, looked up
+by (condition, time from the event), and added to the model's log-rate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_model import LIK, make_batch, model
+
+from neurohorizon.data.prior import SHRINK, ConditionPrior
+from neurohorizon.data.recording import Recording, Trials
+from neurohorizon.data.windows import UnitVocab
+
+BIN = 0.02
+
+
+def trials_recording(burst_rate_a=200.0, test_rate=0.0, seed=0) -> Recording:
+    """10 trials (2 s apart, 1 s long, event at +0.4 s) alternating conditions A, B; unit 0 fires
+    at `burst_rate_a` Hz in [event, event + 0.2) on A trials, never on B; unit 1 never fires.
+    The last trial (index 9, condition B) fires unit 0 at `test_rate` throughout."""
+    rng = np.random.default_rng(seed)
+    start = np.arange(10) * 2.0
+    event = start + 0.4
+    times, units = [], []
+    for j in range(10):
+        if j % 2 == 0:
+            n = rng.poisson(burst_rate_a * 0.2)
+            times.append(event[j] + rng.random(n) * 0.2)
+            units.append(np.zeros(n, int))
+        if j == 9 and test_rate:
+            n = rng.poisson(test_rate)
+            times.append(start[j] + rng.random(n))
+            units.append(np.zeros(n, int))
+    times, units = np.concatenate(times), np.concatenate(units)
+    order = np.argsort(times)
+    trials = Trials(start=start, end=start + 1.0, condition=np.array(["A", "B"] * 5), events={"go": event})
+    return Recording.from_arrays(session_id="s", spike_times=times[order], unit_ids=np.array(["u0", "u1"]),
+                                 spike_units=units[order], domain=(0.0, 20.0), trials=trials)
+
+
+def fit(rec, train_until=17.5):
+    vocab = UnitVocab.from_recordings([rec])
+    prior = ConditionPrior.fit([rec], [(0, 0.0, train_until)], lambda r: vocab.index(r.unit_ids),
+                               bin_size=BIN, event="go")
+    return prior, vocab.index(rec.unit_ids)
+
+
+def test_prior_is_the_condition_average_at_the_time_from_the_event():
+    rec = trials_recording()
+    prior, units = fit(rec)
+    assert prior.labels == ["A", "B"] and prior.rel_start == pytest.approx(-0.4)
+    # a test window at trial 8's (condition A) event: bins 0..9 are the burst
+    onset = float(rec.trials.events["go"][8])
+    got = prior.expected(rec, units, onset + np.arange(20) * BIN)
+    burst, after = got[2:8, 0], got[16:20, 0]  # 3 smoothing sigmas away from the burst's edges
+    assert burst.mean() == pytest.approx(200 * BIN, rel=0.2)  # 4 spikes per 20 ms bin
+    assert after.max() < 0.1 * burst.mean()
+    # condition B at the same time: nothing but the shrinkage toward the unit mean
+    onset_b = float(rec.trials.events["go"][7])
+    got_b = prior.expected(rec, units, onset_b + np.arange(15) * BIN)
+    assert got_b[:, 0].max() < 0.1 * burst.mean()
+    assert got_b[:, 0].min() == pytest.approx(SHRINK * prior.unit_mean[units[0]], rel=1e-3)
+    # a bin between trials falls back to the unit's mean count
+    np.testing.assert_allclose(prior.expected(rec, units, np.array([1.5])), prior.unit_mean[units][None])
+
+
+def test_prior_uses_the_training_trials_only():
+    a, units = fit(trials_recording(test_rate=0.0))
+    b, _ = fit(trials_recording(test_rate=500.0))  # trial 9 (t = 18-19 s) is outside training
+    np.testing.assert_array_equal(a.table, b.table)
+    with pytest.raises(ValueError, match="no training trial with a condition"):
+        fit(trials_recording(), train_until=0.5)
+
+
+def test_prior_round_trips_through_a_file(tmp_path):
+    prior, units = fit(trials_recording())
+    prior.save(tmp_path / "prior.npz")
+    again = ConditionPrior.load(tmp_path / "prior.npz")
+    assert again.labels == prior.labels and again.event == "go"
+    starts = 16.4 + np.arange(10) * BIN
+    np.testing.assert_array_equal(again.expected(trials_recording(), units, starts),
+                                  prior.expected(trials_recording(), units, starts))
+
+
+def test_the_model_adds_the_log_prior_to_the_log_rate_and_caches_it_exactly():
+    m, b = model(rate_prior=True), make_batch()
+    ones = {**b, "prior_counts": torch.ones_like(b["target_counts"])}
+    k = torch.rand_like(b["target_counts"]) * 3 + 0.1
+    base, shifted = m(ones, b["target_counts"]), m({**b, "prior_counts": k}, b["target_counts"])
+    torch.testing.assert_close(shifted[..., 0] - base[..., 0], k.log(), atol=1e-5, rtol=0)
+    runs = [m.rollout({**b, "prior_counts": k}, LIK, n_steps=8, feedback="sample", n_samples=2,
+                      use_cache=c, generator=torch.Generator().manual_seed(1)) for c in (True, False)]
+    torch.testing.assert_close(runs[0]["params"], runs[1]["params"], atol=1e-5, rtol=0)
+    with pytest.raises(KeyError, match="needs prior_counts"):
+        m(b, b["target_counts"])
