@@ -70,7 +70,7 @@ def test_compiled_rollout_matches_eager_on_cuda():
 
 @pytest.mark.parametrize("compiled", [False, True])
 def test_cuda_graph_rollout_matches_eager_and_follows_new_inputs_and_weights(compiled):
-    m = model().to(CUDA)
+    m = model(rate_prior=True).to(CUDA)  # the prior's per-bin lookup is recorded too
 
     def roll(b, **kw):
         return m.rollout(on(b, CUDA), LIK, n_steps=8, feedback="sample", n_samples=3,
@@ -78,10 +78,11 @@ def test_cuda_graph_rollout_matches_eager_and_follows_new_inputs_and_weights(com
 
     for seed in (0, 1):  # the second batch replays the graph recorded for the first
         b = make_batch(seed=seed)
+        b["prior_counts"] = torch.rand_like(b["target_counts"]) + 0.1
         ref, graphed = roll(b), roll(b, cuda_graph=True, compile=compiled)
         torch.testing.assert_close(graphed["params"], ref["params"], atol=1e-5, rtol=1e-5)
         assert torch.equal(graphed["counts"], ref["counts"])
-    m.load_state_dict(model(seed=9).state_dict())  # new weights, same memory: the same graph
+    m.load_state_dict(model(seed=9, rate_prior=True).state_dict())  # new weights, same memory: same graph
     torch.testing.assert_close(roll(b, cuda_graph=True, compile=compiled)["params"], roll(b)["params"],
                                atol=1e-5, rtol=1e-5)
     assert len(m._cuda_graphs) == 1
