@@ -164,6 +164,7 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, unknown_units: str =
         "run": str(run.run_dir), "checkpoint": str(run.checkpoint), "step": run.step,
         "data": data or run.cfg.data.source, "split": "test" if data is None else "all windows",
         "feedback": feedback, "decoder": run.cfg.model.decoder, "likelihood": run.cfg.loss.likelihood,
+        "rate_prior": run.cfg.data.rate_prior,
         "bin_size_s": prepared.spec.bin_size,
         "horizons": {str(h): horizon_label(h, prepared.spec.bin_size) for h in horizons},
         "null": "fp_bps: per-neuron mean of the evaluated spikes (NLB); fp_bps_train_null: training-split mean",

@@ -155,7 +155,9 @@ def write_evaluation_report(out: Path, metrics: dict, predictions: dict, *, titl
     pred = predictability(decay, bin_size)
     summary = [
         f"Data: {metrics['data']} ({metrics['split']}); decoder {metrics['decoder']}, "
-        f"likelihood {metrics['likelihood']}, feedback '{metrics['feedback']}'.",
+        f"likelihood {metrics['likelihood']}, feedback '{metrics['feedback']}'"
+        + (", forecasting around the training trials' condition average (data.rate_prior=psth: it knows the "
+           "condition, as the PSTH baseline does)." if metrics.get("rate_prior", "none") != "none" else "."),
         f"**How far ahead is the population predictable?** NeuroHorizon's per-bin forecast information "
         f"stays above {PREDICTABLE_BPS} bits/spike up to {pred['limit_ms']:.0f} ms ahead and halves by "
         f"{pred['half_life_ms']:.0f} ms (first bin: {pred['first_bin_bps']:.3f} bits/spike).",
