@@ -27,12 +27,15 @@ from neurohorizon.training.run import train_run
 
 DATASETS = {
     # name: (data source, overrides); windows at the go cue for trial data; the model is told
-    # the experimenter's cues (target onset, go cue; trial start for pmd) as the PSTH baseline is
-    "reach": ("synthetic:reach", ["data.align_event=go_cue", "data.events=[target_on, go_cue]"]),
+    # the experimenter's cues (target onset, go cue; trial start for pmd) and forecasts around
+    # the training trials' condition average (data.rate_prior=psth), as the PSTH baseline is
+    "reach": ("synthetic:reach", ["data.align_event=go_cue", "data.events=[target_on, go_cue]",
+                                  "data.rate_prior=psth"]),
     "lorenz": ("synthetic:lorenz", []),
     # ex2 trials last 1.0-1.6 s: a 500 ms context leaves room for 25 bins (500 ms), not 50
     "pmd": ("recipe:pmd_reach_yu2009", ["data.horizon_ms=500", "data.align_event=trial_start",
-                                         "data.align_offset_ms=500", "data.events=[trial_start]"]),
+                                         "data.align_offset_ms=500", "data.events=[trial_start]",
+                                         "data.rate_prior=psth"]),
     "aplysia": ("recipe:aplysia_bruno2017", ["data.holdout_sessions=[Jun0214da03, Jun0414Bda03, Jun0514da03, "
                                              "Jun0914da03, Jun1114da03, May2214da03, Nov0514da03]"]),
 }
