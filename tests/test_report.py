@@ -320,3 +320,20 @@ def test_write_report_missing_figure_writes_nothing(tmp_path):
             sections=[Section("Broken", figures=[tmp_path / "nope.png"])],
         )
     assert not (tmp_path / "run").exists()
+
+
+def test_oracle_shares_are_said_next_to_neurohorizons_own_number():
+    from neurohorizon.evaluation.evaluation_report import horizon_table
+
+    def block(v, frac=None, causal=None):
+        out = {"pooled": {"rollout": {"fp_bps": v}}}
+        if frac is not None:
+            out["pooled"]["oracle"] = {"fraction_of_oracle": frac, "fraction_of_causal_oracle": causal}
+        return out
+
+    results = {"NeuroHorizon": {"12": block(0.128, 0.54, 0.68), "25": block(0.2, 0.6, 0.7)},
+               "psth": {"12": block(0.12), "25": block(0.21)}}
+    _, lines = horizon_table(results, [12, 25], 0.02)
+    assert "**NeuroHorizon** (0.128 bits/spike; 54% of the oracle's bits/spike, 68% of the causal" in lines[0]
+    assert lines[0].endswith("the strongest baseline, psth, reaches 0.120.")
+    assert "**psth** (0.210 bits/spike); NeuroHorizon reaches 0.200 (60% of the oracle's" in lines[1]

@@ -61,16 +61,19 @@ def horizon_table(results: dict, horizons: list[int], bin_size: float) -> tuple[
         ours = vals.get(MODEL, np.nan)
         rivals = {m: v for m, v in finite.items() if m != MODEL}
         rival = max(rivals, key=rivals.get) if rivals else None
-        text = f"At {horizon_label(h, bin_size)}, the best method is **{best}** ({finite[best]:.3f} bits/spike)"
-        if rival is not None and best == MODEL:
-            text += f"; the strongest baseline, {rival}, reaches {rivals[rival]:.3f}"
-        elif rival is not None:
-            text += f"; NeuroHorizon reaches {ours:.3f}"
         frac = _get(results.get(MODEL, {}), str(h), "pooled", "oracle", "fraction_of_oracle")
+        share = ""  # NeuroHorizon's share of the ceilings, said right after its own number
         if np.isfinite(frac):
-            text += f" ({100 * frac:.0f}% of the oracle's bits/spike"
             causal = _get(results.get(MODEL, {}), str(h), "pooled", "oracle", "fraction_of_causal_oracle")
-            text += f", {100 * causal:.0f}% of the causal oracle's)" if np.isfinite(causal) else ")"
+            share = f"; {100 * frac:.0f}% of the oracle's bits/spike" + (
+                f", {100 * causal:.0f}% of the causal oracle's" if np.isfinite(causal) else "")
+        text = f"At {horizon_label(h, bin_size)}, the best method is **{best}** ({finite[best]:.3f} bits/spike"
+        if rival is not None and best == MODEL:
+            text += f"{share}); the strongest baseline, {rival}, reaches {rivals[rival]:.3f}"
+        elif rival is not None:
+            text += f"); NeuroHorizon reaches {ours:.3f}" + (f" ({share[2:]})" if share else "")
+        else:
+            text += f"{share})"
         lines.append(text + ".")
     table = Table(columns=cols, rows=rows, caption="Forecast bits/spike (rollout, NLB null) per horizon",
                   highlight_max=cols[1:])
