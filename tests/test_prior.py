@@ -94,3 +94,16 @@ def test_the_model_adds_the_log_prior_to_the_log_rate_and_caches_it_exactly():
     torch.testing.assert_close(runs[0]["params"], runs[1]["params"], atol=1e-5, rtol=0)
     with pytest.raises(KeyError, match="needs prior_counts"):
         m(b, b["target_counts"])
+
+
+def test_dataset_items_carry_the_priors_expected_counts():
+    from neurohorizon.data.windows import ForecastDataset, Window, WindowSpec, collate
+
+    rec = trials_recording()
+    prior, units = fit(rec)
+    spec = WindowSpec(bin_size=BIN, context_bins=10, horizon_bins=20)
+    onsets = [float(rec.trials.events["go"][8]), 1.5]  # at a trial's event; between trials
+    ds = ForecastDataset([rec], [Window(0, t) for t in onsets], spec, UnitVocab.from_recordings([rec]), prior=prior)
+    for i, t in enumerate(onsets):
+        np.testing.assert_array_equal(ds[i]["prior_counts"], prior.expected(rec, units, t + np.arange(20) * BIN))
+    assert collate([ds[0], ds[1]])["prior_counts"].shape == (2, 20, 2)

@@ -59,19 +59,29 @@ class ConditionPrior:
         return cls(bin_size, event, r0 * bin_size, labels, np.maximum(table, FLOOR).astype(np.float32),
                    np.maximum(unit_mean, FLOOR).astype(np.float32))
 
-    def expected(self, rec, units: np.ndarray, starts: np.ndarray) -> np.ndarray:
-        """(T, N) prior expected counts of the bins starting at `starts` (T,) for vocabulary
-        units `units` (N,) of recording `rec`."""
-        out = np.broadcast_to(self.unit_mean[units], (len(starts), len(units))).copy()
+    def trial_conditions(self, rec) -> np.ndarray:
+        """Row of `table` per trial of `rec` (-1: a condition the prior has not seen); empty when
+        `rec` has no trials with conditions and the event. Computed once per recording."""
         tr = rec.trials
         if tr is None or tr.condition is None or not tr.events or self.event not in tr.events:
+            return np.zeros(0, np.int64)
+        label_index = {label: c for c, label in enumerate(self.labels)}
+        return np.array([label_index.get(str(c), -1) for c in tr.condition], dtype=np.int64)
+
+    def expected(self, rec, units: np.ndarray, starts: np.ndarray, conditions=None) -> np.ndarray:
+        """(T, N) prior expected counts of the bins starting at `starts` (T,) for vocabulary
+        units `units` (N,) of recording `rec`; `conditions`: its `trial_conditions` (computed
+        when not given)."""
+        out = np.broadcast_to(self.unit_mean[units], (len(starts), len(units))).copy()
+        conditions = self.trial_conditions(rec) if conditions is None else conditions
+        if not len(conditions):
             return out
+        tr = rec.trials
         centre = starts + self.bin_size / 2
         j = np.searchsorted(tr.start, centre, side="right") - 1
         inside = (j >= 0) & (centre < tr.end[np.maximum(j, 0)])
         j = np.maximum(j, 0)
-        label_index = {label: c for c, label in enumerate(self.labels)}
-        cond = np.array([label_index.get(str(c), -1) for c in tr.condition])[j]
+        cond = conditions[j]
         r = np.floor((centre - tr.events[self.event][j] - self.rel_start) / self.bin_size)
         ok = inside & (cond >= 0) & np.isfinite(r) & (r >= 0) & (r < self.table.shape[1])
         rows = np.flatnonzero(ok)

@@ -386,6 +386,7 @@ class ForecastDataset(Dataset):
         self.vocab = vocab
         self.events = list(events)
         self._cache = [_RecordingCache(r, vocab, self.events) for r in self.recordings]
+        self._prior_conditions = [None if prior is None else prior.trial_conditions(r) for r in self.recordings]
         offsets = np.arange(-spec.context_bins, spec.horizon_bins + 1)
         self._edge_steps = offsets * spec.bin_size  # onset + these = exact edges
         self.random_windows_per_epoch = random_windows_per_epoch
@@ -439,7 +440,8 @@ class ForecastDataset(Dataset):
         # events at the onset itself have happened (e.g. a go cue at the forecast start)
         e0, e1 = np.searchsorted(c.event_times, [edges[0] - 1e-9, w.onset + 1e-9])
         extra = {} if self.prior is None else {
-            "prior_counts": self.prior.expected(self.recordings[w.rec], c.units, edges[tc:-1]).astype(np.float32)}
+            "prior_counts": self.prior.expected(self.recordings[w.rec], c.units, edges[tc:-1],
+                                                self._prior_conditions[w.rec]).astype(np.float32)}
         return extra | {
             "event_times": (c.event_times[e0:e1] - w.onset).astype(np.float32),
             "event_types": c.event_types[e0:e1],
