@@ -136,6 +136,42 @@ def decoder_only_ms(model, lik, batch, *, n_steps: int, use_cache: bool, repeats
     )
 
 
+def step_linears(model) -> list:
+    """The Linear layers one cached decoding step applies to its (1, D) bin state, in order."""
+    per_block = [(b.self_attn.to_qkv, b.self_attn.to_out, b.cross_attn.to_q, b.cross_attn.to_out,
+                  b.ffn.net[1], b.ffn.net[3]) for b in model.blocks]
+    return [model.count_mlp[1], model.count_mlp[3], *sum(per_block, ()), model.ro_bin]
+
+
+def weight_read_floor_ms(model, batch, *, n_steps: int, repeats: int) -> dict:
+    """What no batch-1 cached rollout can beat: the encoder (run once by every rollout) plus,
+    per bin, one matrix-vector product through every decoder Linear (each bin must read all
+    decoder weights). Median ms of each."""
+    device = batch["units"].device
+    lins = step_linears(model)
+    inputs = [torch.randn(1, lin.in_features, device=device) for lin in lins]
+
+    def matvecs():
+        for _ in range(n_steps):
+            for lin, x in zip(lins, inputs):
+                lin(x)
+
+    out = {}
+    with torch.inference_mode():
+        for name, fn in (("encoder_ms", lambda: model._prepare(batch)), ("decoder_matvecs_ms", matvecs)):
+            times = []
+            for i in range(repeats + 2):
+                _sync(device)
+                t0 = time.perf_counter()
+                fn()
+                _sync(device)
+                if i >= 2:
+                    times.append(1e3 * (time.perf_counter() - t0))
+            out[name] = statistics.median(times)
+    out["decoder_weights_mb"] = sum(lin.weight.numel() for lin in lins) * 4 / 2**20
+    return out
+
+
 def encoder_cross_attn_ms(model, *, B: int, S: int, N: int, repeats: int) -> dict:
     """Forward+backward of the spike cross-attention: torch_brain RotaryCrossAttention on every
     token vs our token-table version (same weights, same result; justifies the replacement)."""
@@ -197,6 +233,9 @@ def run(device: torch.device, *, quick: bool) -> dict:
         "decoder_only50_ms_recompute": dec_full,
         "decoder_only_kv_cache_speedup": dec_full / dec_cached,
     }
+    floor = weight_read_floor_ms(model, roll_batch, n_steps=50, repeats=reps)
+    floor_ms = floor["encoder_ms"] + floor["decoder_matvecs_ms"]
+    out |= {"rollout50_floor": floor, "kv_cache_speedup_bound": full / floor_ms}
     # torch.compile of the cached step (one trace per batch shape, done before timing)
     compiled = rollout_ms(model, lik, roll_batch, n_steps=50, use_cache=True, repeats=reps,
                           compile=True)

@@ -8,6 +8,11 @@ single-trial OU noise. The causal oracle (`neurohorizon.data.synthetic.causal`) 
 exactly over those and knows everything else; its bits/spike bounds every forecaster's
 expected score. Scored on the demo's test windows (go-cue aligned) and, for a steadier
 ratio, on every trial's go cue. Both use the NLB null of the evaluated spikes.
+
+The ideal observer (`neurohorizon.data.synthetic.observer`) knows what the causal oracle knows
+except the trial's gain, preparatory jitter and OU state, which it infers from the context's
+spikes (the demo's 0.5 s) under their true priors: what a perfectly learned model of this
+generator could reach from that context (up to Laplace's approximation).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from neurohorizon.config import load_config
 from neurohorizon.data.binning import bin_spikes_at_edges
 from neurohorizon.data.prepare import prepare_data
 from neurohorizon.data.synthetic.causal import ReachTruth, reach_causal_expected
+from neurohorizon.data.synthetic.observer import reach_observer_expected
 from neurohorizon.data.synthetic.oracle import expected_counts
 from neurohorizon.evaluation.metrics import bits_per_spike
 
@@ -38,15 +44,19 @@ def observed(rec, starts, n_bins, bin_size):
                      for s in starts]).astype(float)
 
 
-def score(rec, truth, starts, bin_size) -> dict:
+def score(rec, truth, starts, bin_size, context) -> dict:
     n = max(HORIZONS)
     target = observed(rec, starts, n, bin_size)
     oracle = np.stack([expected_counts(rec, start=s, n_steps=n, bin_size=bin_size) for s in starts])
     causal = reach_causal_expected(rec, starts, n_bins=n, bin_size=bin_size, truth=truth)
+    observer = reach_observer_expected(rec, starts, n_bins=n, bin_size=bin_size, context=context,
+                                       truth=truth)
     out = {}
     for h in HORIZONS:
-        o, c = bits_per_spike(oracle[:, :h], target[:, :h]), bits_per_spike(causal[:, :h], target[:, :h])
-        out[str(h)] = {"oracle_fp_bps": o, "causal_oracle_fp_bps": c, "causal_fraction_of_oracle": c / o}
+        o, c, v = (bits_per_spike(x[:, :h], target[:, :h]) for x in (oracle, causal, observer))
+        out[str(h)] = {"oracle_fp_bps": o, "causal_oracle_fp_bps": c, "causal_fraction_of_oracle": c / o,
+                       "observer_fp_bps": v, "observer_fraction_of_oracle": v / o,
+                       "observer_fraction_of_causal": v / c}
     return {"n_windows": len(starts), "fp_bps": out}
 
 
@@ -61,9 +71,11 @@ def main(argv=None) -> int:
     bin_size = cfg.data.bin_size_ms / 1000
     test_starts = [w.onset for w in data.test.windows]
     all_starts = truth.sched["go"][1:] * 0.005  # every trial but the first (no earlier trial)
+    context = cfg.data.context_ms / 1000
     result = {"data": cfg.data.source, "null": "NLB (per-neuron mean of the evaluated spikes)",
-              "test_windows": score(rec, truth, test_starts, bin_size),
-              "all_go_cues": score(rec, truth, all_starts, bin_size)}
+              "observer_context_s": context,
+              "test_windows": score(rec, truth, test_starts, bin_size, context),
+              "all_go_cues": score(rec, truth, all_starts, bin_size, context)}
     print(json.dumps(result, indent=1))
     Path(args.out).write_text(json.dumps(result, indent=1))
     return 0

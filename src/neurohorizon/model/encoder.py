@@ -29,11 +29,14 @@ def rotate(x: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
     """RotaryTimeEmbedding.rotate as one complex multiply (same maths: feature pairs
     (2j, 2j+1) turn by angle j). torch_brain's version builds rotate_half with stack/neg/cat,
     ~6 passes over x; on CPU this was a top hotspot for 2500 spike tokens (bench_model.py).
-    x (..., Dh), cis broadcastable to (..., Dh/2) -> (..., Dh)."""
+    x (..., Dh), cis broadcastable to (..., Dh/2), complex or its real view (..., Dh/2, 2)
+    -> (..., Dh)."""
     if torch.compiler.is_compiling():  # inductor cannot fuse complex ops: same maths in reals
         x0, x1 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-        c, s = cis.real, cis.imag
+        c, s = (cis.real, cis.imag) if cis.is_complex() else cis.unbind(-1)
         return torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], -1).flatten(-2).to(x.dtype)
+    if not cis.is_complex():
+        cis = torch.view_as_complex(cis)
     if x.stride(-1) != 1:
         x = x.contiguous()
     xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))

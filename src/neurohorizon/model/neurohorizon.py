@@ -217,6 +217,13 @@ class NeuroHorizon(nn.Module):
             n_event_types=len(self.event_names),
         )
 
+        # rotary phasors of every future bin centre, as a real (max_bins, Dh/2, 2) table: a
+        # decoding step indexes it instead of computing complex phasors (which inductor cannot
+        # compile) per bin
+        centres = (torch.arange(max_bins).float() + 0.5) * bin_size
+        self.register_buffer(
+            "bin_phasors", torch.view_as_real(rotary_cis(self.rotary, centres)), persistent=False
+        )
         # decoder input: AR tokens from fed-back counts; otherwise one learned query
         self.bin_pos = nn.Embedding(max_bins, dim)
         nn.init.normal_(self.bin_pos.weight, std=0.02)
@@ -327,8 +334,8 @@ class NeuroHorizon(nn.Module):
         return torch.arange(start, stop, device=device)
 
     def _bin_cis(self, bins: torch.Tensor) -> torch.Tensor:
-        """Rotary phasors of the centres of future bins (T,): (T, Dh/2)."""
-        return rotary_cis(self.rotary, (bins.float() + 0.5) * self.bin_size)
+        """Rotary phasors of the centres of future bins (T,), as real pairs: (T, Dh/2, 2)."""
+        return self.bin_phasors.index_select(0, bins)
 
     def _tokens(self, prep: dict, prev: torch.Tensor | None, bins: torch.Tensor) -> torch.Tensor:
         """Decoder input for future bins (T,): (B, T, D). prev (B, T, N): counts of bin t-1."""
@@ -352,14 +359,17 @@ class NeuroHorizon(nn.Module):
         return params
 
     def _decode(self, prep: dict, bins: torch.Tensor, prev: torch.Tensor | None = None,
-                caches=None) -> torch.Tensor:
+                caches=None, last_only: bool = False) -> torch.Tensor:
         """Future bins (T,) (fed-back counts prev (B, T, N) for the autoregressive decoder)
-        -> params (B, T, N, P). With ``caches`` (one KVCache per block) bins holds one bin."""
+        -> params (B, T, N, P), or (B, 1, N, P) of the last bin with ``last_only``. With
+        ``caches`` (one KVCache per block) bins holds one bin."""
         causal = self.decoder != "parallel"
         x, cis = self._tokens(prep, prev, bins), self._bin_cis(bins)
         for i, block in enumerate(self.blocks):
             cache = None if caches is None else caches[i]
             x = block(x, cis, prep["lat_kv"][i], causal, cache, bins)
+        if last_only:
+            x, bins = x[:, -1:], bins[-1:]
         return self._readout(prep, x, bins)
 
     def _step(self, prep: dict, prev: torch.Tensor, bin_t: torch.Tensor, caches) -> torch.Tensor:
@@ -468,7 +478,7 @@ class NeuroHorizon(nn.Module):
             if use_cache:
                 params = step(prep, prev, bins[t : t + 1], caches)
             else:  # full recomputation over all bins so far (reference path)
-                params = self._decode(prep, bins[: t + 1], torch.stack(inputs, dim=1))[:, -1]
+                params = self._decode(prep, bins[: t + 1], torch.stack(inputs, dim=1), last_only=True)[:, 0]
             mean, prev = emit(params)
             out_params.append(params)
             out_mean.append(mean)

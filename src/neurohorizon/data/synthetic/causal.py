@@ -40,7 +40,8 @@ class ReachTruth:
                                        params["trials_per_condition"], params["seed"])
         self.source = rec.source
         self.sched, self.latent, self.gain = sim["sched"], sim["latent"], sim["gain"]
-        self.p = sim["gain"][:, None] * (sim["prep"][self.sched["cond"]] + sim["jitter"])
+        self.prep_mean = sim["prep"][self.sched["cond"]]  # (trials, 6) condition prep states
+        self.p = sim["gain"][:, None] * (self.prep_mean + sim["jitter"])
         self.c_task, self.c_ou = sim["loadings"][:, :N_TASK], sim["loadings"][:, N_TASK:]
         self.offset = log_rate_offset(sim["latent"], sim["loadings"], sim["mean_hz"])
         self._check_against(rec)

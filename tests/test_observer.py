@@ -1,0 +1,77 @@
+"""The reach ideal observer: its forecast map equals the causal oracle's, its Laplace fit is a
+true mode with the right curvature, and it learns the trial's state from the spikes."""
+
+import numpy as np
+import pytest
+
+from neurohorizon.data.synthetic import make_reach
+from neurohorizon.data.synthetic.causal import N_TASK, ReachTruth, reach_causal_expected
+from neurohorizon.data.synthetic.common import FINE_DT
+from neurohorizon.data.synthetic.observer import (
+    D_PREP,
+    PHI,
+    ContextPosterior,
+    _forecast,
+    ou_precision,
+    reach_observer_expected,
+)
+from neurohorizon.evaluation.metrics import bits_per_spike
+
+
+@pytest.fixture(scope="module")
+def rec():
+    return make_reach(n_neurons=40, trials_per_condition=4, seed=3)
+
+
+@pytest.fixture(scope="module")
+def truth(rec):
+    return ReachTruth(rec)
+
+
+def test_ou_precision_inverts_the_ar1_covariance():
+    lag = np.abs(np.arange(6)[:, None] - np.arange(6)[None])
+    np.testing.assert_allclose(np.linalg.inv(ou_precision(6)), PHI**lag, atol=1e-9)
+
+
+def test_known_state_forecast_equals_the_causal_oracle(rec, truth):
+    """Collapsed on the true gain, jitter and OU value, the observer is the causal oracle."""
+    for i in (2, 5, 9):
+        go = truth.sched["go"][i]
+        g = truth.gain[i]
+        state = np.r_[truth.p[i] / g - truth.prep_mean[i], truth.latent[go - 1, N_TASK:]]
+        rate = _forecast(truth, i, go + np.arange(100), g, state, np.zeros((9, 9)))
+        counts = rate.reshape(25, 4, -1).sum(1) * FINE_DT
+        causal = reach_causal_expected(rec, [go * FINE_DT], n_bins=25, truth=truth)[0]
+        np.testing.assert_allclose(counts, causal, rtol=1e-10)
+
+
+def test_laplace_fit_is_the_mode_with_the_exact_curvature():
+    rng = np.random.default_rng(0)
+    T, N = 4, 12
+    post = ContextPosterior(
+        y=rng.poisson(0.3, (T, N)).astype(float), a=np.log(30.0) + 0.2 * rng.standard_normal((T, N)),
+        r=np.array([0.0, 0.3, 0.6, 0.8]), mu=rng.standard_normal(D_PREP) * 0.5,
+        c6=rng.standard_normal((N, D_PREP)) * 0.5, c_ou=rng.standard_normal((N, 3)) * 0.2,
+    )
+    theta, hess, _ = post.fit(1.1)
+    grad, _ = post._grad_hess(theta, 1.1)
+    assert np.abs(grad).max() < 1e-6
+    eps, basis = 1e-4, np.eye(post.n)
+    numeric = np.stack([(post._grad_hess(theta + eps * e, 1.1)[0] - post._grad_hess(theta - eps * e, 1.1)[0])
+                        / (2 * eps) for e in basis])
+    np.testing.assert_allclose(-numeric, hess, atol=1e-5)
+    value = post._objective(theta, 1.1)
+    for _ in range(20):  # concave: every nearby point is lower
+        assert post._objective(theta + 0.01 * rng.standard_normal(post.n), 1.1) < value
+
+
+def test_observer_beats_the_prior_and_stays_below_the_causal_oracle(rec, truth):
+    starts = truth.sched["go"][1:13] * FINE_DT
+    observer = reach_observer_expected(rec, starts, n_bins=25, truth=truth)
+    causal = reach_causal_expected(rec, starts, n_bins=25, truth=truth)
+    # fresh draws from the causal law score each forecast in expectation
+    spikes = np.random.default_rng(2).poisson(np.repeat(causal, 20, axis=0))
+    bps_obs = bits_per_spike(np.repeat(observer, 20, axis=0), spikes)
+    bps_causal = bits_per_spike(np.repeat(causal, 20, axis=0), spikes)
+    assert np.all(np.isfinite(observer)) and observer.min() > 0
+    assert 0 < bps_obs < bps_causal
