@@ -5,14 +5,11 @@ Measures, for the "small" preset (autoregressive decoder, Poisson likelihood):
   * training throughput (forward + Poisson NLL + backward + AdamW step), batch 16, 100 units,
     25 context bins of 20 ms, 50 future bins, ~2500 context spike tokens per window;
   * rollout latency, 50 bins x 100 units x batch 1 (500 context spikes; also 2500), with and
-    without the decoder KV cache (recompute: every earlier bin through the decoder, the encoder
-    output reused, the readout of the new bin only; full forward: the public forward, encoder
-    included, once per bin), and with the cached step through torch.compile (the cache is
+    without the decoder KV cache (recompute: every earlier bin of the decoder, encoder output
+    reused; full forward: the public forward, encoder included, once per bin), and with the
+    cached step through torch.compile (the cache is
     why the decoder has its own causal self-attention instead of torch_brain's
     RotarySelfAttention, which has neither a causal mask nor incremental decoding);
-  * the floor of any batch-1 cached rollout: the encoder once plus, per bin, one
-    matrix-vector product through every decoder Linear (each bin must read all decoder weights),
-    and the speed-up over recomputation that a step costing only that floor would give;
   * peak resident memory; the same numbers on CUDA when available.
 
 Usage: python benchmarks/bench_model.py [--threads 2] [--quick]

@@ -362,8 +362,8 @@ class ForecastDataset(Dataset):
         grid: onset grid for random windows (default: 1/fs of true_rate when present).
         events: trial event names (e.g. ["target_on", "go_cue"]) whose occurrences inside the
             context, end included, are returned as `event_times` / `event_types` (1-based).
-        prior: a `ConditionPrior` (data/prior.py): adds its expected counts for the future bins,
-            `prior_counts` (T, N), and for the context bins, `context_prior_counts` (Tc, N).
+        prior: a `ConditionPrior` (data/prior.py): adds `prior_counts` (T, N), its expected
+            counts for the future bins.
     """
 
     def __init__(
@@ -440,9 +440,8 @@ class ForecastDataset(Dataset):
         # events at the onset itself have happened (e.g. a go cue at the forecast start)
         e0, e1 = np.searchsorted(c.event_times, [edges[0] - 1e-9, w.onset + 1e-9])
         extra = {} if self.prior is None else {
-            key: self.prior.expected(self.recordings[w.rec], c.units, starts,
-                                     self._prior_conditions[w.rec]).astype(np.float32)
-            for key, starts in (("prior_counts", edges[tc:-1]), ("context_prior_counts", edges[:tc]))}
+            "prior_counts": self.prior.expected(self.recordings[w.rec], c.units, edges[tc:-1],
+                                                self._prior_conditions[w.rec]).astype(np.float32)}
         return extra | {
             "event_times": (c.event_times[e0:e1] - w.onset).astype(np.float32),
             "event_types": c.event_types[e0:e1],
@@ -493,12 +492,13 @@ def collate(items: list[dict]) -> dict[str, torch.Tensor]:
         unit_mask[b, :n] = True
         true_exp[b, :, :n] = it["true_expected"]
         ctx_exp[b, :, :n] = it["context_true_expected"]
-    extra = {}
-    for key, length in (("prior_counts", T), ("context_prior_counts", Tc)):
-        if key in items[0]:  # padding units get 1 (log 0): finite, and masked anyway
-            extra[key] = np.ones((B, length, N), np.float32)
-            for b, it in enumerate(items):
-                extra[key][b, :, : len(it["units"])] = it[key]
+    if "prior_counts" in items[0]:  # padding units get 1 (log 0): finite, and masked anyway
+        prior = np.ones((B, T, N), np.float32)
+        for b, it in enumerate(items):
+            prior[b, :, : len(it["units"])] = it["prior_counts"]
+        extra = {"prior_counts": prior}
+    else:
+        extra = {}
     out = dict(
         **extra,
         event_times=event_times,

@@ -37,7 +37,6 @@ from neurohorizon.model.encoder import (
 from neurohorizon.model.feedback import FEEDBACK_MODES, feedback_counts
 
 DECODERS = ("autoregressive", "parallel", "causal")
-DEVIATION_SPANS_S = (None, 0.1)  # prior_context: whole context, then its last 100 ms
 BATCH_KEYS = ("spike_times", "spike_units", "spike_mask", "context_counts", "units", "unit_mask")
 
 
@@ -161,10 +160,6 @@ class NeuroHorizon(nn.Module):
         rate_prior: batches carry ``prior_counts`` (B, T, N), prior expected counts of the future
             bins (e.g. the condition's PSTH, data/prior.py); their log is added to param 0 (a
             log-rate), so the model forecasts the deviation from the prior.
-        prior_context: (with rate_prior) batches also carry ``context_prior_counts`` (B, Tc, N),
-            the prior for the context bins; each unit's log ratio of observed to prior counts
-            (whole context, last 100 ms) becomes a token added to every decoder input, so the model
-            sees directly how this trial departs from its condition's average.
     """
 
     def __init__(
@@ -189,7 +184,6 @@ class NeuroHorizon(nn.Module):
         t_max: float = 4.0,
         event_names: Sequence[str] = (),
         rate_prior: bool = False,
-        prior_context: bool = False,
     ):
         super().__init__()
         if decoder not in DECODERS:
@@ -201,9 +195,7 @@ class NeuroHorizon(nn.Module):
         self.decoder, self.n_params, self.unit_only_params = decoder, n_params, unit_only_params
         self.bin_size, self.max_bins, self.heads = bin_size, max_bins, heads
         self.event_names = tuple(event_names)
-        if prior_context and not rate_prior:
-            raise ValueError("prior_context needs rate_prior")
-        self.rate_prior, self.prior_context = rate_prior, prior_context
+        self.rate_prior = rate_prior
         dim_head = dim // heads
 
         self.unit_emb = InfiniteVocabEmbedding(dim)
@@ -244,11 +236,6 @@ class NeuroHorizon(nn.Module):
             )
         else:
             self.query = nn.Parameter(torch.randn(dim) * 0.02)
-        if prior_context:  # per-unit features: log ratio over the whole context and its last 100 ms
-            self.deviation_proj = nn.Linear(dim, len(DEVIATION_SPANS_S) * dim, bias=False)
-            self.deviation_mlp = nn.Sequential(
-                nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim)
-            )
         self.blocks = nn.ModuleList(
             DecoderBlock(dim=dim, heads=heads, ffn_mult=ffn_mult, dropout=dropout)
             for _ in range(depth_dec)
@@ -299,9 +286,6 @@ class NeuroHorizon(nn.Module):
             raise ValueError(f"batch['event_types'] exceeds the model's {len(self.event_names)} event types")
         if self.rate_prior and "prior_counts" not in batch:
             raise KeyError("this model forecasts around a rate prior: the batch needs prior_counts (B, T, N)")
-        if self.prior_context and "context_prior_counts" not in batch:
-            raise KeyError("this model compares the context with its prior: the batch needs "
-                           "context_prior_counts (B, Tc, N)")
         if not bool(batch["unit_mask"].any(dim=1).all()):
             raise ValueError("every batch row needs at least one real unit (unit_mask)")
 
@@ -333,8 +317,6 @@ class NeuroHorizon(nn.Module):
             prep["unit_only"] = self.ro_unit_only(emb).unsqueeze(1)  # (B, 1, N, k)
         if self.rate_prior:
             prep["log_prior"] = torch.log(batch["prior_counts"].clamp_min(1e-4))  # (B, T, N)
-        if self.prior_context:
-            prep["deviation"] = self._deviation(batch, emb, unit_mask)  # (B, 1, D)
         if self.decoder == "autoregressive":
             # per-unit projections, zero for padding units, scaled by 1/sqrt(N_valid) so the
             # token size does not grow with N; the constant feature's sum is precomputed
@@ -344,21 +326,6 @@ class NeuroHorizon(nn.Module):
             prep["count_proj"] = proj[:, :, :2].flatten(1, 2)  # (B, N*2, D)
             prep["count_const"] = proj[:, :, 2].sum(1, keepdim=True)  # (B, 1, D)
         return prep
-
-    def _deviation(self, batch: dict, emb: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
-        """How the context departs from its prior: (B, 1, D), from each unit's log ratio of
-        observed to prior counts over each span of DEVIATION_SPANS_S (+0.5 keeps silent units
-        finite), projected through its unit embedding and summed over units."""
-        feats = []
-        for span in DEVIATION_SPANS_S:
-            k = 0 if span is None else -max(1, round(span / self.bin_size))
-            seen = batch["context_counts"][:, k:].sum(1)
-            expected = batch["context_prior_counts"][:, k:].sum(1)
-            feats.append(torch.log((seen + 0.5) / (expected + 0.5)))
-        scale = unit_mask.float() / unit_mask.sum(1, keepdim=True).clamp(min=1).float().sqrt()
-        feats = torch.stack(feats, -1) * scale[..., None]  # (B, N, F)
-        proj = self.deviation_proj(emb).unflatten(-1, (len(DEVIATION_SPANS_S), -1))  # (B, N, F, D)
-        return self.deviation_mlp(torch.einsum("bnf,bnfd->bd", feats, proj)).unsqueeze(1)
 
     def _bins(self, start: int, stop: int, device) -> torch.Tensor:
         """(T,) indices of future bins start..stop-1, checked against the position table."""
@@ -375,12 +342,10 @@ class NeuroHorizon(nn.Module):
         pos = self.bin_pos(bins)
         if self.decoder != "autoregressive":
             B = prep["unit_mask"].shape[0]
-            x = (self.query + pos).unsqueeze(0).expand(B, -1, -1)
-        else:
-            feats = torch.stack([torch.log1p(prev), -torch.expm1(-prev)], dim=-1)
-            x = torch.baddbmm(prep["count_const"], feats.flatten(2), prep["count_proj"])  # (B, T, D)
-            x = self.count_mlp(x) + pos
-        return x + prep["deviation"] if "deviation" in prep else x
+            return (self.query + pos).unsqueeze(0).expand(B, -1, -1)
+        feats = torch.stack([torch.log1p(prev), -torch.expm1(-prev)], dim=-1)
+        x = torch.baddbmm(prep["count_const"], feats.flatten(2), prep["count_proj"])  # (B, T, D)
+        return self.count_mlp(x) + pos
 
     def _readout(self, prep: dict, h: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
         """h (B, T, D) of future bins (T,) -> params (B, T, N, P)."""
