@@ -76,64 +76,42 @@ def train_throughput(model, lik, batch, *, steps: int, warmup: int, bf16: bool =
     return steps * B / (time.perf_counter() - t0)
 
 
-def rollout_ms(
-    model, lik, batch, *, n_steps: int, use_cache: bool, repeats: int, n_samples: int = 1,
-    compile: bool = False, cuda_graph: bool = False,
-) -> float:
-    """Median wall time (ms) of one rollout (encoder included); compile traces before timing."""
-    device = batch["units"].device
-    model.eval()
-    times = []
-    for i in range(repeats + 2):
-        _sync(device)
-        t0 = time.perf_counter()
-        model.rollout(
-            batch, lik, n_steps=n_steps, feedback="mean", use_cache=use_cache,
-            n_samples=n_samples, compile=compile, cuda_graph=cuda_graph,
-        )
-        _sync(device)
-        if i >= 2:  # first two are warm-up
-            times.append(1e3 * (time.perf_counter() - t0))
-    return statistics.median(times)
+def interleaved_ms(fns: dict, *, repeats: int, device, warmup: int = 2) -> dict:
+    """Median ms of each zero-argument callable, timed in rounds that run every one once.
 
-
-def full_forward_ms(model, lik, batch, *, n_steps: int, repeats: int) -> float:
-    """Median ms of the naive rollout: the public teacher-forced forward (encoder included) on
-    everything fed back so far, once per bin; what a loop over ``model(batch, fed)`` costs."""
-    device = batch["units"].device
-    model.eval()
-    times = []
+    Shared machines drift in speed over seconds; interleaving gives every variant the same
+    conditions, so the ratios between them hold even when the absolute numbers wander.
+    """
+    times = {name: [] for name in fns}
     with torch.inference_mode():
-        for i in range(repeats + 1):
-            _sync(device)
-            t0 = time.perf_counter()
-            slot = torch.zeros(*batch["units"].shape, device=device)[:, None]  # unused last input
-            fed = slot[:, :0]
-            for _ in range(n_steps):  # the last input of forward() feeds no prediction
-                params = model(batch, torch.cat([fed, slot], 1))[:, -1:]
-                fed = torch.cat([fed, lik.mean(params)], 1)
-            _sync(device)
-            if i:
-                times.append(1e3 * (time.perf_counter() - t0))
-    return statistics.median(times)
+        for i in range(warmup + repeats):
+            for name, fn in fns.items():
+                _sync(device)
+                t0 = time.perf_counter()
+                fn()
+                _sync(device)
+                if i >= warmup:
+                    times[name].append(1e3 * (time.perf_counter() - t0))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def decoder_only_ms(model, lik, batch, *, n_steps: int, use_cache: bool, repeats: int) -> float:
-    """Rollout minus the (shared) encoder cost: median ms of rollout - median ms of _prepare."""
+def rollout_fn(model, lik, batch, *, n_steps: int = 50, **kw):
+    """A rollout with mean feedback (encoder included) as a zero-argument callable."""
+    return lambda: model.rollout(batch, lik, n_steps=n_steps, feedback="mean", **kw)
+
+
+def full_forward_fn(model, lik, batch, *, n_steps: int = 50):
+    """The naive rollout: the public teacher-forced forward (encoder included) on everything
+    fed back so far, once per bin; what a loop over ``model(batch, fed)`` costs."""
     device = batch["units"].device
-    times = []
-    with torch.no_grad():
-        for i in range(repeats + 2):
-            _sync(device)
-            t0 = time.perf_counter()
-            model._prepare(batch)
-            _sync(device)
-            if i >= 2:
-                times.append(1e3 * (time.perf_counter() - t0))
-    enc = statistics.median(times)
-    return (
-        rollout_ms(model, lik, batch, n_steps=n_steps, use_cache=use_cache, repeats=repeats) - enc
-    )
+
+    def run():
+        slot = torch.zeros(*batch["units"].shape, device=device)[:, None]  # unused last input
+        fed = slot[:, :0]
+        for _ in range(n_steps):  # the last input of forward() feeds no prediction
+            params = model(batch, torch.cat([fed, slot], 1))[:, -1:]
+            fed = torch.cat([fed, lik.mean(params)], 1)
+    return run
 
 
 def step_linears(model) -> list:
@@ -143,32 +121,80 @@ def step_linears(model) -> list:
     return [model.count_mlp[1], model.count_mlp[3], *sum(per_block, ()), model.ro_bin]
 
 
-def weight_read_floor_ms(model, batch, *, n_steps: int, repeats: int) -> dict:
-    """What no batch-1 cached rollout can beat: the encoder (run once by every rollout) plus,
-    per bin, one matrix-vector product through every decoder Linear (each bin must read all
-    decoder weights). Median ms of each."""
-    device = batch["units"].device
+def decoder_matvecs_fn(model, *, n_steps: int = 50):
+    """Per bin, one matrix-vector product through every decoder Linear: the weight reads that
+    no batch-1 cached step can avoid (each bin must read all decoder weights)."""
+    device = next(model.parameters()).device
     lins = step_linears(model)
     inputs = [torch.randn(1, lin.in_features, device=device) for lin in lins]
 
-    def matvecs():
+    def run():
         for _ in range(n_steps):
             for lin, x in zip(lins, inputs):
                 lin(x)
+    return run
 
-    out = {}
-    with torch.inference_mode():
-        for name, fn in (("encoder_ms", lambda: model._prepare(batch)), ("decoder_matvecs_ms", matvecs)):
-            times = []
-            for i in range(repeats + 2):
-                _sync(device)
-                t0 = time.perf_counter()
-                fn()
-                _sync(device)
-                if i >= 2:
-                    times.append(1e3 * (time.perf_counter() - t0))
-            out[name] = statistics.median(times)
-    out["decoder_weights_mb"] = sum(lin.weight.numel() for lin in lins) * 4 / 2**20
+
+def batch1_latency(model, lik, batch, *, repeats: int) -> dict:
+    """The batch-1 50-bin rollout variants, their floor and their ratios, timed interleaved."""
+    device = batch["units"].device
+    fns = {
+        "kv_cache": rollout_fn(model, lik, batch),
+        "recompute": rollout_fn(model, lik, batch, use_cache=False),
+        "kv_cache_compiled": rollout_fn(model, lik, batch, compile=True),
+        "full_forward_each_bin": full_forward_fn(model, lik, batch),
+        "encoder": lambda: model._prepare(batch),
+        "decoder_matvecs": decoder_matvecs_fn(model),
+    }
+    if device.type == "cuda":  # launch-bound: the step as a CUDA graph (eager and compiled)
+        fns["cuda_graph"] = rollout_fn(model, lik, batch, cuda_graph=True)
+        fns["cuda_graph_compiled"] = rollout_fn(model, lik, batch, cuda_graph=True, compile=True)
+    ms = interleaved_ms(fns, repeats=repeats, device=device)
+    enc, floor = ms["encoder"], ms["encoder"] + ms["decoder_matvecs"]
+    out = {
+        "rollout50_ms_kv_cache": ms["kv_cache"],
+        "rollout50_ms_recompute": ms["recompute"],
+        "kv_cache_speedup": ms["recompute"] / ms["kv_cache"],
+        "rollout50_ms_full_forward_each_bin": ms["full_forward_each_bin"],
+        "kv_cache_speedup_vs_full_forward": ms["full_forward_each_bin"] / ms["kv_cache"],
+        "decoder_only50_ms_kv_cache": ms["kv_cache"] - enc,
+        "decoder_only50_ms_recompute": ms["recompute"] - enc,
+        "decoder_only_kv_cache_speedup": (ms["recompute"] - enc) / (ms["kv_cache"] - enc),
+        "rollout50_ms_kv_cache_compiled": ms["kv_cache_compiled"],
+        "kv_cache_compiled_speedup": ms["recompute"] / ms["kv_cache_compiled"],
+        "rollout50_floor": {
+            "encoder_ms": enc, "decoder_matvecs_ms": ms["decoder_matvecs"], "floor_ms": floor,
+            "decoder_weights_mb": sum(lin.weight.numel() for lin in step_linears(model)) * 4 / 2**20,
+        },
+        "kv_cache_speedup_bound": ms["recompute"] / floor,
+    }
+    if device.type == "cuda":
+        out["rollout50_ms_cuda_graph"] = ms["cuda_graph"]
+        out["rollout50_ms_cuda_graph_compiled"] = ms["cuda_graph_compiled"]
+        out["cuda_graph_speedup_vs_recompute"] = ms["recompute"] / ms["cuda_graph"]
+    return out
+
+
+def sampled_latency(model, lik, batch, dense_batch, *, repeats: int) -> dict:
+    """A denser context (2500 spikes), and 16 batched sample trajectories, where compute, not
+    weight reads, dominates each step."""
+    device = batch["units"].device
+    fns = {
+        "dense": rollout_fn(model, lik, dense_batch),
+        "cached16": rollout_fn(model, lik, batch, n_samples=16),
+        "recompute16": rollout_fn(model, lik, batch, n_samples=16, use_cache=False),
+    }
+    if device.type == "cuda":
+        fns["graph16"] = rollout_fn(model, lik, batch, n_samples=16, cuda_graph=True)
+    ms = interleaved_ms(fns, repeats=repeats, device=device)
+    out = {
+        "rollout50_ms_kv_cache_2500_spikes": ms["dense"],
+        "rollout50_16samples_ms_kv_cache": ms["cached16"],
+        "rollout50_16samples_ms_recompute": ms["recompute16"],
+        "kv_cache_speedup_16samples": ms["recompute16"] / ms["cached16"],
+    }
+    if device.type == "cuda":
+        out["rollout50_16samples_ms_cuda_graph"] = ms["graph16"]
     return out
 
 
@@ -217,50 +243,13 @@ def run(device: torch.device, *, quick: bool) -> dict:
         "params_small": count_parameters(model),
         "train_windows_per_s": train_throughput(model, lik, train_batch, steps=steps, warmup=2),
     }
-    reps = 5 if quick else 21
-    cached = rollout_ms(model, lik, roll_batch, n_steps=50, use_cache=True, repeats=reps)
-    full = rollout_ms(model, lik, roll_batch, n_steps=50, use_cache=False, repeats=reps)
-    naive = full_forward_ms(model, lik, roll_batch, n_steps=50, repeats=3 if quick else 7)
-    dec_cached = decoder_only_ms(model, lik, roll_batch, n_steps=50, use_cache=True, repeats=reps)
-    dec_full = decoder_only_ms(model, lik, roll_batch, n_steps=50, use_cache=False, repeats=reps)
-    out |= {
-        "rollout50_ms_kv_cache": cached,
-        "rollout50_ms_recompute": full,
-        "kv_cache_speedup": full / cached,
-        "rollout50_ms_full_forward_each_bin": naive,
-        "kv_cache_speedup_vs_full_forward": naive / cached,
-        "decoder_only50_ms_kv_cache": dec_cached,
-        "decoder_only50_ms_recompute": dec_full,
-        "decoder_only_kv_cache_speedup": dec_full / dec_cached,
-    }
-    floor = weight_read_floor_ms(model, roll_batch, n_steps=50, repeats=reps)
-    floor_ms = floor["encoder_ms"] + floor["decoder_matvecs_ms"]
-    out |= {"rollout50_floor": floor, "kv_cache_speedup_bound": full / floor_ms}
-    # torch.compile of the cached step (one trace per batch shape, done before timing)
-    compiled = rollout_ms(model, lik, roll_batch, n_steps=50, use_cache=True, repeats=reps,
-                          compile=True)
-    dense = rollout_ms(model, lik, dense_batch, n_steps=50, use_cache=True, repeats=reps)
-    out |= {"rollout50_ms_kv_cache_compiled": compiled, "kv_cache_compiled_speedup": full / compiled,
-            "rollout50_ms_kv_cache_2500_spikes": dense}
-    # with 16 batched sample trajectories compute, not weight traffic, dominates each step
-    kw = dict(n_steps=50, repeats=3 if quick else 7, n_samples=16)
-    c16 = rollout_ms(model, lik, roll_batch, use_cache=True, **kw)
-    f16 = rollout_ms(model, lik, roll_batch, use_cache=False, **kw)
-    out |= {
-        "rollout50_16samples_ms_kv_cache": c16,
-        "rollout50_16samples_ms_recompute": f16,
-        "kv_cache_speedup_16samples": f16 / c16,
-    }
+    model.eval()
+    out |= batch1_latency(model, lik, roll_batch, repeats=5 if quick else 21)
+    out |= sampled_latency(model, lik, roll_batch, dense_batch, repeats=3 if quick else 7)
     if device.type == "cpu":
         out["encoder_cross_attn_fwd_bwd_B16"] = encoder_cross_attn_ms(
             model, B=16, S=2700, N=100, repeats=3 if quick else 5
         )
-    if device.type == "cuda":  # launch-bound: the step as a CUDA graph (eager, compiled, 16 samples)
-        for name, kw in (("rollout50_ms_cuda_graph", {}), ("rollout50_ms_cuda_graph_compiled", {"compile": True}),
-                         ("rollout50_16samples_ms_cuda_graph", {"n_samples": 16})):
-            out[name] = rollout_ms(model, lik, roll_batch, n_steps=50, use_cache=True, repeats=reps,
-                                   cuda_graph=True, **kw)
-        out["cuda_graph_speedup_vs_recompute"] = full / out["rollout50_ms_cuda_graph"]
     if device.type == "cuda":  # a GPU is latency-bound at batch 16: bf16 and larger batches too
         out["train_windows_per_s_bf16"] = train_throughput(model, lik, train_batch, steps=steps,
                                                            warmup=2, bf16=True)
