@@ -34,7 +34,6 @@ from neurohorizon.data.synthetic.causal import (
 from neurohorizon.data.synthetic.common import FINE_DT, MAX_RATE_HZ
 
 D_PREP = N_TASK - 1  # the 6 preparatory/rotation dims (the 7th is the CIS)
-JITTER_SD, LOG_GAIN_SD = 0.12, 0.15  # reach._trial_variability
 PHI = float(np.exp(-FINE_DT / reach.TAU_OU))  # OU AR(1) coefficient per fine step
 
 
@@ -60,7 +59,7 @@ class ContextPosterior:
         T = len(y)
         self.n = D_PREP + 3 * T
         self.prior = np.zeros((self.n, self.n))
-        self.prior[:D_PREP, :D_PREP] = np.eye(D_PREP) / JITTER_SD**2
+        self.prior[:D_PREP, :D_PREP] = np.eye(D_PREP) / reach.JITTER_SD**2
         self.prior[D_PREP:, D_PREP:] = np.kron(ou_precision(T), np.eye(3))
 
     def _eta(self, theta, g):
@@ -170,7 +169,7 @@ def reach_observer_expected(rec: Recording, starts, *, n_bins: int, bin_size: fl
         post = ContextPosterior(y.astype(float), truth.offset + known @ truth.c_task.T, r,
                                 truth.prep_mean[i], truth.c_task[:, :D_PREP], truth.c_ou)
         fits, theta = [], None
-        for g in np.exp(LOG_GAIN_SD * z):
+        for g in np.exp(reach.LOG_GAIN_SD * z):
             theta, hess, log_ev = post.fit(g, start=theta)
             fits.append((g, theta, hess, log_ev))
         logw = np.array([f[3] for f in fits]) - 0.5 * z**2

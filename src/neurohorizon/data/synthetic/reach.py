@@ -48,6 +48,7 @@ TAU_ENV = 0.250  # s, movement envelope time scale
 TAU_OU = 0.300  # s, persistent single-trial latent noise
 LOG_SD = dict(task=1.2, cis=0.8, ou=0.3)  # log-rate modulation sd per latent source
 RT_MEAN, RT_SD, RT_RANGE = 0.32, 0.04, (0.22, 0.45)  # s, reaction time law (clipped normal)
+LOG_GAIN_SD, JITTER_SD = 0.15, 0.12  # per-trial gain (log sd) and preparatory jitter (sd per dim)
 
 
 def _steps(seconds: float) -> int:
@@ -87,8 +88,8 @@ def _prep_states(n_conditions, rng) -> np.ndarray:
 
 def _trial_variability(n_trials, dims, rng) -> tuple[np.ndarray, np.ndarray]:
     """Per-trial gain (n,) and preparatory-state jitter (n, dims)."""
-    gain = np.exp(0.15 * rng.standard_normal(n_trials))
-    jitter = 0.12 * rng.standard_normal((n_trials, dims))
+    gain = np.exp(LOG_GAIN_SD * rng.standard_normal(n_trials))
+    jitter = JITTER_SD * rng.standard_normal((n_trials, dims))
     return gain, jitter
 
 
