@@ -168,21 +168,27 @@ def reach_observer_expected(rec: Recording, starts, *, n_bins: int, bin_size: fl
         r = np.where(ctx >= k0, 1 - np.exp(-((ctx - k0 + 0.5) * FINE_DT) / reach.TAU_PREP), 0.0)
         post = ContextPosterior(y.astype(float), truth.offset + known @ truth.c_task.T, r,
                                 truth.prep_mean[i], truth.c_task[:, :D_PREP], truth.c_ou)
-        fits, theta = [], None
-        for g in np.exp(reach.LOG_GAIN_SD * z):
-            theta, hess, log_ev = post.fit(g, start=theta)
-            fits.append((g, theta, hess, log_ev))
-        logw = np.array([f[3] for f in fits]) - 0.5 * z**2
-        weights = np.exp(logw - logw.max())
-        weights /= weights.sum()
-        order = np.argsort(weights)[::-1]  # the gains holding 99.99 % of the posterior mass
-        keep = order[: np.searchsorted(np.cumsum(weights[order]), 1 - 1e-4) + 1]
         steps = G + np.arange(n_bins * per_bin)
         sel = np.r_[np.arange(D_PREP), post.n - 3 + np.arange(3)]  # j and the last OU value
         rate = 0.0
-        for k in keep:
-            g, theta, hess, _ = fits[k]
+        for weight, g, theta, hess in _gain_posterior(post, z):
             cov = np.linalg.inv(hess)[np.ix_(sel, sel)]
-            rate = rate + weights[k] / weights[keep].sum() * _forecast(truth, i, steps, g, theta[sel], cov)
+            rate = rate + weight * _forecast(truth, i, steps, g, theta[sel], cov)
         out[w] = rate.reshape(n_bins, per_bin, -1).sum(1) * FINE_DT
     return out
+
+
+def _gain_posterior(post: ContextPosterior, z: np.ndarray) -> list:
+    """[(weight, g, mode, hessian)] over the gains exp(LOG_GAIN_SD z) holding 99.99 % of the
+    posterior mass (weights renormalised): prior N(0, 1) in z times the Laplace evidence."""
+    fits, theta = [], None
+    for g in np.exp(reach.LOG_GAIN_SD * z):
+        theta, hess, log_ev = post.fit(g, start=theta)  # warm start from the neighbouring gain
+        fits.append((g, theta, hess, log_ev))
+    logw = np.array([f[3] for f in fits]) - 0.5 * z**2
+    weights = np.exp(logw - logw.max())
+    weights /= weights.sum()
+    order = np.argsort(weights)[::-1]
+    keep = order[: np.searchsorted(np.cumsum(weights[order]), 1 - 1e-4) + 1]
+    total = weights[keep].sum()
+    return [(weights[k] / total, *fits[k][:3]) for k in keep]
