@@ -75,3 +75,11 @@ def test_observer_scores_between_the_null_and_the_causal_oracle(rec, truth):
     bps_causal = bits_per_spike(np.repeat(causal, 20, axis=0), spikes)
     assert np.all(np.isfinite(observer)) and observer.min() > 0
     assert 0 < bps_obs < bps_causal
+
+
+def test_a_context_before_the_recording_is_a_clear_error(rec, truth):
+    go = truth.sched["go"][0] * FINE_DT
+    with pytest.raises(ValueError, match="starts before the recording"):
+        reach_observer_expected(rec, [go], n_bins=5, context=go + 0.1, truth=truth)
+    with pytest.raises(ValueError, match="not a go cue"):
+        reach_observer_expected(rec, [go + 0.013], n_bins=5, truth=truth)

@@ -161,6 +161,9 @@ def reach_observer_expected(rec: Recording, starts, *, n_bins: int, bin_size: fl
     for w, start in enumerate(np.asarray(starts, dtype=float)):
         i = truth.trial_at_go(start)
         G, k0 = truth.sched["go"][i], truth.sched["target"][i]
+        if n_ctx > G:
+            raise ValueError(f"{rec.source}: the {context:.3f} s context before the go cue at "
+                             f"{start:.3f} s starts before the recording")
         ctx = np.arange(G - n_ctx, G)
         y = bin_spikes_at_edges(times, units, len(truth.offset), np.append(ctx, G) * FINE_DT)
         known = truth.latent[ctx, :N_TASK].copy()
