@@ -19,23 +19,13 @@ from neurohorizon.data.synthetic.common import FINE_DT
 from neurohorizon.evaluation.metrics import bits_per_spike
 
 
-@pytest.fixture(scope="module")
-def rec():
-    return make_reach(n_neurons=30, trials_per_condition=5, seed=4)
-
-
-@pytest.fixture(scope="module")
-def truth(rec):
-    return ReachTruth(rec)
-
-
-def test_true_rt_and_ou_reproduce_the_stored_rates(rec, truth):
+def test_true_rt_and_ou_reproduce_the_stored_rates(reach_rec, reach_truth):
     """With the trial's actual RT and OU path (no variance) the latent model is the generator."""
-    stored = np.asarray(rec.data.true_rate.rates)
-    for i in range(1, len(truth.sched["go"])):
-        steps = truth.sched["go"][i] + np.arange(200)
-        rt = truth.sched["move"][i] - truth.sched["go"][i]
-        rate = truth.mean_rates(truth.task_latent(i, steps, rt), truth.latent[steps, N_TASK:], np.zeros(200))
+    stored = np.asarray(reach_rec.data.true_rate.rates)
+    for i in range(1, len(reach_truth.sched["go"])):
+        steps = reach_truth.sched["go"][i] + np.arange(200)
+        rt = reach_truth.sched["move"][i] - reach_truth.sched["go"][i]
+        rate = reach_truth.mean_rates(reach_truth.task_latent(i, steps, rt), reach_truth.latent[steps, N_TASK:], np.zeros(200))
         np.testing.assert_allclose(rate, stored[steps], rtol=2e-7)
 
 
@@ -58,23 +48,23 @@ def test_clipped_lognormal_mean_against_quadrature(m, s2):
     assert clipped_lognormal_mean(np.array(m), np.array(0.0), cap) == pytest.approx(min(np.exp(m), cap))
 
 
-def test_causal_expectation_equals_monte_carlo(rec, truth):
+def test_causal_expectation_equals_monte_carlo(reach_rec, reach_truth):
     """Resimulate the unknown future (RT from the generator's draw, OU by its AR(1)) and average."""
     i, n_fine, draws = 7, 200, 3000
-    steps = truth.sched["go"][i] + np.arange(n_fine)
+    steps = reach_truth.sched["go"][i] + np.arange(n_fine)
     rng = np.random.default_rng(1)
     rts = np.clip(np.round(rng.normal(reach_mod.RT_MEAN, reach_mod.RT_SD, draws) / FINE_DT), 44, 90).astype(int)
     a = np.exp(-FINE_DT / reach_mod.TAU_OU)
     total = 0.0
     for rt in rts:
         ou = np.empty((n_fine, 3))
-        x = truth.latent[steps[0] - 1, N_TASK:]
+        x = reach_truth.latent[steps[0] - 1, N_TASK:]
         for j in range(n_fine):
             x = a * x + np.sqrt(1 - a**2) * rng.standard_normal(3)
             ou[j] = x
-        total = total + truth.mean_rates(truth.task_latent(i, steps, rt), ou, np.zeros(n_fine))
+        total = total + reach_truth.mean_rates(reach_truth.task_latent(i, steps, rt), ou, np.zeros(n_fine))
     mc = (total / draws).reshape(50, 4, -1).sum(1) * FINE_DT
-    exact = reach_causal_expected(rec, [truth.sched["go"][i] * FINE_DT], n_bins=50, truth=truth)[0]
+    exact = reach_causal_expected(reach_rec, [reach_truth.sched["go"][i] * FINE_DT], n_bins=50, truth=reach_truth)[0]
     np.testing.assert_allclose(mc.sum(0), exact.sum(0), rtol=0.03)  # per unit over the horizon
     assert np.corrcoef(mc.ravel(), exact.ravel())[0, 1] > 0.995
 
@@ -86,10 +76,10 @@ def test_ou_forecast_moments():
     np.testing.assert_allclose(var, 1 - a ** (2 * np.arange(1, 4)))
 
 
-def test_causal_oracle_sits_between_the_null_and_the_oracle(rec, truth):
-    starts = truth.sched["go"][1:] * FINE_DT
-    causal = reach_causal_expected(rec, starts, n_bins=25, truth=truth)
-    oracle = np.stack([expected_counts(rec, start=s, n_steps=25) for s in starts])
+def test_causal_oracle_sits_between_the_null_and_the_oracle(reach_rec, reach_truth):
+    starts = reach_truth.sched["go"][1:] * FINE_DT
+    causal = reach_causal_expected(reach_rec, starts, n_bins=25, truth=reach_truth)
+    oracle = np.stack([expected_counts(reach_rec, start=s, n_steps=25) for s in starts])
     spikes = np.random.default_rng(2).poisson(oracle * 3)  # 3 fresh draws per window, pooled
     bps_oracle, bps_causal = bits_per_spike(oracle * 3, spikes), bits_per_spike(causal * 3, spikes)
     assert 0 < bps_causal < bps_oracle
@@ -97,11 +87,11 @@ def test_causal_oracle_sits_between_the_null_and_the_oracle(rec, truth):
     assert causal.sum() == pytest.approx(oracle.sum(), rel=0.02)
 
 
-def test_clear_errors(rec, truth):
+def test_clear_errors(reach_rec, reach_truth):
     with pytest.raises(ValueError, match="not a go cue"):
-        reach_causal_expected(rec, [truth.sched["go"][3] * FINE_DT + 0.01], n_bins=10, truth=truth)
+        reach_causal_expected(reach_rec, [reach_truth.sched["go"][3] * FINE_DT + 0.01], n_bins=10, truth=reach_truth)
     with pytest.raises(ValueError, match="past the shortest trial"):
-        reach_causal_expected(rec, [truth.sched["go"][3] * FINE_DT], n_bins=60, truth=truth)
+        reach_causal_expected(reach_rec, [reach_truth.sched["go"][3] * FINE_DT], n_bins=60, truth=reach_truth)
     other = make_reach(n_neurons=30, trials_per_condition=5, seed=4)
     other.data.true_rate.rates[:] *= 1.01  # a recording edited after generation
     with pytest.raises(RecordingError, match="differ from a re-simulation"):

@@ -4,8 +4,7 @@ true mode with the right curvature, and it learns the trial's state from the spi
 import numpy as np
 import pytest
 
-from neurohorizon.data.synthetic import make_reach
-from neurohorizon.data.synthetic.causal import N_TASK, ReachTruth, reach_causal_expected
+from neurohorizon.data.synthetic.causal import N_TASK, reach_causal_expected
 from neurohorizon.data.synthetic.common import FINE_DT
 from neurohorizon.data.synthetic.observer import (
     D_PREP,
@@ -18,30 +17,20 @@ from neurohorizon.data.synthetic.observer import (
 from neurohorizon.evaluation.metrics import bits_per_spike
 
 
-@pytest.fixture(scope="module")
-def rec():
-    return make_reach(n_neurons=40, trials_per_condition=4, seed=3)
-
-
-@pytest.fixture(scope="module")
-def truth(rec):
-    return ReachTruth(rec)
-
-
 def test_ou_precision_inverts_the_ar1_covariance():
     lag = np.abs(np.arange(6)[:, None] - np.arange(6)[None])
     np.testing.assert_allclose(np.linalg.inv(ou_precision(6)), PHI**lag, atol=1e-9)
 
 
-def test_known_state_forecast_equals_the_causal_oracle(rec, truth):
+def test_known_state_forecast_equals_the_causal_oracle(reach_rec, reach_truth):
     """Collapsed on the true gain, jitter and OU value, the observer is the causal oracle."""
     for i in (2, 5, 9):
-        go = truth.sched["go"][i]
-        g = truth.gain[i]
-        state = np.r_[truth.p[i] / g - truth.prep_mean[i], truth.latent[go - 1, N_TASK:]]
-        rate = _forecast(truth, i, go + np.arange(100), g, state, np.zeros((9, 9)))
+        go = reach_truth.sched["go"][i]
+        g = reach_truth.gain[i]
+        state = np.r_[reach_truth.p[i] / g - reach_truth.prep_mean[i], reach_truth.latent[go - 1, N_TASK:]]
+        rate = _forecast(reach_truth, i, go + np.arange(100), g, state, np.zeros((9, 9)))
         counts = rate.reshape(25, 4, -1).sum(1) * FINE_DT
-        causal = reach_causal_expected(rec, [go * FINE_DT], n_bins=25, truth=truth)[0]
+        causal = reach_causal_expected(reach_rec, [go * FINE_DT], n_bins=25, truth=reach_truth)[0]
         np.testing.assert_allclose(counts, causal, rtol=1e-10)
 
 
@@ -65,10 +54,10 @@ def test_laplace_fit_is_the_mode_with_the_exact_curvature():
         assert post._objective(theta + 0.01 * rng.standard_normal(post.n), 1.1) < value
 
 
-def test_observer_scores_between_the_null_and_the_causal_oracle(rec, truth):
-    starts = truth.sched["go"][1:13] * FINE_DT
-    observer = reach_observer_expected(rec, starts, n_bins=25, truth=truth)
-    causal = reach_causal_expected(rec, starts, n_bins=25, truth=truth)
+def test_observer_scores_between_the_null_and_the_causal_oracle(reach_rec, reach_truth):
+    starts = reach_truth.sched["go"][1:13] * FINE_DT
+    observer = reach_observer_expected(reach_rec, starts, n_bins=25, truth=reach_truth)
+    causal = reach_causal_expected(reach_rec, starts, n_bins=25, truth=reach_truth)
     # fresh draws from the causal law score each forecast in expectation
     spikes = np.random.default_rng(2).poisson(np.repeat(causal, 20, axis=0))
     bps_obs = bits_per_spike(np.repeat(observer, 20, axis=0), spikes)
@@ -77,9 +66,9 @@ def test_observer_scores_between_the_null_and_the_causal_oracle(rec, truth):
     assert 0 < bps_obs < bps_causal
 
 
-def test_a_context_before_the_recording_is_a_clear_error(rec, truth):
-    go = truth.sched["go"][0] * FINE_DT
+def test_a_context_before_the_recording_is_a_clear_error(reach_rec, reach_truth):
+    go = reach_truth.sched["go"][0] * FINE_DT
     with pytest.raises(ValueError, match="starts before the recording"):
-        reach_observer_expected(rec, [go], n_bins=5, context=go + 0.1, truth=truth)
+        reach_observer_expected(reach_rec, [go], n_bins=5, context=go + 0.1, truth=reach_truth)
     with pytest.raises(ValueError, match="not a go cue"):
-        reach_observer_expected(rec, [go + 0.013], n_bins=5, truth=truth)
+        reach_observer_expected(reach_rec, [go + 0.013], n_bins=5, truth=reach_truth)
