@@ -250,3 +250,29 @@ def test_rate_prior_run_saves_its_prior_and_forecasts_with_it(tmp_path, reach):
         with pytest.raises(ValueError, match=message):
             train_run(tiny_cfg("data.rate_prior=psth", bad), runs_dir=tmp_path / "bad", recordings=[reach], quiet=True)
     assert not (tmp_path / "bad").exists()  # refused before a run folder was made
+
+
+def test_unit_dropout_removes_exactly_the_dropped_units_spikes_and_counts():
+    from neurohorizon.training.trainer import drop_units
+
+    g = torch.Generator().manual_seed(0)
+    B, N, S, V = 3, 6, 40, 20
+    units = torch.stack([torch.randperm(V - 1, generator=g)[:N] + 1 for _ in range(B)])
+    units[2, 4:] = 0  # padding units in the last window
+    unit_mask = units != 0
+    pick = torch.randint(0, N, (B, S), generator=g)
+    spike_units = units.gather(1, pick)
+    spike_mask = spike_units != 0
+    spike_mask[0, -5:] = False  # padding spikes
+    spike_units[0, -5:] = 0
+    batch = {"units": units, "unit_mask": unit_mask, "spike_units": spike_units, "spike_mask": spike_mask,
+             "context_counts": torch.ones(B, 4, N), "target_counts": torch.ones(B, 5, N)}
+    out = drop_units(batch, 0.5, torch.Generator().manual_seed(3))
+    keep = out["unit_mask"]
+    assert (keep <= unit_mask).all() and (keep.sum(1) > 0).all() and (~keep & unit_mask).any()
+    for b in range(B):
+        dropped = {int(u) for u, m, k in zip(units[b], unit_mask[b], keep[b]) if m and not k}
+        expect = torch.tensor([bool(m) and int(u) not in dropped for u, m in zip(spike_units[b], spike_mask[b])])
+        assert torch.equal(out["spike_mask"][b], expect)
+    for key in ("context_counts", "target_counts"):
+        assert torch.equal(out[key], keep[:, None, :].float().expand_as(batch[key]))

@@ -78,9 +78,14 @@ def drop_units(batch: dict, fraction: float, generator: torch.Generator) -> dict
     keep = torch.rand(mask.shape, generator=generator) >= fraction
     keep = keep.to(mask.device) & mask
     keep[keep.sum(1) == 0] = mask[keep.sum(1) == 0]  # never drop every unit of a window
-    dropped_ids = torch.where(mask & ~keep, batch["units"], torch.zeros_like(batch["units"]))
-    spike_dropped = (batch["spike_units"][:, :, None] == dropped_ids[:, None, :]).any(-1)
-    spike_dropped &= batch["spike_units"] != 0
+    # a per-window table over unit ids (0 = padding, never dropped), gathered per spike: O(B*(V+S))
+    # where comparing every spike with every unit cost O(B*S*N) and ~13 ms a step on a GPU host
+    units, spike_units = batch["units"], batch["spike_units"]
+    n_ids = int(max(units.max(), spike_units.max())) + 1
+    dropped = torch.zeros(units.shape[0], n_ids, dtype=torch.bool, device=units.device)
+    dropped.scatter_(1, units, mask & ~keep)
+    dropped[:, 0] = False
+    spike_dropped = dropped.gather(1, spike_units)
     out = dict(batch)
     out["unit_mask"] = keep
     out["spike_mask"] = batch["spike_mask"] & ~spike_dropped
