@@ -276,3 +276,13 @@ def test_unit_dropout_removes_exactly_the_dropped_units_spikes_and_counts():
         assert torch.equal(out["spike_mask"][b], expect)
     for key in ("context_counts", "target_counts"):
         assert torch.equal(out[key], keep[:, None, :].float().expand_as(batch[key]))
+
+
+def test_anchored_training_windows_train_and_need_an_align_event(tmp_path, reach):
+    run = train_run(tiny_cfg("train.max_steps=2", "train.eval_every=2", "data.train_anchor_fraction=0.5",
+                             "data.train_anchor_jitter_ms=40"), runs_dir=tmp_path, recordings=[reach], quiet=True)
+    assert load_checkpoint(run / "last.pt")["step"] == 2
+    with pytest.raises(ValueError, match="train_anchor_fraction > 0 needs data.align_event"):
+        train_run(tiny_cfg("data.train_anchor_fraction=0.5", "data.align_event=null"), runs_dir=tmp_path / "bad",
+                  recordings=[reach], quiet=True)
+    assert not (tmp_path / "bad").exists()

@@ -208,6 +208,38 @@ def test_random_windows_resampled_each_epoch_and_loader():
     assert sorted(starts.tolist()) == sorted(w.onset for w in ds.windows)
 
 
+
+def test_anchored_training_windows_mix_jittered_anchors_into_each_epoch():
+    rec = make_rec("a", 5, duration=30.0)
+    vocab = UnitVocab.from_recordings([rec])
+    anchors = [Window(0, t, c) for t, c in ((0.52, 0), (5.0, 1), (12.34, 2), (28.9, 0))]
+    common = dict(random_windows_per_epoch=200, intervals=[(0, 0.0, 30.0)], seed=3, grid=0.005)
+    plain = ForecastDataset([rec], None, SPEC, vocab, **common)
+    ds = ForecastDataset([rec], None, SPEC, vocab, anchors=anchors, anchor_fraction=0.25,
+                         anchor_jitter_s=0.05, **common)
+    assert ds.windows[:150] == random_windows([(0, 0.0, 30.0)], SPEC, 150, np.random.default_rng(3), grid=0.005)
+    tail = ds.windows[150:]
+    assert len(ds) == 200 and len(tail) == 50
+    lo, hi = SPEC.context_s, 30.0 - SPEC.horizon_s  # onsets whose whole window is recorded
+    for w in tail:  # near one anchor, its condition kept, inside the recording
+        a = min(anchors, key=lambda a: abs(a.onset - w.onset))
+        assert w.condition == a.condition and abs(w.onset - a.onset) <= 0.05 + 1e-9
+        assert lo - 1e-9 <= w.onset <= hi + 1e-9
+        if lo + 1e-9 < w.onset:  # not clipped: shifted by whole grid steps
+            steps = (w.onset - a.onset) / 0.005
+            assert abs(steps - round(steps)) < 1e-6
+    assert any(abs(w.onset - lo) < 1e-9 for w in tail)  # the anchor at 0.52 s was clipped
+    assert len({w.onset for w in tail}) > 8  # jittered, not four repeated windows
+    ds.set_epoch(2)
+    again = list(ds.windows)
+    ds.set_epoch(2)
+    assert ds.windows == again and again != tail
+    assert plain.windows != ds.windows
+    with pytest.raises(ValueError, match="anchor_fraction must be in"):
+        ForecastDataset([rec], None, SPEC, vocab, anchors=anchors, anchor_fraction=1.5, **common)
+    with pytest.raises(ValueError, match="needs anchor windows"):
+        ForecastDataset([rec], None, SPEC, vocab, anchor_fraction=0.5, **common)
+
 def test_distributed_loader_uses_distributed_sampler(tmp_path):
     import torch.distributed as dist
 

@@ -30,6 +30,10 @@ class DataConfig:
     align_event: str | None = None  # trial event anchoring evaluation windows (e.g. go_cue)
     align_offset_ms: float = 0.0
     train_windows_per_epoch: int = 2048  # random training windows drawn anew each epoch
+    # this fraction of them are training trials at align_event instead, onsets jittered within
+    # +-train_anchor_jitter_ms: training weighted towards the alignment that is evaluated
+    train_anchor_fraction: float = 0.0
+    train_anchor_jitter_ms: float = 0.0
     split_seed: int = 0
     fractions: list = field(default_factory=lambda: [0.7, 0.15, 0.15])
     holdout_sessions: list = field(default_factory=list)

@@ -76,12 +76,17 @@ def prepare_data(
     intervals = splits.all_intervals("train")
     if not intervals:
         raise ValueError("split 'train' is empty: no training time in any recording")
+    aligned = fixed("train") if cfg.align_event else None
+    if cfg.train_anchor_fraction > 0 and aligned is None:
+        raise ValueError("data.train_anchor_fraction > 0 needs data.align_event, the trial event to anchor to")
     train = ForecastDataset(recordings, [], spec, vocab, random_windows_per_epoch=cfg.train_windows_per_epoch,
-                            intervals=intervals, seed=cfg.split_seed, events=events, prior=prior)
+                            intervals=intervals, seed=cfg.split_seed, events=events, prior=prior,
+                            anchors=aligned.windows if aligned else (), anchor_fraction=cfg.train_anchor_fraction,
+                            anchor_jitter_s=cfg.train_anchor_jitter_ms / 1000)
     return PreparedData(
         recordings=recordings, spec=spec, vocab=vocab, splits=splits, mode=mode,
         train=train, valid=fixed("valid"), test=fixed("test"),
-        train_aligned=fixed("train") if cfg.align_event else None, events=tuple(events), prior=prior,
+        train_aligned=aligned, events=tuple(events), prior=prior,
     )
 
 

@@ -360,6 +360,9 @@ class ForecastDataset(Dataset):
         intervals: (rec, start, end) allowed spans for random windows.
         seed: base seed of the random windows.
         grid: onset grid for random windows (default: 1/fs of true_rate when present).
+        anchors: windows (e.g. every training trial at its go cue) that `anchor_fraction` of each
+            epoch's random windows are drawn from instead, each onset shifted uniformly within
+            +-`anchor_jitter_s` (on `grid`): training weighted towards the alignment evaluated.
         events: trial event names (e.g. ["target_on", "go_cue"]) whose occurrences inside the
             context, end included, are returned as `event_times` / `event_types` (1-based).
         prior: a `ConditionPrior` (data/prior.py): adds `prior_counts` (T, N), its expected
@@ -377,9 +380,17 @@ class ForecastDataset(Dataset):
         intervals=None,
         seed: int = 0,
         grid: float | None = None,
+        anchors=(),
+        anchor_fraction: float = 0.0,
+        anchor_jitter_s: float = 0.0,
         events=(),
         prior=None,
     ):
+        if not 0.0 <= anchor_fraction <= 1.0:
+            raise ValueError(f"anchor_fraction must be in [0, 1], got {anchor_fraction}")
+        if anchor_fraction > 0 and not anchors:
+            raise ValueError("anchor_fraction > 0 needs anchor windows (a trial event to align to)")
+        self.anchors, self.anchor_fraction, self.anchor_jitter_s = list(anchors), anchor_fraction, anchor_jitter_s
         self.recordings = list(recordings)
         self.prior = prior
         self.spec = spec
@@ -410,14 +421,33 @@ class ForecastDataset(Dataset):
         if self.random_windows_per_epoch is None:
             return
         names = [r.source for r in self.recordings]
+        rng = np.random.default_rng(seed)
+        n_anchored = round(self.anchor_fraction * self.random_windows_per_epoch)
         self.windows = random_windows(
             self.intervals,
             self.spec,
-            self.random_windows_per_epoch,
-            np.random.default_rng(seed),
+            self.random_windows_per_epoch - n_anchored,
+            rng,
             grid=self.grid,
             names=names,
-        )
+        ) + self._jittered_anchors(n_anchored, rng)
+
+    def _jittered_anchors(self, n: int, rng: np.random.Generator) -> list[Window]:
+        """`n` anchor windows drawn with replacement, onsets shifted within +-anchor_jitter_s and
+        kept inside their recording's domain."""
+        if n == 0:
+            return []
+        pick = rng.integers(0, len(self.anchors), n)
+        shift = rng.uniform(-self.anchor_jitter_s, self.anchor_jitter_s, n)
+        if self.grid:
+            shift = np.round(shift / self.grid) * self.grid
+        out = []
+        for i, dt in zip(pick, shift):
+            w = self.anchors[i]
+            d0, d1 = self.recordings[w.rec].domain
+            onset = min(max(w.onset + dt, d0 + self.spec.context_s), d1 - self.spec.horizon_s)
+            out.append(Window(w.rec, float(onset), w.condition))
+        return out
 
     def set_epoch(self, epoch: int) -> None:
         self.resample(self.seed + 1 + epoch)

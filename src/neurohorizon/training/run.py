@@ -69,9 +69,9 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
     device = pick_device(cfg.train.device)
     dist_utils.init_from_env(device.type)
     device = pick_device(cfg.train.device)
-    if resume is None:
-        run_dir = _claim_run_dir(runs_dir, cfg.name)
     data = prepare_data(cfg.data, recordings=recordings, splits=splits)
+    if resume is None:  # after the data: bad data or data settings leave no empty run folder
+        run_dir = _claim_run_dir(runs_dir, cfg.name)
     cfg.data.events = list(data.events)  # "EVENT@condition" expanded: saved, and what the model gets
     likelihood = build_likelihood(cfg.loss.likelihood, **cfg.loss.options)
     torch.manual_seed(cfg.train.seed)
