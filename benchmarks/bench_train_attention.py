@@ -50,7 +50,8 @@ def steps_per_s(steps: int, *, cudnn: bool, runs_dir: Path) -> dict:
     finally:
         run_module.Trainer.train_step = step
         encoder.VARIABLE_LENGTH_ATTENTION[:] = kernels
-    rows = list(csv.DictReader(open(run / "train_log.csv")))
+    with open(run / "train_log.csv") as handle:
+        rows = list(csv.DictReader(handle))
     timed_steps = times[10:]  # the first steps pay one-off costs
     return {"cudnn_allowed": cudnn, "steps_per_s": len(timed_steps) / sum(timed_steps),
             "final_loss": float(rows[-1]["loss"])}
