@@ -286,3 +286,42 @@ def test_anchored_training_windows_train_and_need_an_align_event(tmp_path, reach
         train_run(tiny_cfg("data.train_anchor_fraction=0.5", "data.align_event=null"), runs_dir=tmp_path / "bad",
                   recordings=[reach], quiet=True)
     assert not (tmp_path / "bad").exists()
+
+
+def test_weight_average_is_an_exact_ema_resumes_exactly_and_is_what_loads(tmp_path, reach, one_thread, monkeypatch):
+    from neurohorizon.evaluation.loading import load_run
+    from neurohorizon.training.trainer import Trainer
+
+    raw_after_each_step = []
+    step = Trainer.train_step
+
+    def recording(self, batch):
+        out = step(self, batch)
+        tensors = [*self.raw_model.named_parameters(), *self.raw_model.named_buffers()]
+        raw_after_each_step.append({k: v.detach().clone() for k, v in tensors})
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", recording)
+    cfg = tiny_cfg("train.ema_decay=0.75", "train.max_steps=6", "train.eval_every=3")
+    full = train_run(cfg, runs_dir=tmp_path / "a", recordings=[reach], quiet=True)
+    expected = dict(raw_after_each_step[0])  # the average starts at the first step's weights
+    for weights in raw_after_each_step[1:]:
+        expected = {k: 0.75 * expected[k] + 0.25 * w if w.is_floating_point() else w for k, w in weights.items()}
+    state = load_checkpoint(full / "last.pt")
+    assert state["ema_n_averaged"] == 6
+    saved = [k for k in expected if k in state["ema_model"]]  # non-persistent buffers are not saved
+    assert len(saved) > 20
+    for key in saved:
+        torch.testing.assert_close(state["ema_model"][key], expected[key], rtol=1e-6, atol=1e-7)
+    assert not torch.equal(state["ema_model"]["ro_bin.weight"], state["model"]["ro_bin.weight"])
+    best = load_checkpoint(full / "best.pt")
+    loaded = load_run(full)
+    assert torch.equal(loaded.model.state_dict()["ro_bin.weight"], best["ema_model"]["ro_bin.weight"])
+
+    half = train_run(cfg, runs_dir=tmp_path / "b", recordings=[reach], quiet=True, stop_after=4)
+    train_run(None, resume=half, recordings=[reach])
+    resumed = load_checkpoint(half / "last.pt")
+    for key in saved:
+        assert torch.equal(state["ema_model"][key], resumed["ema_model"][key]), key
+    with pytest.raises(ValueError, match="ema_decay must be in"):
+        train_run(tiny_cfg("train.ema_decay=1.0"), runs_dir=tmp_path / "c", recordings=[reach], quiet=True)

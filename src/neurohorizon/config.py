@@ -83,6 +83,9 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 1e-2
+    # > 0: validate, select and ship an exponential moving average of the weights (decay per step);
+    # the optimizer keeps training the raw weights, and checkpoints hold both (exact resume)
+    ema_decay: float = 0.0
     warmup_steps: int = 100
     max_steps: int = 2000
     max_minutes: float = 0.0  # 0 = no wall-clock limit

@@ -47,7 +47,7 @@ def load_run(run_dir: str | Path, *, device: str = "auto", which: str = "best") 
     likelihood = build_likelihood(cfg.loss.likelihood, **cfg.loss.options)
     model = build_model(cfg, vocab.tokens, likelihood)
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get("ema_model", state["model"]))  # the averaged weights when trained so
         likelihood.load_state_dict(state.get("likelihood", {}))
     except RuntimeError as err:
         raise CheckpointError(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from neurohorizon.config import RunConfig, SamplingConfig, to_dict
@@ -117,6 +118,11 @@ class Trainer:
             self.model = torch.compile(self.model)
         params = list(model.parameters()) + list(self.likelihood.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        if not 0.0 <= cfg.train.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in [0, 1), got {cfg.train.ema_decay}")
+        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay), use_buffers=True)
+                    if cfg.train.ema_decay > 0 else None)
+        self.eval_model = self.ema.module if self.ema is not None else model  # validated, selected, shipped
         self.state = TrainState()
         lr_factor = warmup_cosine(cfg.train.warmup_steps, cfg.train.max_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -219,6 +225,8 @@ class Trainer:
                 f"The last good checkpoint is kept in {self.run_dir / 'last.pt'}"
             )
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.raw_model)
         self.state.schedule_step += self.state.schedule_rate  # before the LR of the next step is set
         self.scheduler.step()
         global_loss = dist_utils.all_reduce_sum(loss.detach()) / self.world  # the global-batch loss
@@ -229,7 +237,7 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict:
         preds = predict_dataset(
-            self.raw_model, self.likelihood, self.data.valid, device=self.device,
+            self.eval_model, self.likelihood, self.data.valid, device=self.device,
             feedback=self.cfg.sampling.feedback, n_samples=self.cfg.train.rollout_samples,
             max_windows=self.cfg.train.max_eval_windows, seed=self.cfg.train.seed,
         )
@@ -252,6 +260,8 @@ class Trainer:
             "vocab": self.data.vocab.tokens,
             "model_kwargs": getattr(self.raw_model, "init_kwargs", {}),
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+            **({} if self.ema is None else {"ema_model": self.ema.module.state_dict(),
+                                             "ema_n_averaged": int(self.ema.n_averaged)}),
         }
 
     def save(self, name: str) -> Path | None:
@@ -266,6 +276,9 @@ class Trainer:
         self.likelihood.load_state_dict(state["likelihood"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state["ema_model"])
+            self.ema.n_averaged.fill_(state["ema_n_averaged"])
         train_state = {"schedule_step": float(state["step"]), **state["train_state"]}  # older checkpoints
         self.state = TrainState(**train_state)
         torch.set_rng_state(state["rng"]["torch"])
