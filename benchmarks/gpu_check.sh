@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU check, one script: the CUDA tests, the model benchmark on CUDA, and the demo's reach
+# GPU check, one script: the CUDA tests, the model benchmark on CUDA, the trainer's attention
+# A/B (bench_train_attention.py), and the demo's reach
 # training on CUDA (bf16 autocast) with a rollout evaluation. Each stage has its own time limit;
 # the outputs go to OUT (default benchmarks/results/gpu).
 #   usage: bash benchmarks/gpu_check.sh [OUT] [TRAIN_MINUTES]
@@ -22,6 +23,10 @@ echo "== model benchmark on CUDA"
 timeout 150 $PY benchmarks/bench_model.py --devices "$DEVICE" $([ "$DEVICE" = cpu ] && echo --quick) --out "$OUT/bench_model_cuda.json" > /dev/null \
   && cat "$OUT/bench_model_cuda.json"
 
+echo "== trainer steps/s: the encoder's attention kernels vs cuDNN attention allowed"
+timeout 240 $PY benchmarks/bench_train_attention.py --steps $([ "$DEVICE" = cpu ] && echo 12 || echo 200) \
+  --out "$OUT/train_attention.json" 2>/dev/null | tail -20
+
 echo "== reach demo training on CUDA ($MINUTES min cap), then evaluation without baselines"
 RUNS=$(mktemp -d)
 SECONDS=0
@@ -30,7 +35,7 @@ timeout $((MINUTES * 60 + 90)) $PY -m neurohorizon --runs-dir "$RUNS" train \
   | tr '\r' '\n' | grep -v "^train:" | tail -20 | tee "$OUT/train.txt"
 echo "training wall time: $SECONDS s" | tee -a "$OUT/train.txt"
 RUN=$(ls -d "$RUNS"/*/ | head -1)
-cp "$RUN/valid_log.csv" "$RUN/train_log.csv" "$OUT/" 2>/dev/null
+cp "$RUN/valid_log.csv" "$OUT/" 2>/dev/null  # at most 8 files come back from a device run
 timeout 120 $PY -m neurohorizon evaluate "$RUN" --no-baselines --device "$DEVICE" 2>&1 | tail -5 | tee "$OUT/evaluate.txt"
 EVAL=$(ls -d "$RUN"/evaluations/*/ 2>/dev/null | head -1)
 [ -n "$EVAL" ] && cp "$EVAL/metrics.json" "$OUT/metrics_reach_cuda.json"

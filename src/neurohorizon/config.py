@@ -84,7 +84,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-2
     # > 0: validate, select and ship an exponential moving average of the weights (decay per step);
-    # the optimizer keeps training the raw weights, and checkpoints hold both (exact resume)
+    # the optimizer keeps training the raw weights, and checkpoints hold both (exact resume); the
+    # likelihood's own parameters (e.g. a learned dispersion) are not averaged
     ema_decay: float = 0.0
     warmup_steps: int = 100
     max_steps: int = 2000
