@@ -107,3 +107,53 @@ def test_dataset_items_carry_the_priors_expected_counts():
     for i, t in enumerate(onsets):
         np.testing.assert_array_equal(ds[i]["prior_counts"], prior.expected(rec, units, t + np.arange(20) * BIN))
     assert collate([ds[0], ds[1]])["prior_counts"].shape == (2, 20, 2)
+
+
+def refit_without(rec, j, train_until=17.5):
+    """The prior fitted on the training trials other than trial j."""
+    vocab = UnitVocab.from_recordings([rec])
+    tr = rec.trials
+    spans = [(0, 0.0, tr.start[j] - 0.01), (0, tr.end[j] + 0.01, train_until)]
+    return ConditionPrior.fit([rec], spans, lambda r: vocab.index(r.unit_ids), bin_size=BIN, event="go")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_leave_one_out_equals_a_fit_without_the_windows_own_trial(seed):
+    rec = trials_recording(burst_rate_a=60.0, seed=seed)
+    prior, units = fit(rec)
+    loo = prior.leave_one_out()
+    tr = rec.trials
+    # 2.4 s windows from each fitted trial's start: its bins, the gap, then the next trial's
+    for j in range(8):
+        starts = tr.start[j] + np.arange(120) * BIN
+        got = loo.expected(rec, units, starts, rec_index=0)
+        centre = starts + BIN / 2
+        for k in (j, j + 1):
+            inside = (centre >= tr.start[k]) & (centre < tr.end[k])
+            want = refit_without(rec, k).expected(rec, units, starts[inside])
+            np.testing.assert_allclose(got[inside], want, rtol=1e-5, atol=1e-7)
+        gap = (centre >= tr.end[j]) & (centre < tr.start[j + 1])
+        np.testing.assert_array_equal(got[gap], prior.expected(rec, units, starts[gap]))
+    # the leak it removes: the A trial with the largest burst raises the plain average on itself
+    go = tr.events["go"]
+    bursts = [np.sum((rec.spike_times >= go[j]) & (rec.spike_times < go[j] + 0.2)) for j in range(0, 9, 2)]
+    top = 2 * int(np.argmax(bursts))
+    own = go[top] + np.arange(2, 8) * BIN
+    assert prior.expected(rec, units, own)[:, 0].mean() > loo.expected(rec, units, own, rec_index=0)[:, 0].mean()
+
+
+def test_leave_one_out_leaves_unfitted_trials_alone_and_needs_the_fit():
+    rec = trials_recording(test_rate=50.0)
+    prior, units = fit(rec)  # trial 9 (18-19 s) is not in the fit
+    starts = rec.trials.start[9] + np.arange(50) * BIN
+    np.testing.assert_array_equal(prior.leave_one_out().expected(rec, units, starts, rec_index=0),
+                                  prior.expected(rec, units, starts))
+    with pytest.raises(ValueError, match="needs rec_index"):
+        prior.leave_one_out().expected(rec, units, starts)
+
+
+def test_leave_one_out_needs_a_fitted_prior(tmp_path):
+    prior, _ = fit(trials_recording())
+    prior.save(tmp_path / "prior.npz")
+    with pytest.raises(ValueError, match="loaded from a file"):
+        ConditionPrior.load(tmp_path / "prior.npz").leave_one_out()

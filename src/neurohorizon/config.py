@@ -43,6 +43,9 @@ class DataConfig:
     # "psth": the training trials' condition average at align_event as a log-rate offset of the
     # forecast (data/prior.py); the model learns the single-trial deviation. "none": no prior
     rate_prior: str = "none"
+    # training windows get the prior without their own trial, as unseen test trials do: the
+    # plain average holds 1/n of each training trial's own spikes (data/prior.py)
+    rate_prior_leave_one_out: bool = True
 
 
 @dataclass

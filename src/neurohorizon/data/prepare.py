@@ -79,8 +79,9 @@ def prepare_data(
     aligned = fixed("train") if cfg.align_event else None
     if cfg.train_anchor_fraction > 0 and aligned is None:
         raise ValueError("data.train_anchor_fraction > 0 needs data.align_event, the trial event to anchor to")
+    train_prior = prior.leave_one_out() if prior is not None and cfg.rate_prior_leave_one_out else prior
     train = ForecastDataset(recordings, [], spec, vocab, random_windows_per_epoch=cfg.train_windows_per_epoch,
-                            intervals=intervals, seed=cfg.split_seed, events=events, prior=prior,
+                            intervals=intervals, seed=cfg.split_seed, events=events, prior=train_prior,
                             anchors=aligned.windows if aligned else (), anchor_fraction=cfg.train_anchor_fraction,
                             anchor_jitter_s=cfg.train_anchor_jitter_ms / 1000)
     return PreparedData(

@@ -365,8 +365,9 @@ class ForecastDataset(Dataset):
             +-`anchor_jitter_s` (on `grid`): training weighted towards the alignment evaluated.
         events: trial event names (e.g. ["target_on", "go_cue"]) whose occurrences inside the
             context, end included, are returned as `event_times` / `event_types` (1-based).
-        prior: a `ConditionPrior` (data/prior.py): adds `prior_counts` (T, N), its expected
-            counts for the future bins.
+        prior: a `ConditionPrior` (data/prior.py), or its `leave_one_out()` for windows inside
+            the trials it was fitted on: adds `prior_counts` (T, N), its expected counts for the
+            future bins. Fitted on `recordings` in this order (`rec_index` is a window's `rec`).
     """
 
     def __init__(
@@ -471,7 +472,7 @@ class ForecastDataset(Dataset):
         e0, e1 = np.searchsorted(c.event_times, [edges[0] - 1e-9, w.onset + 1e-9])
         extra = {} if self.prior is None else {
             "prior_counts": self.prior.expected(self.recordings[w.rec], c.units, edges[tc:-1],
-                                                self._prior_conditions[w.rec]).astype(np.float32)}
+                                                self._prior_conditions[w.rec], rec_index=w.rec).astype(np.float32)}
         return extra | {
             "event_times": (c.event_times[e0:e1] - w.onset).astype(np.float32),
             "event_types": c.event_types[e0:e1],
