@@ -211,3 +211,21 @@ def test_summary_is_json_and_complete():
     assert "fp_bps_train_null" in s["rollout"]
     assert s["psth"]["reference"] == "true expected counts"
     assert set(s["calibration"]["coverage"]) == {"neuron", "population"}
+
+
+def test_paired_difference_is_the_difference_of_pooled_bits_per_spike():
+    from neurohorizon.evaluation.predict import pooled_bps
+
+    rng = np.random.default_rng(3)
+    sessions = {}
+    for s, n in ((0, 40), (1, 25)):
+        rate = rng.gamma(2.0, 0.2, (n, 10, 4))
+        y = rng.poisson(rate).astype(float)
+        y[0, 0, 0] = np.nan  # masked entries drop out of both
+        sessions[s] = {"target": y, "a": rate, "b": rate.mean((0, 1), keepdims=True) + 0 * rate}
+    d, lo, hi = M.paired_bps_difference([g["a"] for g in sessions.values()], [g["b"] for g in sessions.values()],
+                                        [g["target"] for g in sessions.values()])
+    assert d == pytest.approx(pooled_bps(sessions, "a") - pooled_bps(sessions, "b"), rel=1e-9)
+    assert lo < d < hi and lo > 0  # the true rates beat a per-neuron constant clearly
+    same = M.paired_bps_difference([sessions[0]["a"]], [sessions[0]["a"]], [sessions[0]["target"]])
+    assert same == (0.0, 0.0, 0.0)

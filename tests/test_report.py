@@ -335,5 +335,30 @@ def test_oracle_shares_are_said_next_to_neurohorizons_own_number():
                "psth": {"12": block(0.12), "25": block(0.21)}}
     _, lines = horizon_table(results, [12, 25], 0.02)
     assert "**NeuroHorizon** (0.128 bits/spike; 54% of the oracle's bits/spike, 68% of the causal" in lines[0]
-    assert lines[0].endswith("the strongest baseline, psth, reaches 0.120.")
-    assert "**psth** (0.210 bits/spike); NeuroHorizon reaches 0.200 (60% of the oracle's" in lines[1]
+    assert lines[0].endswith("ahead of psth (0.120) by 0.008.")
+    assert "**psth** (0.210 bits/spike), ahead of NeuroHorizon (0.200) by 0.010; NeuroHorizon reaches 0.200 (60%" \
+        in lines[1]
+    alone = {"NeuroHorizon": results["NeuroHorizon"]}
+    _, lines = horizon_table(alone, [12], 0.02)
+    assert lines == ["At 12 bins (240 ms), NeuroHorizon reaches 0.128 bits/spike, 54% of the oracle's bits/spike, "
+                     "68% of the causal oracle's (no other method was evaluated)."]
+
+
+def test_the_margin_to_the_runner_up_has_a_paired_bootstrap_interval():
+    from neurohorizon.evaluation.evaluation_report import horizon_table
+    from neurohorizon.evaluation.metrics import bits_per_spike
+
+    rng = np.random.default_rng(0)
+    rate = rng.gamma(2.0, 0.1, (1, 1, 5))
+    y = rng.poisson(np.broadcast_to(rate, (60, 12, 5))).astype(float)
+    preds = {"NeuroHorizon": np.broadcast_to(rate, y.shape) * 1.02, "psth": np.broadcast_to(rate, y.shape) * 1.5}
+    groups = {m: {0: {"rollout": p, "target": y, "start": np.arange(60.0)}} for m, p in preds.items()}
+    bps = {m: bits_per_spike(p, y) for m, p in preds.items()}
+    results = {m: {"12": {"pooled": {"rollout": {"fp_bps": v}}}} for m, v in bps.items()}
+    _, lines = horizon_table(results, [12], 0.02, groups)
+    assert f"by {bps['NeuroHorizon'] - bps['psth']:.3f} (95% CI " in lines[0]
+    assert "paired bootstrap over 60 test windows)" in lines[0] and "within sampling error" not in lines[0]
+    groups["psth"][0]["rollout"] = preds["NeuroHorizon"] * 1.0001  # a tie
+    results["psth"]["12"]["pooled"]["rollout"]["fp_bps"] = bits_per_spike(groups["psth"][0]["rollout"], y)
+    _, lines = horizon_table(results, [12], 0.02, groups)
+    assert "within sampling error" in lines[0]

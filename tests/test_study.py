@@ -38,6 +38,15 @@ def test_signals_and_verdicts_from_known_numbers():
     assert "not enough information" in verdict(12, {"relative_gap": np.nan, "tf_only_rollout_bps": np.nan})
 
 
+def test_no_verdict_when_every_model_is_below_the_null():
+    cells = {"h12-teacher_forcing": _cell(12, -0.010, -0.016),
+             "h12-scheduled_sampling": _cell(12, -0.012, -0.0165),
+             "h12-parallel": _cell(12, np.nan, -0.0155, decoder="parallel")}
+    text = decision_signals(cells, [12])["12"]["verdict"]
+    assert "inconclusive" in text and "-0.016" not in text and "-0.015" in text
+    assert "parallel decoder beats" not in text and "not needed" not in text
+
+
 def test_study_command_runs_and_resumes(tmp_path, capsys):
     args = ["--runs-dir", str(tmp_path), "study", "synthetic:reach", "data.events=[go_cue]",
             "train.batch_size=4", "--horizons", "12",

@@ -8,6 +8,7 @@ import numpy as np
 
 from neurohorizon.data.binning import horizon_label
 from neurohorizon.evaluation import figures
+from neurohorizon.evaluation.metrics import paired_bps_difference
 from neurohorizon.evaluation.report import Section, Table, write_report
 
 MODEL = "NeuroHorizon"
@@ -36,7 +37,8 @@ def predictability(decay: np.ndarray, bin_size: float) -> dict:
     }
 
 
-def horizon_table(results: dict, horizons: list[int], bin_size: float) -> tuple[Table, list[str]]:
+def horizon_table(results: dict, horizons: list[int], bin_size: float,
+                  predictions: dict | None = None) -> tuple[Table, list[str]]:
     methods = list(results)
     cols = ["method"] + [horizon_label(h, bin_size) for h in horizons]
     rows, lines = [], []
@@ -55,29 +57,49 @@ def horizon_table(results: dict, horizons: list[int], bin_size: float) -> tuple[
     for j, h in enumerate(horizons):
         vals = {m: rows[i][j + 1] for i, m in enumerate(methods)}
         finite = {m: v for m, v in vals.items() if np.isfinite(v)}
-        if not finite:
-            continue
-        best = max(finite, key=finite.get)
-        ours = vals.get(MODEL, np.nan)
-        rivals = {m: v for m, v in finite.items() if m != MODEL}
-        rival = max(rivals, key=rivals.get) if rivals else None
-        frac = _get(results.get(MODEL, {}), str(h), "pooled", "oracle", "fraction_of_oracle")
-        share = ""  # NeuroHorizon's share of the ceilings, said right after its own number
-        if np.isfinite(frac):
-            causal = _get(results.get(MODEL, {}), str(h), "pooled", "oracle", "fraction_of_causal_oracle")
-            share = f"; {100 * frac:.0f}% of the oracle's bits/spike" + (
-                f", {100 * causal:.0f}% of the causal oracle's" if np.isfinite(causal) else "")
-        text = f"At {horizon_label(h, bin_size)}, the best method is **{best}** ({finite[best]:.3f} bits/spike"
-        if rival is not None and best == MODEL:
-            text += f"{share}); the strongest baseline, {rival}, reaches {rivals[rival]:.3f}"
-        elif rival is not None:
-            text += f"); NeuroHorizon reaches {ours:.3f}" + (f" ({share[2:]})" if share else "")
-        else:
-            text += f"{share})"
-        lines.append(text + ".")
+        if finite:
+            lines.append(_horizon_line(results, finite, h, bin_size, predictions))
     table = Table(columns=cols, rows=rows, caption="Forecast bits/spike (rollout, NLB null) per horizon",
                   highlight_max=cols[1:])
     return table, lines
+
+
+def _horizon_line(results: dict, finite: dict, h: int, bin_size: float, predictions: dict | None) -> str:
+    """Who is best at horizon h, by how much, and NeuroHorizon's share of the ceilings."""
+    label = horizon_label(h, bin_size)
+    frac = _get(results.get(MODEL, {}), str(h), "pooled", "oracle", "fraction_of_oracle")
+    share = ""  # NeuroHorizon's share of the ceilings, said right after its own number
+    if np.isfinite(frac):
+        causal = _get(results.get(MODEL, {}), str(h), "pooled", "oracle", "fraction_of_causal_oracle")
+        share = f"; {100 * frac:.0f}% of the oracle's bits/spike" + (
+            f", {100 * causal:.0f}% of the causal oracle's" if np.isfinite(causal) else "")
+    if len(finite) == 1:
+        m, v = next(iter(finite.items()))
+        return f"At {label}, {m} reaches {v:.3f} bits/spike{share.replace(';', ',')} (no other method was evaluated)."
+    best, second = sorted(finite, key=finite.get, reverse=True)[:2]
+    text = f"At {label}, the best method is **{best}** ({finite[best]:.3f} bits/spike"
+    text += f"{share})" if best == MODEL else ")"
+    text += _margin(best, second, finite, h, predictions)
+    if best != MODEL and MODEL in finite:
+        text += f"; NeuroHorizon reaches {finite[MODEL]:.3f}" + (f" ({share[2:]})" if share else "")
+    return text + "."
+
+
+def _margin(best: str, second: str, finite: dict, h: int, predictions: dict | None) -> str:
+    """', ahead of X by d (95% CI ...)': the gap to the runner-up with a paired bootstrap over windows."""
+    text = f", ahead of {second} ({finite[second]:.3f}) by {finite[best] - finite[second]:.3f}"
+    groups = [predictions.get(m) for m in (best, second)] if predictions else [None, None]
+    if any(g is None for g in groups) or set(groups[0]) != set(groups[1]):
+        return text
+    sessions = sorted(groups[0])
+    if any(not np.array_equal(groups[0][s]["start"], groups[1][s]["start"]) for s in sessions):
+        return text  # not the same windows: no paired comparison
+    a, b, y = ([g[s][key][:, :h] for s in sessions] for g, key in
+               ((groups[0], "rollout"), (groups[1], "rollout"), (groups[0], "target")))
+    _, lo, hi = paired_bps_difference(a, b, y)
+    n = sum(len(t) for t in y)
+    text += f" (95% CI {lo:.3f} to {hi:.3f}, paired bootstrap over {n} test windows"
+    return text + (": within sampling error)" if lo <= 0 else ")")
 
 
 def gap_table(results: dict, horizons: list[int], bin_size: float) -> Table | None:
@@ -86,12 +108,14 @@ def gap_table(results: dict, horizons: list[int], bin_size: float) -> Table | No
         block = _get(results.get(MODEL, {}), str(h), "pooled", default={})
         tf, ro = _get(block, "teacher_forced", "fp_bps"), _get(block, "rollout", "fp_bps")
         if np.isfinite(tf):
-            rows.append([horizon_label(h, bin_size), tf, ro, ro - tf,
-                         (tf - ro) / abs(ro) if ro else np.nan])
+            gap = tf - ro
+            rows.append([horizon_label(h, bin_size), round(tf, 4), round(ro, 4), round(gap, 4),
+                         round(gap / abs(ro), 4) if ro else np.nan])
     if not rows:
         return None
-    return Table(columns=["horizon", "teacher-forced", "rollout", "rollout − TF", "gap / |rollout|"],
-                 rows=rows, caption="Teacher-forced vs rollout bits/spike (exposure-bias gap)")
+    return Table(columns=["horizon", "teacher-forced", "rollout", "gap = TF − rollout", "gap / |rollout|"],
+                 rows=rows, caption="Teacher-forced vs rollout bits/spike (exposure-bias gap; positive = "
+                                    "rollout loses to its own errors)")
 
 
 def example_window(groups: dict) -> tuple[dict, int]:
@@ -126,24 +150,57 @@ def _figures(out: Path, metrics: dict, predictions: dict, horizons, bin_size) ->
     if (cond >= 0).any():
         labels = sorted(set(cond[cond >= 0].tolist()))
         pred = {c: g["rollout"][cond == c].mean(0) for c in labels}
-        truth = g["true_expected"] if not np.isnan(g["true_expected"]).all() else g["target"]
-        act = {c: truth[cond == c].mean(0) for c in labels}
+        # observed counts before and after onset alike (the PSTH R² metric scores against true
+        # rates where the data have them; a figure mixing the two would look like a jump at 0)
+        act = {c: np.nanmean(g["target"][cond == c], 0) for c in labels}
         ctx = {c: g["context"][cond == c].mean(0) for c in labels}
         order = np.argsort(-np.nanmean(g["target"], axis=(0, 1)))[:6]
         figs["psth"] = figures.plot_psths(predicted=pred, actual=act, context=ctx, bin_size=bin_size,
                                           units=[int(u) for u in order], path=out / "figures" / "psth.png")
-    cal = _get(results.get(MODEL, {}), longest, "sessions", default={})
-    cal = next(iter(cal.values()), {}).get("calibration") if cal else None
+    cal = calibration_block(results, longest)
     if cal:
-        cov = cal["coverage"]
-        levels = sorted(float(k) for k in cov.get("per_neuron", {}))
+        levels, coverage = coverage_series(cal["coverage"])
         figs["calibration"] = figures.plot_calibration(
-            nominal=levels,
-            coverage={name: [cov[name][str(lv)] if str(lv) in cov[name] else cov[name][lv] for lv in levels]
-                      for name in ("per_neuron", "population") if name in cov},
-            fano_pred=np.atleast_1d(cal["fano_predicted"]), fano_obs=np.atleast_1d(cal["fano_observed"]),
+            nominal=levels, coverage=coverage,
+            fano_pred=_floats(cal.get("fano_predicted_per_neuron", [cal["fano_predicted"]])),
+            fano_obs=_floats(cal.get("fano_observed_per_neuron", [cal["fano_observed"]])),
             path=out / "figures" / "calibration.png")
     return figs
+
+
+def _floats(values) -> np.ndarray:
+    """JSON numbers to floats; null (a NaN written to JSON) becomes NaN."""
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def calibration_block(results: dict, horizon: str) -> dict | None:
+    """NeuroHorizon's calibration at `horizon` (first session), or None when no samples were drawn."""
+    sessions = _get(results.get(MODEL, {}), horizon, "sessions", default={})
+    return next(iter(sessions.values()), {}).get("calibration") if sessions else None
+
+
+def _level(d: dict, level: float) -> float:
+    """A coverage entry whose key is the level as written to JSON ("0.5") or in memory (0.5)."""
+    return d[str(level)] if str(level) in d else d[level]
+
+
+def coverage_series(cov: dict) -> tuple[list[float], dict[str, list[float]]]:
+    """Nominal levels and the randomised-PIT coverage per neuron and of the population count."""
+    levels = sorted(float(k) for k in cov["neuron"]["pit"])
+    names = {"neuron": "per neuron", "population": "population count"}
+    return levels, {names[s]: [_level(cov[s]["pit"], lv) for lv in levels] for s in names if s in cov}
+
+
+def calibration_text(cal: dict) -> str:
+    levels, coverage = coverage_series(cal["coverage"])
+    parts = [f"{name}: " + ", ".join(f"{100 * lv:.0f}% intervals hold {100 * c:.1f}%" for lv, c in zip(levels, cov))
+             for name, cov in coverage.items()]
+    fano = f"Mean predicted Fano factor {cal['fano_predicted']:.2f}"
+    observed = _floats([cal.get("fano_observed")])[0]
+    if np.isfinite(observed):
+        fano += f", observed {observed:.2f}"
+    return ("Central predictive intervals of the sampled trajectories (randomised PIT, so a calibrated "
+            "forecaster's coverage equals the level): " + "; ".join(parts) + f". {fano}.")
 
 
 def write_evaluation_report(out: Path, metrics: dict, predictions: dict, *, title: str,
@@ -151,7 +208,7 @@ def write_evaluation_report(out: Path, metrics: dict, predictions: dict, *, titl
     bin_size = metrics["bin_size_s"]
     horizons = [int(h) for h in metrics["horizons"]]
     results = metrics["results"]
-    table, lines = horizon_table(results, horizons, bin_size)
+    table, lines = horizon_table(results, horizons, bin_size, predictions)
     figs = _figures(out, metrics, predictions, horizons, bin_size)
     longest = str(max(horizons))
     decay = _get(results.get(MODEL, {}), longest, "pooled", "rollout", "per_bin_fp_bps", default=[])
@@ -179,7 +236,8 @@ def write_evaluation_report(out: Path, metrics: dict, predictions: dict, *, titl
     if "psth" in figs:
         sections.append(Section(title="Condition-averaged PSTHs", figures=[figs["psth"]]))
     if "calibration" in figs:
-        sections.append(Section(title="Calibration of sampled trajectories", figures=[figs["calibration"]]))
+        sections.append(Section(title="Calibration of sampled trajectories", figures=[figs["calibration"]],
+                                paragraphs=[calibration_text(calibration_block(results, longest))]))
     sections += extra_sections or []
     return write_report(out, title=title, summary=summary, sections=sections,
                         metadata={"run": metrics["run"], "checkpoint": metrics["checkpoint"],

@@ -57,15 +57,32 @@ def _finite_max(*arrays: np.ndarray, q: float = 99.0, floor: float = 1.0) -> flo
 def _method_style(name: str) -> dict:
     """NeuroHorizon lines thick, teacher-forced dashed, baselines thin."""
     low = name.lower()
-    style = dict(lw=2.2 if low.startswith("neurohorizon") else 1.3, alpha=1.0)
+    ours = low.startswith("neurohorizon")
+    style = dict(lw=2.2 if ours else 1.3, alpha=1.0 if ours else 0.85, zorder=3 if ours else 2)
     if "teacher" in low:
-        style["ls"] = "--"
-    if not low.startswith("neurohorizon"):
-        style["alpha"] = 0.85
+        style.update(ls="--", zorder=2.5)
     return style
 
 
 # ------------------------------------------------------------------ decay
+# distinct colours for up to 10 methods (no grey: grey is the null line)
+DECAY_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+                "tab:olive", "tab:cyan", "navy"] * 3
+
+
+def _clip_far_below(ax, curves: dict, oracle) -> None:
+    """Keep the informative range readable: a method far below the null (e.g. persistence at -1.2
+    bits/spike) would squash every other curve, so the axis stops at -0.5x the best value and says so."""
+    values = np.concatenate([np.asarray(c, float).ravel() for c in curves.values()]
+                            + ([np.asarray(oracle, float).ravel()] if oracle is not None else []))
+    values = values[np.isfinite(values)]
+    if not values.size or values.max() <= 0:
+        return
+    floor = -0.5 * values.max()
+    if values.min() < floor:
+        ax.set_ylim(bottom=floor)
+        ax.text(0.01, 0.01, "axis clipped: lower values run off the bottom", transform=ax.transAxes,
+                fontsize=7, color="0.35")
 def plot_decay(
     curves: dict[str, np.ndarray],
     *,
@@ -86,11 +103,11 @@ def plot_decay(
         raise ValueError("plot_decay: no curves given")
     fig = _new_figure(8.0, 4.6)
     ax = fig.add_subplot()
-    t_max = 0
+    t_max, colors = 0, iter(DECAY_COLORS)
     for name, curve in curves.items():
         y = _array(curve, f"plot_decay curve {name!r}", 1)
         t_max = max(t_max, len(y))
-        ax.plot((np.arange(len(y)) + 1) * ms, y, label=name, **_method_style(name))
+        ax.plot((np.arange(len(y)) + 1) * ms, y, label=name, color=next(colors), **_method_style(name))
     if oracle is not None:
         y = _array(oracle, "plot_decay oracle", 1)
         t_max = max(t_max, len(y))
@@ -110,6 +127,7 @@ def plot_decay(
     top.set_xticks([h * ms for h in shown], [horizon_label(h, bin_size) for h in shown], fontsize=8)
     top.tick_params(length=0, colors="0.3")
     ax.set_xlim(0, t_max * ms)
+    _clip_far_below(ax, curves, oracle)
     ax.set_xlabel(f"time ahead of forecast onset (ms; {ms:g} ms bins)")
     ax.set_ylabel("forecast bits/spike in that bin")
     ax.set_title(title)
@@ -203,7 +221,8 @@ def plot_forecast_raster(
         full,
         (-Tc * ms, T * ms, *y_ext),
         vmax,
-        f"(a) actual spike counts, {n_shown} of {target.shape[1]} units",
+        f"(a) actual spike counts, {n_shown} of {target.shape[1]} units"
+        + (" (sorted by predicted peak time)" if unit_order is None else ""),
         "spikes / bin",
     )
     _raster_panel(
@@ -223,12 +242,12 @@ def plot_forecast_raster(
             samples[i][:, units],
             (0, T * ms, *y_ext),
             vmax,
-            f"(c) sampled trajectory {i + 1}",
+            f"({'cd'[i]}) sampled trajectory {i + 1}",
             "spikes / bin",
         )
     _population_panel(axes[-1], context, target, mean, samples, ms)
     axes[-1].set_title(
-        f"({'d' if n_sample_panels else 'c'}) population count, all {target.shape[1]} units",
+        f"({'cde'[n_sample_panels]}) population count, all {target.shape[1]} units",
         loc="left",
         fontsize=10,
     )
@@ -238,12 +257,21 @@ def plot_forecast_raster(
     return _save(fig, path)
 
 
+def _population_count(counts: np.ndarray) -> np.ndarray:
+    """(T,) summed counts of each bin; NaN where no unit was observed (nothing to plot there)."""
+    seen = ~np.isnan(counts).all(1)
+    return np.where(seen, np.nansum(counts, 1), np.nan)
+
+
 def _population_panel(ax, context, target, mean, samples, ms: float) -> None:
     Tc, T = len(context), len(target)
     t_ctx = (np.arange(-Tc, 0) + 0.5) * ms  # bin centres
     t_fut = (np.arange(T) + 0.5) * ms
-    actual = np.concatenate([np.nansum(context, 1), np.nansum(target, 1)])
+    actual = np.concatenate([_population_count(context), _population_count(target)])
     ax.plot(np.concatenate([t_ctx, t_fut]), actual, color="black", lw=1.2, label="actual")
+    if np.isnan(actual[Tc:]).all():  # e.g. a forecast past the end of the recording
+        ax.text(0.99, 0.95, "actual: not recorded after onset", transform=ax.transAxes, ha="right",
+                va="top", fontsize=8, color="0.3")
     bands = []
     if samples is not None and len(samples) > 1:
         pop = np.nansum(samples, axis=2)  # (S, T)
@@ -350,7 +378,7 @@ def _psth_legend(fig, conds, colors) -> None:
         Line2D([], [], color="black", lw=1.5),
         Line2D([], [], color="black", lw=1.5, ls="--"),
     ]
-    labels = ["actual", "predicted"]
+    labels = ["actual (trial average)", "predicted"]
     handles += [Line2D([], [], color=col, lw=3) for col in colors]
     labels += [f"condition {c}" for c in conds]
     fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)

@@ -102,7 +102,7 @@ def forecast_to_files(run_dir: Path, *, data: str, start: float | None, n_sample
     out = new_run_dir(Path(run_dir) / "forecasts", "forecast")
     fc.save_npz(out / "forecast.npz")
     bin_size = float(fc.bin_edges[1] - fc.bin_edges[0])
-    figures.plot_forecast_raster(context=fc.context, target=np.nan_to_num(fc.actual), mean=fc.mean,
+    figures.plot_forecast_raster(context=fc.context, target=fc.actual, mean=fc.mean,
                                  samples=fc.samples, bin_size=bin_size, path=out / "forecast.png",
                                  title=f"{fc.session_id}: forecast from {fc.onset:.3f} s")
     return out

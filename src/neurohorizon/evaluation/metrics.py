@@ -140,6 +140,35 @@ def fraction_of_oracle(model_bps: float, oracle_bps: float) -> float:
     return float(model_bps) / float(oracle_bps)
 
 
+def window_nll(rates, spikes) -> np.ndarray:
+    """(n,) Poisson NLL of each window of (n, T, N) arrays, without log k! (it cancels in
+    differences), over entries whose count is not NaN."""
+    rates, spikes = _np(rates, "rates"), _np(spikes, "spikes")
+    _same_shape(rates, spikes, "window_nll(rates, spikes)")
+    keep = ~np.isnan(spikes)
+    r = np.where(keep, np.where(rates == 0, RATE_FLOOR, rates), 1.0)
+    return np.where(keep, r - np.where(keep, spikes, 0) * np.log(r), 0.0).reshape(len(r), -1).sum(1)
+
+
+def paired_bps_difference(pred_a: list, pred_b: list, targets: list, *, n_boot: int = 2000,
+                          level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """Bits/spike of forecaster a minus b on the same windows, with a paired bootstrap interval.
+
+    pred_a, pred_b, targets: one (n, T, N) array per session. Pooled bits/spike is the
+    spike-weighted mean over sessions, so the null cancels in the difference:
+    sum over windows of (NLL_b - NLL_a) / (spikes * ln 2). Windows are resampled with replacement.
+    Returns (difference, low, high).
+    """
+    d = np.concatenate([window_nll(b, y) - window_nll(a, y) for a, b, y in zip(pred_a, pred_b, targets)])
+    k = np.concatenate([np.nansum(_np(y, "targets").reshape(len(y), -1), 1) for y in targets])
+    if k.sum() == 0:
+        return (float("nan"),) * 3
+    idx = np.random.default_rng(seed).integers(0, len(d), (n_boot, len(d)))
+    boot = d[idx].sum(1) / np.maximum(k[idx].sum(1), 1e-12) / LN2
+    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    return float(d.sum() / k.sum() / LN2), float(lo), float(hi)
+
+
 # ------------------------------------------------------------------------- R²
 def r2_per_neuron(pred, target) -> np.ndarray:
     """(N,) coefficient of determination per neuron over all rows/bins (NaN targets masked).
@@ -440,6 +469,8 @@ def summarize_forecast(
             "fano_predicted": float(np.nanmean(fano["predicted"])),
             "fano_predicted_within": float(np.nanmean(fano["predicted_within"])),
             "fano_observed": _nanmean_or_nan(fano["observed"]),
+            "fano_predicted_per_neuron": np.asarray(fano["predicted"], float).tolist(),
+            "fano_observed_per_neuron": np.asarray(fano["observed"], float).tolist(),
         }
     return _jsonable(out)
 

@@ -121,6 +121,11 @@ def verdict(h: int, s: dict) -> str:
     gain = s.get("ss_rollout_bps", np.nan) - s["tf_only_rollout_bps"]
     if not np.isfinite(gap):
         return f"{label}: not enough information for a verdict."
+    scores = [s["tf_only_rollout_bps"], s.get("ss_rollout_bps", np.nan), s.get("parallel_rollout_bps", np.nan)]
+    if not np.nanmax(scores) > 0:
+        return (f"{label}: inconclusive — every model forecasts at or below the null (best rollout "
+                f"{np.nanmax(scores):.3f} bits/spike), so the signals say nothing yet; train longer "
+                "(--steps-per-cell or --minutes-per-cell).")
     if gap <= GAP_THRESHOLD:
         text = (f"{label}: scheduled sampling is not needed — the teacher-forced/rollout gap is "
                 f"{100 * gap:.0f}% (≤ {100 * GAP_THRESHOLD:.0f}%), so errors do not accumulate much.")
@@ -133,7 +138,7 @@ def verdict(h: int, s: dict) -> str:
     par = s.get("parallel_rollout_bps", np.nan)
     best_ar = np.nanmax([s["tf_only_rollout_bps"], s.get("ss_rollout_bps", np.nan)])
     if np.isfinite(par) and par > best_ar:
-        text += " The parallel decoder beats both autoregressive variants at this horizon."
+        text += f" The parallel decoder beats both autoregressive variants at this horizon (by {par - best_ar:.3f} bits/spike)."
     return text
 
 

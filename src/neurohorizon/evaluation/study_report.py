@@ -35,7 +35,7 @@ def signal_table(signals: dict) -> Table:
             "quality_ratio_vs_previous", "parallel_ratio_vs_previous", "drops_out_of_proportion"]
     rows = [[horizon_label(int(h))] + [s.get(k, np.nan) for k in keys] for h, s in signals.items()]
     return Table(columns=["horizon"] + [k.replace("_", " ") for k in keys], rows=rows,
-                 caption="Decision signals (knowledge base, section 3.3)")
+                 caption="Decision signals: is scheduled sampling needed at each horizon?")
 
 
 def write_study_report(study_dir: Path, cells: dict, signals: dict, horizons, *, data: str):
