@@ -38,6 +38,11 @@ def test_n_bins_whole_numbers_only():
         n_bins(0.51, 0.02)
     with pytest.raises(BinningError):
         n_bins(0.5, 0.0)
+    for bad in (0.0, -0.1, float("nan")):
+        with pytest.raises(BinningError, match="horizon must be positive"):
+            n_bins(bad, 0.02, what="horizon")
+    with pytest.raises(BinningError, match="bin size must be positive, got nan"):
+        n_bins(0.5, float("nan"))
 
 
 def test_horizon_label():

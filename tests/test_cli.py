@@ -85,6 +85,9 @@ def test_forecast_api_and_command(trained, tmp_path):
     np.testing.assert_array_equal(fc.samples, again.samples)  # seeded
     beyond = forecast(trained, rec, n_samples=2)  # default onset: the end of the recording
     assert np.isnan(beyond.actual).all()
+    for bad in (float("nan"), 0.1, rec.domain[1] + 1):
+        with pytest.raises(ValueError, match="needs 500 ms of context inside the recording"):
+            forecast(trained, rec, start=bad)
     h5 = tmp_path / "rec.h5"
     rec.save(h5)
     assert main(["forecast", str(trained), "--data", str(h5), "--start", str(start), "--samples", "2"]) == 0
@@ -92,6 +95,8 @@ def test_forecast_api_and_command(trained, tmp_path):
     saved = np.load(out / "forecast.npz")
     assert saved["samples"].shape == (2, 50, rec.n_units)
     assert (out / "forecast.png").exists()
+    assert main(["forecast", str(trained), "--data", str(h5), "--start", "nan"]) == 2
+    assert len(list((trained / "forecasts").iterdir())) == 1  # nothing half-written
 
 
 def test_unknown_units_error_or_known_only(trained, capsys):

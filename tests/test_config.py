@@ -72,3 +72,21 @@ def test_packaged_demo_config_loads():
     assert cfg.sampling.feedback == "sample" and cfg.model.preset == "small"
     assert cfg.data.align_event == "go_cue"
     assert cfg.data.events == ["target_on", "go_cue"] and cfg.sampling.kind == "linear"
+
+
+@pytest.mark.parametrize("text", ["data: 5\n", "data: null\n", "train: [1, 2]\n"])
+def test_a_section_given_a_value_is_a_clear_error(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"c.yaml: '(data|train)' is a section; give its keys"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="command line: 'data' is a section"):
+        load_config(None, ["data=5"])
+
+
+def test_a_directory_or_binary_file_as_config_names_the_path(tmp_path):
+    with pytest.raises(ConfigError, match="is not a file"):
+        load_config(tmp_path)
+    (tmp_path / "b.yaml").write_bytes(b"\xff\xfe\x00x")
+    with pytest.raises(ConfigError, match=r"b.yaml: not a text \(UTF-8\) file"):
+        load_config(tmp_path / "b.yaml")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from neurohorizon.cli import main
 from neurohorizon.evaluation.study import decision_signals, verdict
@@ -74,3 +75,18 @@ def test_study_command_runs_and_resumes(tmp_path, capsys):
     assert "skipped" in capsys.readouterr().out
     after = {p.name: p.stat().st_mtime_ns for p in (study / "cells").iterdir()}
     assert before == after  # finished cells are not recomputed
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"horizons": (12, 0)}, "horizons must be positive whole numbers"),
+    ({"horizons": (12,), "likelihoods": ("gauss",)}, "unknown likelihood"),
+    ({"horizons": (12,), "max_steps": 0}, "--steps-per-cell must be >= 1"),
+    ({"horizons": (12,), "overrides": ["data.bin_size_ms=7"]}, "not a whole number"),
+])
+def test_bad_study_settings_fail_before_anything_is_trained_or_written(tmp_path, kwargs, match):
+    from neurohorizon.evaluation.study import run_study
+
+    with pytest.raises(ValueError, match=match):
+        run_study("synthetic:reach", runs_dir=tmp_path, options={"n_neurons": 8, "trials_per_condition": 3},
+                  log=lambda *a: None, **kwargs)
+    assert not any(tmp_path.iterdir())

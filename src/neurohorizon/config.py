@@ -1,6 +1,6 @@
 """Run configuration: nested dataclasses, YAML files and dotted command-line overrides.
 
-    cfg = load_config("configs/reach.yaml", ["train.max_steps=200", "model.preset=tiny"])
+    cfg = load_config("src/neurohorizon/configs/demo.yaml", ["train.max_steps=200", "model.preset=tiny"])
 
 Only the CLI and the trainer read a `RunConfig`; the model receives plain keyword arguments.
 """
@@ -126,10 +126,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"{path}: config file not found")
+        if not path.is_file():
+            raise ConfigError(f"{path}: is not a file (give a YAML config file)")
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not a text (UTF-8) file ({err.reason} at byte {err.start})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         cfg = from_dict(raw, source=str(path))
@@ -191,6 +195,9 @@ def _set(cfg, dotted: str, value, source: str) -> None:
                 f"{source}: unknown key {dotted!r} ({part!r} not in {where}; valid: {sorted(fields)})"
             )
         if i == len(parts) - 1:
+            if dataclasses.is_dataclass(getattr(node, part)):  # a section given a scalar: data: 5
+                raise ConfigError(f"{source}: {dotted!r} is a section; give its keys ({dotted}.KEY=...), "
+                                  f"not {value!r}")
             setattr(node, part, _coerce(value, fields[part], dotted, source))
         else:
             node = getattr(node, part)

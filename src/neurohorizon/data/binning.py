@@ -17,8 +17,10 @@ def n_bins(duration: float, bin_size: float, *, what: str = "duration") -> int:
 
     Never rounds a window to the nearest bin: 510 ms at 20 ms bins is an error.
     """
-    if bin_size <= 0:
+    if not bin_size > 0:  # also NaN
         raise BinningError(f"bin size must be positive, got {bin_size}")
+    if not duration > 0:
+        raise BinningError(f"{what} must be positive, got {duration * 1000:g} ms")
     ratio = duration / bin_size
     count = int(round(ratio))
     if count <= 0 or abs(ratio - count) > 1e-6:
@@ -91,6 +93,8 @@ def bin_recording(
     Returns:
         (T, N) int32 counts, T = floor((end - start) / bin_size).
     """
+    if not bin_size > 0:
+        raise BinningError(f"{recording.source}: bin size must be positive, got {bin_size * 1000:g} ms")
     d_start, d_end = recording.domain
     start = d_start if start is None else float(start)
     end = d_end if end is None else float(end)

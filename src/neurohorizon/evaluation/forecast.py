@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def forecast(run: str | Path | LoadedRun, recording: Recording, *, start: float 
     spec = window_spec(run.cfg.data)
     d0, d1 = recording.domain
     start = d1 if start is None else float(start)
-    if start - spec.context_s < d0 - 1e-9 or start > d1 + 1e-9:
+    if not (start - spec.context_s >= d0 - 1e-9 and start <= d1 + 1e-9):  # NaN fails too
         raise ValueError(
             f"{recording.source}: forecast onset {start:.3f} s needs {spec.context_s * 1000:g} ms of "
             f"context inside the recording [{d0:.3f}, {d1:.3f}] s"
@@ -100,9 +101,13 @@ def forecast_to_files(run_dir: Path, *, data: str, start: float | None, n_sample
     run = load_run(run_dir, device=device)
     fc = forecast(run, recordings[0], start=start, n_samples=n_samples, unknown_units=unknown_units)
     out = new_run_dir(Path(run_dir) / "forecasts", "forecast")
-    fc.save_npz(out / "forecast.npz")
-    bin_size = float(fc.bin_edges[1] - fc.bin_edges[0])
-    figures.plot_forecast_raster(context=fc.context, target=fc.actual, mean=fc.mean,
-                                 samples=fc.samples, bin_size=bin_size, path=out / "forecast.png",
-                                 title=f"{fc.session_id}: forecast from {fc.onset:.3f} s")
+    try:  # the figure first: if anything fails, the folder goes and no half-written forecast stays
+        bin_size = float(fc.bin_edges[1] - fc.bin_edges[0])
+        figures.plot_forecast_raster(context=fc.context, target=fc.actual, mean=fc.mean,
+                                     samples=fc.samples, bin_size=bin_size, path=out / "forecast.png",
+                                     title=f"{fc.session_id}: forecast from {fc.onset:.3f} s")
+        fc.save_npz(out / "forecast.npz")
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     return out

@@ -19,6 +19,7 @@ import numpy as np
 
 from neurohorizon.config import RunConfig, apply_override, load_config
 from neurohorizon.data.binning import horizon_label
+from neurohorizon.data.prepare import window_spec
 from neurohorizon.runs import new_run_dir
 
 GAP_THRESHOLD = 0.10  # teacher-forced/rollout gap, relative to |rollout|
@@ -44,6 +45,21 @@ def cell_configs(base: RunConfig, horizons, likelihoods) -> dict[str, RunConfig]
                 cfg.loss.likelihood = variant
             cells[cfg.name] = cfg
     return cells
+
+
+def check_study_args(horizons, likelihoods, max_steps: int, minutes_per_cell: float) -> None:
+    """Settings every cell needs, checked before anything is trained or written."""
+    from neurohorizon.losses import LIKELIHOODS
+
+    bad = [h for h in horizons if not (isinstance(h, int) and h > 0)]
+    if bad or not horizons:
+        raise ValueError(f"study: horizons must be positive whole numbers of bins, got {list(horizons)}")
+    unknown = [name for name in likelihoods if name not in LIKELIHOODS]
+    if unknown:
+        raise ValueError(f"study: unknown likelihood(s) {unknown}; valid names: {', '.join(LIKELIHOODS)}")
+    if max_steps < 1 or not minutes_per_cell > 0:
+        raise ValueError(f"study: --steps-per-cell must be >= 1 and --minutes-per-cell > 0, got {max_steps} "
+                         f"and {minutes_per_cell}")
 
 
 def run_cell(name: str, cfg: RunConfig, study_dir: Path, recordings, log=print) -> dict:
@@ -156,12 +172,7 @@ def run_study(data: str, *, runs_dir="runs", horizons=(12, 25, 50), resume: str 
         data, horizons, options = spec["data"], spec["horizons"], spec["options"]
         minutes_per_cell, preset, likelihoods = spec["minutes_per_cell"], spec["preset"], spec["likelihoods"]
         max_steps, overrides = spec.get("max_steps", max_steps), spec.get("overrides", [])
-    else:
-        study_dir = new_run_dir(runs_dir, f"study-{data.replace(':', '-').replace('/', '_')}")
-        (study_dir / "study.json").write_text(json.dumps({
-            "data": data, "horizons": list(horizons), "options": options or {}, "preset": preset,
-            "minutes_per_cell": minutes_per_cell, "likelihoods": list(likelihoods), "max_steps": max_steps,
-            "overrides": list(overrides)}))
+    check_study_args(horizons, likelihoods, max_steps, minutes_per_cell)
     recordings = load_data(data, **(options or {}))
     base = load_config(None, [f"data.source={data}", f"model.preset={preset}",
                               f"train.max_minutes={minutes_per_cell}", f"train.max_steps={max_steps}",
@@ -171,8 +182,17 @@ def run_study(data: str, *, runs_dir="runs", horizons=(12, 25, 50), resume: str 
         base.data.align_event = "go_cue" if "go_cue" in recordings[0].trials.events else None
     for item in overrides:
         apply_override(base, item)
+    configs = cell_configs(base, horizons, likelihoods)
+    for cfg in configs.values():  # every cell's windows are valid before the first one trains
+        window_spec(cfg.data)
+    if not resume:
+        study_dir = new_run_dir(runs_dir, f"study-{data.replace(':', '-').replace('/', '_')}")
+        (study_dir / "study.json").write_text(json.dumps({
+            "data": data, "horizons": list(horizons), "options": options or {}, "preset": preset,
+            "minutes_per_cell": minutes_per_cell, "likelihoods": list(likelihoods), "max_steps": max_steps,
+            "overrides": list(overrides)}))
     cells = {}
-    for name, cfg in cell_configs(base, horizons, likelihoods).items():
+    for name, cfg in configs.items():
         cells[name] = run_cell(name, cfg, study_dir, recordings, log=log)
     signals = decision_signals(cells, horizons)
     (study_dir / "study_results.json").write_text(json.dumps({"cells": cells, "signals": signals},

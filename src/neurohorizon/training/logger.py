@@ -21,6 +21,24 @@ class RunLogger:
             except ImportError:  # tensorboard is optional
                 self.tensorboard = None
 
+    def drop_rows_after(self, step: int) -> None:
+        """On resume: drop rows logged after the checkpoint's `step` (an interrupted run logged
+        steps that are about to be trained again), so each step appears once."""
+        if not self.enabled:
+            return
+        for path in sorted(self.run_dir.glob("*_log.csv")):
+            with path.open(newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            keep = [r for r in rows if not r.get("step", "").isdigit() or int(r["step"]) <= step]
+            if len(keep) == len(rows) or not rows:
+                continue
+            tmp = path.with_suffix(".csv.tmp")
+            with tmp.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(keep)
+            tmp.replace(path)
+
     def log(self, stream: str, row: dict) -> None:
         if not self.enabled:
             return
