@@ -8,9 +8,15 @@ from pathlib import Path
 
 DATA_HELP = (
     "data to use: 'synthetic:reach' or 'synthetic:lorenz' (built-in ground-truth generators), "
-    "'recipe:NAME' for a shared dataset (pmd_reach_yu2009, aplysia_bruno2017, adn_peyrache2015), "
+    "'recipe:NAME' for a shared dataset (pmd_reach_yu2009, aplysia_bruno2017, adn_peyrache2015) "
+    "in ../shared/data (set NEUROHORIZON_DATA=/path/to/data to use another folder), "
     "a NeuroHorizon/brainsets .h5 file, an .nwb file, or a folder of .h5 files"
 )
+UNKNOWN_UNITS_HELP = (
+    "what to do when DATA has units the run was not trained on: 'error' (default) stops and lists them; "
+    "'known-only' drops them and uses the units the run knows (an error if it knows none)"
+)
+BASELINE_SECONDS = 120.0
 DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:N; a run trained on a GPU loads on a CPU"
 
 DESCRIPTION = """\
@@ -19,12 +25,12 @@ NeuroHorizon forecasts the future spiking of a recorded neural population: from 
 ahead (240, 500 and 1000 ms), with Poisson, negative-binomial, zero-inflated or
 categorical count likelihoods.
 
-typical use:
+typical use (RUN: the run folder `train` prints, e.g. runs/reach-20261126-101500):
   neurohorizon demo                                   the whole pipeline on synthetic data
   neurohorizon inspect synthetic:reach                data statistics and likelihood advice
-  neurohorizon train configs/reach.yaml train.max_steps=500 model.preset=tiny
-  neurohorizon evaluate runs/reach-20261126-101500
-  neurohorizon forecast runs/reach-... --data recipe:pmd_reach_yu2009 --samples 20
+  neurohorizon train data.source=synthetic:reach model.preset=tiny train.max_steps=500
+  neurohorizon evaluate RUN --baseline-seconds 30     metrics and figures against the baselines
+  neurohorizon forecast RUN --data synthetic:reach --samples 20
   neurohorizon study synthetic:reach                  teacher forcing vs scheduled sampling vs parallel
 """
 
@@ -43,19 +49,31 @@ def _options(items: list[str]) -> dict:
 
 def cmd_inspect(args) -> None:
     from neurohorizon.data.sources import load_data
+    from neurohorizon.data.stats import describe_trials
     from neurohorizon.evaluation.inspect import inspect_data
     from neurohorizon.runs import new_run_dir
 
     recordings = load_data(args.data, **_options(args.option))
     out = new_run_dir(args.runs_dir, f"inspect-{_slug(args.data)}")
-    inspect_data(recordings, out, bin_size=args.bin_size_ms / 1000, name=args.data)
+    result = inspect_data(recordings, out, bin_size=args.bin_size_ms / 1000, name=args.data)
+    trials = describe_trials(result["stats"])
+    if trials:  # the names data.align_event and data.events accept
+        text = "\n".join(["  trials (event names for data.align_event and data.events):", *trials])
+        print(text)
+        with result["files"]["summary"].open("a") as summary:
+            summary.write(text + "\n")
     print(f"inspection written to {out}")
 
 
 def cmd_import(args) -> None:
-    from neurohorizon.data.sources import import_to_h5
+    from neurohorizon.data.sources import OutputExistsError, import_to_h5
 
-    paths = import_to_h5(args.data, args.out, overwrite=args.overwrite, **_options(args.option))
+    try:
+        paths = import_to_h5(args.data, args.out, overwrite=args.overwrite, **_options(args.option))
+    except OutputExistsError as err:
+        names = ", ".join(map(str, err.paths))
+        raise FileExistsError(f"{names} already exist{'s' if len(err.paths) == 1 else ''}; "
+                              "add --overwrite to replace") from None
     for path in paths:
         print(f"wrote {path}")
 
@@ -79,7 +97,8 @@ def cmd_evaluate(args) -> None:
     from neurohorizon.evaluation.evaluate import evaluate_run
 
     out = evaluate_run(Path(args.run), data=args.data, unknown_units=args.unknown_units,
-                       n_samples=args.samples, baselines=not args.no_baselines, device=args.device)
+                       n_samples=args.samples, baselines=not args.no_baselines, device=args.device,
+                       baseline_budget_s=args.baseline_seconds)
     print(f"evaluation written to {out}")
 
 
@@ -131,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("train", help="train a model from a YAML config plus key=value overrides")
-    p.add_argument("config", nargs="?", help="YAML config (see configs/); omitted = built-in defaults")
+    p.add_argument("config", nargs="?", help="YAML config file, e.g. a copy of the demo's "
+                   "(src/neurohorizon/configs/demo.yaml in the source tree); omitted = built-in defaults")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=500 model.preset=tiny")
     p.add_argument("--resume", help="continue the run in this run folder from its last checkpoint")
     p.set_defaults(func=cmd_train)
@@ -139,10 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="metrics, baselines and figures for a trained run")
     p.add_argument("run", help="run folder created by `train`")
     p.add_argument("--data", help="evaluate on other data (default: the run's own test split)")
-    p.add_argument("--unknown-units", choices=["known-only", "error"], default="error",
-                   help="units absent from training: drop them, or stop listing the mismatch")
+    p.add_argument("--unknown-units", choices=["known-only", "error"], default="error", help=UNKNOWN_UNITS_HELP)
     p.add_argument("--samples", type=int, default=20, help="sampled trajectories for calibration")
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
+    p.add_argument("--baseline-seconds", type=float, default=BASELINE_SECONDS,
+                   help="training-time budget in seconds of each trained baseline (the GLMs, GRU and NDT); "
+                        "they train one after another, so they take about 4x this plus setup "
+                        f"(default {BASELINE_SECONDS:g})")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_evaluate)
 
@@ -152,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=float, help="forecast onset in s (default: the latest possible)")
     p.add_argument("--session", help="session id when DATA has several")
     p.add_argument("--samples", type=int, default=10, help="sampled trajectories (default 10)")
-    p.add_argument("--unknown-units", choices=["known-only", "error"], default="error")
+    p.add_argument("--unknown-units", choices=["known-only", "error"], default="error", help=UNKNOWN_UNITS_HELP)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_forecast)
 
@@ -183,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, RuntimeError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,8 +1,12 @@
-"""Run folders: every command writes into a new folder and never overwrites an earlier run."""
+"""Run folders: every command writes into a new folder and never overwrites an earlier run.
+
+Also the names of run folders and the mode of files written atomically.
+"""
 
 from __future__ import annotations
 
 import datetime
+import os
 import re
 from pathlib import Path
 
@@ -21,3 +25,21 @@ def new_run_dir(root: str | Path, name: str) -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"{root}: could not create a new run folder for {name!r}")
+
+
+def source_name(source: str) -> str:
+    """A short name for a data source: reach for synthetic:reach, the recipe's name for
+    recipe:NAME, the file stem for a .h5/.nwb path, the folder name for a folder."""
+    text = str(source)
+    if text.startswith(("synthetic:", "recipe:")):
+        return text.split(":", 1)[1]
+    path = Path(text)
+    return path.stem if path.suffix.lower() in (".h5", ".hdf5", ".nwb") else path.name
+
+
+def new_file_mode() -> int:
+    """0666 minus the umask: the mode open() gives a new file. tempfile.mkstemp makes 0600
+    files, so atomic writes (temp file, then rename) set this before the rename."""
+    umask = os.umask(0)  # the only portable way to read it; restored at once
+    os.umask(umask)
+    return 0o666 & ~umask

@@ -22,6 +22,7 @@ import numpy as np
 from torch_brain.data import ArrayDict, Data
 
 from neurohorizon.data.recording import Recording, RecordingError, _session
+from neurohorizon.runs import new_file_mode
 
 REQUIRED_GROUPS = ("spikes", "units")
 
@@ -39,6 +40,7 @@ def save_recording(rec: Recording, path: str | Path, *, overwrite: bool = False)
     try:
         with h5py.File(tmp, "w") as f:
             rec.data.to_hdf5(f)
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except NotImplementedError as e:  # non-ASCII strings: HDF5 layout stores ASCII only
         raise RecordingError(f"{path}: cannot write {rec.source}: {e}") from e

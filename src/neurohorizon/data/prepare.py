@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from neurohorizon.config import DataConfig
+from neurohorizon.data.binning import BinningError
 from neurohorizon.data.prior import ConditionPrior
 from neurohorizon.data.recording import Recording
-from neurohorizon.data.splits import Splits, make_splits, windows_for_split
+from neurohorizon.data.splits import SPLITS, Splits, make_splits, windows_for_split
 from neurohorizon.data.windows import ForecastDataset, UnitVocab, WindowSpec, resolve_events
 
 
@@ -76,19 +79,43 @@ def prepare_data(
     intervals = splits.all_intervals("train")
     if not intervals:
         raise ValueError("split 'train' is empty: no training time in any recording")
-    aligned = fixed("train") if cfg.align_event else None
-    if cfg.train_anchor_fraction > 0 and aligned is None:
-        raise ValueError("data.train_anchor_fraction > 0 needs data.align_event, the trial event to anchor to")
-    train_prior = prior.leave_one_out() if prior is not None and cfg.rate_prior_leave_one_out else prior
-    train = ForecastDataset(recordings, [], spec, vocab, random_windows_per_epoch=cfg.train_windows_per_epoch,
-                            intervals=intervals, seed=cfg.split_seed, events=events, prior=train_prior,
-                            anchors=aligned.windows if aligned else (), anchor_fraction=cfg.train_anchor_fraction,
-                            anchor_jitter_s=cfg.train_anchor_jitter_ms / 1000)
+    try:
+        aligned = fixed("train") if cfg.align_event else None
+        if cfg.train_anchor_fraction > 0 and aligned is None:
+            raise ValueError("data.train_anchor_fraction > 0 needs data.align_event, the trial event to anchor to")
+        train_prior = prior.leave_one_out() if prior is not None and cfg.rate_prior_leave_one_out else prior
+        train = ForecastDataset(recordings, [], spec, vocab, random_windows_per_epoch=cfg.train_windows_per_epoch,
+                                intervals=intervals, seed=cfg.split_seed, events=events, prior=train_prior,
+                                anchors=aligned.windows if aligned else (), anchor_fraction=cfg.train_anchor_fraction,
+                                anchor_jitter_s=cfg.train_anchor_jitter_ms / 1000)
+        valid, test = fixed("valid"), fixed("test")
+    except ValueError as err:
+        if not _window_does_not_fit(err):
+            raise
+        raise ValueError(f"{err}; {_window_fit_hint(cfg, spec, splits)}") from err
     return PreparedData(
         recordings=recordings, spec=spec, vocab=vocab, splits=splits, mode=mode,
-        train=train, valid=fixed("valid"), test=fixed("test"),
+        train=train, valid=valid, test=test,
         train_aligned=aligned, events=tuple(events), prior=prior,
     )
+
+
+def _window_does_not_fit(err: ValueError) -> bool:
+    """A context + horizon window longer than the data allows (raised or wrapped by the splits)."""
+    return isinstance(err, BinningError) or isinstance(err.__cause__, BinningError)
+
+
+def _window_fit_hint(cfg: DataConfig, spec: WindowSpec, splits: Splits) -> str:
+    """Which setting to change; without an alignment event, the longest horizon every split fits."""
+    if cfg.align_event:
+        return ("shorten data.horizon_ms or data.context_ms, or change data.align_event / data.align_offset_ms "
+                "so every trial's window stays inside the recording")
+    longest = [max(e - s for _, s, e in ivs) for ivs in map(splits.all_intervals, SPLITS) if ivs]
+    bins = int(np.floor((min(longest, default=0.0) - spec.context_s) / spec.bin_size + 1e-9))
+    if bins < 1:
+        return f"shorten data.context_ms ({cfg.context_ms:g} ms) and data.horizon_ms"
+    return (f"data.horizon_ms={bins * cfg.bin_size_ms:g} is the longest horizon that fits every split with "
+            f"data.context_ms={cfg.context_ms:g} (or shorten data.context_ms)")
 
 
 def fit_prior(cfg: DataConfig, recordings, splits: Splits, vocab: UnitVocab, spec) -> ConditionPrior | None:

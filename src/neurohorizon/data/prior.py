@@ -47,7 +47,7 @@ class ConditionPrior:
         split). vocab_index(rec) -> (N,) vocabulary index of each of its units."""
         trials = [(i, j) for i, r in enumerate(recordings) for j in _usable_trials(r, event, intervals, i)]
         if not trials:
-            raise ValueError(f"data.rate_prior=psth: no training trial with a condition and a {event!r} time")
+            raise ValueError(_no_usable_trials(recordings, event))
         rel = np.array([np.array([recordings[i].trials.start[j], recordings[i].trials.end[j]])
                         - recordings[i].trials.events[event][j] for i, j in trials])
         r0 = int(np.floor(rel[:, 0].min() / bin_size + 1e-9))
@@ -131,6 +131,17 @@ def _usable_trials(rec, event: str, intervals, index: int) -> list[int]:
     ok = np.isfinite(tr.events[event])
     inside = np.array([any(s - 1e-9 <= a and b <= e + 1e-9 for s, e in spans) for a, b in zip(tr.start, tr.end)])
     return np.flatnonzero(ok & inside).tolist()
+
+
+def _no_usable_trials(recordings, event: str) -> str:
+    """The error when no training trial qualifies, with the events and conditions there are."""
+    trials = [r.trials for r in recordings if r.trials is not None]
+    events = sorted({name for tr in trials for name in (tr.events or {})})
+    labels = {str(c) for tr in trials if tr.condition is not None for c in tr.condition}
+    return (f"data.rate_prior=psth: no training trial with a condition and a {event!r} time; "
+            f"the recordings have {sum(len(tr.start) for tr in trials)} trial(s), trial events "
+            f"{events or 'none'} and {len(labels)} condition label(s): set data.align_event to one of "
+            "those events" + ("" if labels else ", or use data.rate_prior=none (it needs conditions)"))
 
 
 def _add_trial(sums, cover, rec, j, units, labels, event, bin_size, r0) -> None:

@@ -5,7 +5,8 @@
     adn_peyrache2015     mouse ADN head-direction cells (NWB) through `read_nwb`
 
 Usage: `load_recipe("pmd_reach_yu2009", which="ex1")`. The data root defaults to the first
-existing of $NEUROHORIZON_DATA, ./../shared/data (from the CWD) and <repo>/../shared/data.
+existing of $NEUROHORIZON_DATA, ./../shared/data (from the CWD) and <repo>/../shared/data;
+the last only exists next to a source checkout, so an installed package needs one of the others.
 """
 
 from __future__ import annotations
@@ -25,24 +26,39 @@ from neurohorizon.data.recording import Recording, RecordingError, Trials
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
+DATA_ENV = "NEUROHORIZON_DATA"
+
+
 def data_root(root: str | Path | None = None) -> Path:
     """The shared data folder: `root` if given, else the first default that exists."""
     if root is not None:
         return Path(root)
-    candidates = [Path.cwd().parent / "shared" / "data", REPO_ROOT.parent / "shared" / "data"]
-    if os.environ.get("NEUROHORIZON_DATA"):
-        candidates.insert(0, Path(os.environ["NEUROHORIZON_DATA"]))
+    candidates = _default_roots()
     for c in candidates:
         if c.is_dir():
             return c
     return candidates[-1]  # the documented location; the recipe reports it as missing
 
 
+def _default_roots() -> list[Path]:
+    """$NEUROHORIZON_DATA, then ../shared/data from the CWD, then next to a source checkout."""
+    candidates = [Path.cwd().parent / "shared" / "data", REPO_ROOT.parent / "shared" / "data"]
+    if os.environ.get(DATA_ENV):
+        candidates.insert(0, Path(os.environ[DATA_ENV]))
+    return candidates
+
+
 def _dataset_dir(root, name: str) -> Path:
     folder = data_root(root) / name
-    if not folder.is_dir():
-        raise FileNotFoundError(f"dataset {name!r} not found: expected folder {folder}")
-    return folder
+    if folder.is_dir():
+        return folder
+    if root is not None:
+        raise FileNotFoundError(f"dataset {name!r} not found: no folder {folder}")
+    looked = ", ".join(str(c) for c in dict.fromkeys(_default_roots()))
+    raise FileNotFoundError(
+        f"dataset {name!r} not found: no folder {folder} (the data folder is the first that exists of: "
+        f"{looked}); set {DATA_ENV}=/path/to/data to use the folder that holds {name}/"
+    )
 
 
 # --------------------------------------------------------------------- pmd_reach_yu2009

@@ -25,6 +25,14 @@ VALID_FORMS = (
 )
 
 
+class OutputExistsError(FileExistsError):
+    """`import_to_h5` would replace existing files (listed in `paths`) without overwrite=True."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+        super().__init__(f"refusing to overwrite {', '.join(map(str, paths))} (pass overwrite=True to replace)")
+
+
 def load_data(spec: str | Path, **options) -> list[Recording]:
     """Load the recordings named by `spec` (see the module docstring for the forms)."""
     text = str(spec)
@@ -78,9 +86,9 @@ def import_to_h5(
         paths = [out / f"{_file_stem(r.session_id)}.h5" for r in recordings]
         if len(set(paths)) != len(paths):
             raise ValueError(f"{spec}: recordings share session ids; cannot name files in {out}")
-    existing = [str(p) for p in paths if p.exists()]
+    existing = [p for p in paths if p.exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"refusing to overwrite {existing} (pass overwrite=True)")
+        raise OutputExistsError(existing)
     return [save_recording(r, p, overwrite=overwrite) for r, p in zip(recordings, paths)]
 
 

@@ -205,9 +205,50 @@ def _session_stats(rec, bin_size, trial_event, fano_window, smooth_s) -> dict:
         "n_units": rec.n_units,
         "n_spikes": int(counts.sum()),
         "n_trials": 0 if tr is None else len(tr.start),
+        "fano_window_s": bin_size if method == "trials" else fano_window,  # the counts the Fano factor uses
+        "trials": trial_structure(rec),
         "summary": _summary(per, dur / 3600),
         "per_neuron": per,
     }
+
+
+def trial_structure(rec) -> dict | None:
+    """What data.align_event / data.events / conditions can name: the trial events (with their
+    median time from the trial start), the condition labels and the range of trial lengths."""
+    tr = rec.trials
+    if tr is None or not len(tr.start):
+        return None
+    start = np.asarray(tr.start, float)
+    lengths = np.asarray(tr.end, float) - start
+    events = {}
+    for name, times in sorted((tr.events or {}).items()):
+        offsets = np.asarray(times, float) - start
+        offsets = offsets[np.isfinite(offsets)]
+        events[name] = float(np.median(offsets)) if len(offsets) else float("nan")
+    return {
+        "n_trials": len(start),
+        "events_median_s_from_start": events,
+        "conditions": [] if tr.condition is None else sorted({str(c) for c in tr.condition}),
+        "length_s": [float(lengths.min()), float(lengths.max())],
+    }
+
+
+def describe_trials(stats: dict, max_labels: int = 8) -> list[str]:
+    """Text lines with each session's trial structure (sessions without trials are left out)."""
+    lines = []
+    for s in stats["sessions"]:
+        t = s.get("trials")
+        if not t:
+            continue
+        events = ", ".join(f"{k} ({v:+.2f} s)" for k, v in t["events_median_s_from_start"].items()) or "none"
+        labels = t["conditions"]
+        shown = ", ".join(labels[:max_labels]) + (f" and {len(labels) - max_labels} more" if len(labels) > max_labels else "")
+        lines += [
+            f"    {s['session']}: {t['n_trials']} trials of {t['length_s'][0]:.2f}-{t['length_s'][1]:.2f} s; "
+            f"{len(labels)} condition(s){': ' + shown if labels else ''}",
+            f"      events (median time from trial start): {events}",
+        ]
+    return lines
 
 
 def recording_stats(
@@ -255,8 +296,12 @@ def recommend_likelihood(stats: dict) -> tuple[str, list[str]]:
         s["frac_underdispersed"],
     )
     reasons.append(
-        f"median dispersion index (var/mean vs rate estimate) {disp:.2f}; "
+        f"median dispersion index {disp:.2f} ({_dispersion_method(stats)}); "
         f"{over:.0%} of units significantly over-, {under:.0%} under-dispersed (|z| > {Z_SIG})"
+    )
+    reasons.append(
+        f"median Fano factor {s['median_fano']:.2f} ({_fano_method(stats)}): shown for reference; the choice "
+        "uses the dispersion index, which measures variance around the rate estimate, not rate changes"
     )
     overdispersed = disp > 1.1 and over >= 0.5
     subpoisson = disp < 0.9 and under >= 0.5
@@ -285,12 +330,43 @@ def recommend_likelihood(stats: dict) -> tuple[str, list[str]]:
         return "negbin", reasons
     if subpoisson:
         reasons.append(
-            "sub-Poisson (more regular than Poisson): Poisson over-states the variance but "
-            "neither NB nor ZIP can express this; Poisson kept as the robust default"
+            f"dispersion index {disp:.2f} with {under:.0%} of units under-dispersed: sub-Poisson (more regular "
+            "than Poisson): Poisson over-states the variance but neither NB nor ZIP can express this; "
+            "Poisson kept as the robust default"
         )
     else:
-        reasons.append("Fano close to 1: Poisson (the default)")
+        reasons.append(_poisson_reason(disp, over, under))
     return "poisson", reasons
+
+
+def _poisson_reason(disp: float, over: float, under: float) -> str:
+    """Why Poisson, in terms of the dispersion index it was decided on."""
+    if not np.isfinite(disp):
+        return "dispersion index undefined (no counts to measure it): Poisson (the default)"
+    if 0.9 <= disp <= 1.1:
+        return f"dispersion index {disp:.2f} close to 1: Poisson (the default)"
+    side, frac = ("over", over) if disp > 1.1 else ("under", under)
+    return (f"dispersion index {disp:.2f}, but only {frac:.0%} of units significantly {side}-dispersed "
+            f"(it takes half to call the data {side}-dispersed): Poisson (the default)")
+
+
+def _methods(stats: dict) -> set:
+    return {s["method"] for s in stats["sessions"]}
+
+
+def _dispersion_method(stats: dict) -> str:
+    """How the dispersion index was measured, for the recommendation's reasons."""
+    counts = f"variance/mean of {stats['bin_size'] * 1000:g} ms counts around the rate estimate"
+    where = {"trials": "the per-condition PSTH across trials",
+             "continuous": f"a leave-one-out rate smoothed over {stats['smooth_s'] * 1000:g} ms"}
+    return f"{counts}: " + " or ".join(where[m] for m in sorted(_methods(stats)))
+
+
+def _fano_method(stats: dict) -> str:
+    """Which counts the Fano factor was computed on (it differs between trial and continuous data)."""
+    where = {"trials": f"across trials, per condition and {stats['bin_size'] * 1000:g} ms bin",
+             "continuous": f"counts in {stats['fano_window'] * 1000:g} ms windows"}
+    return " or ".join(where[m] for m in sorted(_methods(stats)))
 
 
 def recommend_preset(stats: dict) -> tuple[str, str]:

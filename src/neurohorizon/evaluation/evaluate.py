@@ -54,6 +54,15 @@ def baseline_options(name: str, time_budget_s: float) -> dict:
     }.get(name, {})
 
 
+def log_baseline_plan(names, time_budget_s: float, log=print) -> None:
+    """One line before the baselines: their training takes most of an evaluation's minutes."""
+    if not names:
+        return
+    timed = [n for n in names if "time_budget_s" in baseline_options(n, time_budget_s)]
+    budget = f"; {', '.join(timed)} each train within a {time_budget_s:g} s budget (plus setup)" if timed else ""
+    log(f"fitting {len(names)} baseline(s): {', '.join(names)}{budget}")
+
+
 def fit_baselines(names, prepared, *, time_budget_s: float, log=print) -> dict:
     fitted = {}
     for name in names:
@@ -152,6 +161,7 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, unknown_units: str =
                                   n_samples=n_samples, keep_samples=True, seed=run.cfg.train.seed)
     predictions = {MODEL: model_preds["groups"]}
     names = default_baselines(prepared.mode) if baselines is True else list(baselines or [])
+    log_baseline_plan(names, baseline_budget_s, log)
     for name, forecaster in fit_baselines(names, prepared, time_budget_s=baseline_budget_s, log=log).items():
         predictions[name] = predict_forecaster(forecaster, test)["groups"]
     horizons = [h for h in horizons if h <= prepared.spec.horizon_bins]

@@ -64,23 +64,32 @@ def load_run(run_dir: str | Path, *, device: str = "auto", which: str = "best") 
 
 def match_units(recordings: list[Recording], vocab: UnitVocab, policy: str) -> list[Recording]:
     """Handle units the model never saw: policy "error" lists them; "known-only" drops them."""
-    unknown = {r.session_id: [u for u in r.unit_ids if u not in vocab] for r in recordings}
+    if policy not in ("error", "known-only"):
+        raise ValueError(f"unknown-units policy must be 'error' or 'known-only', got {policy!r}")
+    unknown = {r.session_id: [str(u) for u in r.unit_ids if u not in vocab] for r in recordings}
     unknown = {s: u for s, u in unknown.items() if u}
     if not unknown:
         return recordings
+    n_known = sum(r.n_units for r in recordings) - sum(map(len, unknown.values()))
+    listing = "; ".join(f"{s}: {len(u)} unknown ({_first_few(u)})" for s, u in unknown.items())
+    if n_known == 0:
+        raise ValueError(f"none of the data's units were in training: the model was not trained on any of "
+                         f"them ({listing}), so this run cannot forecast this data (--unknown-units known-only "
+                         "would leave no unit); train a run on this data")
     if policy == "error":
-        listing = "; ".join(f"{s}: {len(u)} unknown (e.g. {u[:3]})" for s, u in unknown.items())
         raise ValueError(
-            f"the data has units the model was not trained on ({listing}). "
-            "Use --unknown-units known-only to evaluate on the known units only."
+            f"the data has units the model was not trained on ({listing}). Use --unknown-units known-only "
+            f"(unknown_units='known-only' in Python) to use its {n_known} known unit(s) only."
         )
-    if policy != "known-only":
-        raise ValueError(f"unknown-units policy must be 'error' or 'known-only', got {policy!r}")
     kept = [keep_units(r, vocab.known(r.unit_ids)) for r in recordings]
-    kept = [r for r in kept if r.n_units > 0]
-    if not kept:
-        raise ValueError("none of the data's units are known to the model")
-    return kept
+    return [r for r in kept if r.n_units > 0]
+
+
+def _first_few(names: list[str], n: int = 3) -> str:
+    """'a, b, c and 57 more': plain names, never a numpy repr."""
+    if len(names) <= n:
+        return ", ".join(names)
+    return f"{', '.join(names[:n])} and {len(names) - n} more"
 
 
 def keep_units(rec: Recording, keep: np.ndarray, *, drop_truth: bool = False) -> Recording:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from neurohorizon.runs import new_file_mode
+
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "config", "vocab", "step")
 
@@ -34,6 +36,7 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

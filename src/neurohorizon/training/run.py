@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -11,7 +13,7 @@ from neurohorizon.data.prepare import check_rate_prior, prepare_data, window_spe
 from neurohorizon.data.splits import Splits
 from neurohorizon.losses import build_likelihood
 from neurohorizon.model.presets import count_parameters, from_config
-from neurohorizon.runs import new_run_dir
+from neurohorizon.runs import new_run_dir, source_name
 from neurohorizon.training import distributed as dist_utils
 from neurohorizon.training.checkpoint import load_checkpoint
 from neurohorizon.training.trainer import Trainer
@@ -60,8 +62,8 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
     splits = None
     if resume is not None:
         state = load_checkpoint(Path(resume) / "last.pt")
-        cfg, run_dir = from_dict(state["config"]), Path(resume)
-        splits = Splits.from_json(run_dir / "splits.json")
+        cfg = from_dict(state["config"])
+        splits = Splits.from_json(Path(resume) / "splits.json")
     window_spec(cfg.data)  # a horizon that is not whole bins fails before anything is written
     if check_rate_prior(cfg.data) and cfg.loss.likelihood not in LOG_RATE_LIKELIHOODS:
         raise ValueError(f"data.rate_prior needs a log-rate likelihood {LOG_RATE_LIKELIHOODS}, "
@@ -70,29 +72,54 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
     dist_utils.init_from_env(device.type)
     device = pick_device(cfg.train.device)
     data = prepare_data(cfg.data, recordings=recordings, splits=splits)
-    if resume is None:  # after the data: bad data or data settings leave no empty run folder
-        run_dir = _claim_run_dir(runs_dir, cfg.name)
     cfg.data.events = list(data.events)  # "EVENT@condition" expanded: saved, and what the model gets
     likelihood = build_likelihood(cfg.loss.likelihood, **cfg.loss.options)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, data.vocab.tokens, likelihood).to(device)
-    if resume is None and cfg.loss.likelihood in LOG_RATE_LIKELIHOODS and data.prior is None:
-        model.init_unit_bias(log_mean_counts(data.train, len(data.vocab)))
-    if dist_utils.rank() == 0 and resume is None:
-        save_config(cfg, run_dir / "config.yaml")
-        data.splits.to_json(run_dir / "splits.json")
-        data.vocab.to_json(run_dir / "vocab.json")
-        if data.prior is not None:  # forecast() needs it for recordings outside the run's data
-            data.prior.save(run_dir / "prior.npz")
-        if not quiet:
-            print(f"model: {count_parameters(model):,} parameters ({cfg.model.preset}, {cfg.model.decoder}); "
-                  f"data: {len(data.recordings)} recording(s), {data.mode} mode, "
-                  f"{len(data.train)} train / {len(data.valid)} valid / {len(data.test)} test windows")
-    trainer = Trainer(model=model, likelihood=likelihood, data=data, cfg=cfg, run_dir=run_dir, device=device)
     if resume is not None:
+        trainer = Trainer(model=model, likelihood=likelihood, data=data, cfg=cfg, run_dir=Path(resume), device=device)
         trainer.resume(Path(resume) / "last.pt")
+    else:
+        if cfg.loss.likelihood in LOG_RATE_LIKELIHOODS and data.prior is None:
+            model.init_unit_bias(log_mean_counts(data.train, len(data.vocab)))
+        # claimed after the data and the model: bad settings leave no empty run folder
+        run_dir = _claim_run_dir(runs_dir, run_name(cfg))
+        with _removed_on_failure(run_dir):
+            _write_run_files(cfg, data, model, run_dir, quiet)
+            trainer = Trainer(model=model, likelihood=likelihood, data=data, cfg=cfg, run_dir=run_dir, device=device)
     trainer.fit(stop_after=stop_after)
-    return run_dir
+    return trainer.run_dir
+
+
+def run_name(cfg: RunConfig) -> str:
+    """The run folder's name: cfg.name, or the data source's when cfg.name is the default."""
+    return cfg.name if cfg.name != RunConfig().name else source_name(cfg.data.source)
+
+
+def _write_run_files(cfg: RunConfig, data, model, run_dir: Path, quiet: bool) -> None:
+    """The resolved config, splits, vocabulary and prior of a new run (rank 0 only)."""
+    if dist_utils.rank() != 0:
+        return
+    save_config(cfg, run_dir / "config.yaml")
+    data.splits.to_json(run_dir / "splits.json")
+    data.vocab.to_json(run_dir / "vocab.json")
+    if data.prior is not None:  # forecast() needs it for recordings outside the run's data
+        data.prior.save(run_dir / "prior.npz")
+    if not quiet:
+        print(f"model: {count_parameters(model):,} parameters ({cfg.model.preset}, {cfg.model.decoder}); "
+              f"data: {len(data.recordings)} recording(s), {data.mode} mode, "
+              f"{len(data.train)} train / {len(data.valid)} valid / {len(data.test)} test windows")
+
+
+@contextmanager
+def _removed_on_failure(run_dir: Path):
+    """Remove the run folder this run just created if its setup fails: nothing in it is usable."""
+    try:
+        yield
+    except BaseException:
+        if dist_utils.rank() == 0:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def _claim_run_dir(runs_dir, name: str) -> Path:

@@ -290,6 +290,9 @@ class Trainer:
         tc = self.cfg.train
         end = tc.max_steps if stop_after is None else min(tc.max_steps, self.state.step + stop_after)
         deadline = time.monotonic() + tc.max_minutes * 60 if tc.max_minutes > 0 else math.inf
+        if self.rank == 0 and self.state.step == 0:
+            for warning in self.schedule_warnings():
+                tqdm.write(f"warning: {warning}")
         bar = tqdm(total=end, initial=self.state.step, desc="train", disable=self.rank != 0,
                    dynamic_ncols=True)
         batches = self._batches()
@@ -319,6 +322,21 @@ class Trainer:
             self._evaluate_and_checkpoint()
         self.logger.close()
         return self.state
+
+    def schedule_warnings(self) -> list[str]:
+        """Schedules that cannot finish within train.max_steps: nothing fails, the run just never
+        gets there (e.g. the demo config's 300-step sampling warm-up with train.max_steps=60)."""
+        tc, sc, out = self.cfg.train, self.cfg.sampling, []
+        if tc.warmup_steps >= tc.max_steps:
+            out.append(f"train.warmup_steps={tc.warmup_steps} >= train.max_steps={tc.max_steps}: the learning "
+                       "rate never leaves its warm-up (lower train.warmup_steps)")
+        if self.autoregressive and sc.kind != "constant":
+            steps_per_unit = 1 if sc.unit == "step" else max(1, len(self.data.train) // tc.batch_size)
+            if sc.warmup * steps_per_unit >= tc.max_steps:
+                out.append(f"sampling.warmup={sc.warmup} {sc.unit}s >= train.max_steps={tc.max_steps} steps: "
+                           f"the {sc.kind} scheduled sampling never starts, the whole run is teacher forcing "
+                           "(lower sampling.warmup)")
+        return out
 
     def _time_up(self, deadline: float) -> bool:
         """Past train.max_minutes, by rank 0's clock on every rank."""

@@ -1,0 +1,218 @@
+"""User-facing behaviour: clear CLI errors, file modes, run folder names and cleanup, warnings,
+inspect's trial listing and the likelihood reasons."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+
+import numpy as np
+import pytest
+
+from neurohorizon.cli import DATA_HELP, DESCRIPTION, build_parser, main
+from neurohorizon.config import DataConfig, load_config
+from neurohorizon.data import recipes
+from neurohorizon.data.io import save_recording
+from neurohorizon.data.prepare import prepare_data
+from neurohorizon.data.prior import ConditionPrior
+from neurohorizon.data.stats import describe_trials, recommend_likelihood, recording_stats
+from neurohorizon.data.synthetic import generate
+from neurohorizon.data.windows import UnitVocab
+from neurohorizon.evaluation.loading import keep_units, match_units
+from neurohorizon.training.checkpoint import save_checkpoint
+from neurohorizon.training.run import run_name, train_run
+
+SMALL = {"n_neurons": 12, "trials_per_condition": 4, "seed": 2}
+SOURCE_OPTIONS = [x for k, v in SMALL.items() for x in ("-o", f"{k}={v}")]
+TINY_TRAIN = ["model.preset=tiny", "train.max_steps=2", "train.eval_every=2", "train.batch_size=4",
+              "train.max_eval_windows=8", "data.train_windows_per_epoch=16",
+              *[f"data.options.{k}={v}" for k, v in SMALL.items()]]
+
+
+@pytest.fixture(scope="module")
+def reach():
+    return generate("reach", **SMALL)
+
+
+@pytest.fixture
+def umask_027():
+    before = os.umask(0o027)
+    yield
+    os.umask(before)
+
+
+# ------------------------------------------------------------------------- 1. import twice
+def test_import_twice_is_a_clean_error_naming_the_file_and_the_flag(tmp_path, capsys):
+    out = tmp_path / "reach.h5"
+    args = ["import", "synthetic:reach", str(out), *SOURCE_OPTIONS]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(out) in err and "--overwrite" in err
+    assert "Traceback" not in err and "overwrite=True" not in err
+    assert main([*args, "--overwrite"]) == 0
+
+
+# ----------------------------------------------------------------------- 2. file modes
+def test_atomic_writes_get_the_mode_of_new_files(tmp_path, reach, umask_027):
+    h5 = save_recording(reach, tmp_path / "r.h5")
+    ckpt = save_checkpoint({"model": {}, "config": {}, "vocab": [], "step": 0}, tmp_path / "last.pt")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")  # what open() gives under this umask
+    for path in (h5, ckpt):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640 == stat.S_IMODE(plain.stat().st_mode), path
+
+
+# ------------------------------------------------------------------ 3. recipe data folder
+def test_missing_recipe_data_says_where_it_looked_and_how_to_choose(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEUROHORIZON_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError) as info:
+        recipes.load_recipe("pmd_reach_yu2009")
+    message = str(info.value)
+    assert str(tmp_path / "pmd_reach_yu2009") in message
+    assert "NEUROHORIZON_DATA=/path/to/data" in message
+    assert "NEUROHORIZON_DATA" in DATA_HELP
+
+
+# -------------------------------------------------------------- 4. help examples, names
+def test_every_help_example_parses_and_names_no_missing_file():
+    examples = [line.split("   ")[0].strip() for line in DESCRIPTION.splitlines()
+                if line.strip().startswith("neurohorizon ")]
+    assert len(examples) >= 5
+    for example in examples:
+        argv = [a if a != "RUN" else "runs/reach-1" for a in shlex.split(example)[1:]]
+        args = build_parser().parse_args(argv)
+        if args.command == "train":  # overrides only: no config file to be missing
+            assert all("=" in a for a in [args.config, *args.overrides]), example
+    assert "configs/reach.yaml" not in DESCRIPTION
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    ([], "reach"),
+    (["data.source=synthetic:lorenz"], "lorenz"),
+    (["data.source=recipe:pmd_reach_yu2009"], "pmd_reach_yu2009"),
+    (["data.source=/data/session_7.h5"], "session_7"),
+    (["data.source=/data/sessions"], "sessions"),
+    (["data.source=synthetic:reach", "name=mine"], "mine"),
+])
+def test_run_is_named_after_the_data_unless_named(overrides, expected):
+    assert run_name(load_config(None, overrides)) == expected
+
+
+# ------------------------------------------------------- 5. events, conditions, horizon
+def test_prior_with_a_wrong_event_lists_events_and_conditions(reach):
+    intervals = [(0, float(reach.domain[0]), float(reach.domain[1]))]
+    index = UnitVocab.from_recordings([reach]).index
+    with pytest.raises(ValueError) as info:
+        ConditionPrior.fit([reach], intervals, lambda r: index(r.unit_ids), bin_size=0.02, event="nope")
+    message = str(info.value)
+    for name in ("go_cue", "target_on", "move"):
+        assert name in message
+    assert "8 condition label(s)" in message and "data.align_event" in message
+
+
+def test_too_long_horizon_error_suggests_one_that_fits(reach):
+    cfg = DataConfig(horizon_ms=2400.0, train_windows_per_epoch=8)
+    with pytest.raises(ValueError, match=r"data\.horizon_ms=\d+ is the longest") as info:
+        prepare_data(cfg, recordings=[reach])
+    suggested = float(str(info.value).split("data.horizon_ms=")[1].split()[0])
+    assert 0 < suggested < 2400
+    fits = prepare_data(DataConfig(horizon_ms=suggested, train_windows_per_epoch=8), recordings=[reach])
+    assert len(fits.valid) and len(fits.test)
+
+
+# ------------------------------------------------------------------- 6. unknown units
+def test_no_known_unit_says_so_in_plain_names(reach):
+    vocab = UnitVocab(["someone/else"])
+    for policy in ("error", "known-only"):
+        with pytest.raises(ValueError) as info:
+            match_units([reach], vocab, policy)
+        message = str(info.value)
+        assert "none of the data's units were in training" in message and "cannot forecast" in message
+        assert "would leave no unit" in message and "Use --unknown-units" not in message
+        assert "np.str_" not in message
+        assert f"{reach.unit_ids[0]}, {reach.unit_ids[1]}, {reach.unit_ids[2]} and 9 more" in message
+
+
+def test_some_known_units_suggest_known_only(reach):
+    vocab = UnitVocab(list(reach.unit_ids[:5]))
+    with pytest.raises(ValueError, match="7 unknown .* and 4 more.*known-only.*5 known unit"):
+        match_units([reach], vocab, "error")
+    kept = match_units([reach], vocab, "known-only")
+    assert kept[0].n_units == 5
+    assert match_units([keep_units(reach, np.arange(12) < 5)], vocab, "error")[0].n_units == 5
+
+
+# -------------------------------------------------------------------- 7. baseline budget
+def test_evaluate_passes_the_baseline_budget_and_says_so(monkeypatch, capsys):
+    from neurohorizon.evaluation import evaluate
+
+    seen = {}
+    monkeypatch.setattr(evaluate, "evaluate_run", lambda run, **kw: seen.update(kw) or run)
+    assert main(["evaluate", "some-run", "--baseline-seconds", "7.5"]) == 0
+    assert seen["baseline_budget_s"] == 7.5
+    assert main(["evaluate", "some-run"]) == 0
+    assert seen["baseline_budget_s"] == 120.0  # the budget evaluations always had
+    evaluate.log_baseline_plan(["psth", "glm_ar", "gru_seq2seq"], 7.5)
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("fitting 3 baseline(s)") and "glm_ar, gru_seq2seq each train within a 7.5 s" in line
+
+
+# ------------------------------------------------------------- 8. no empty run folders
+@pytest.mark.parametrize("bad", ["model.preset=huge", "train.ema_decay=2"])
+def test_failed_train_leaves_no_run_folder(tmp_path, capsys, bad):
+    keep = tmp_path / "earlier-run"
+    keep.mkdir()
+    (keep / "best.pt").write_text("x")
+    assert main(["--runs-dir", str(tmp_path), "train", *TINY_TRAIN, bad]) == 2
+    assert bad.split("=")[1] in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["earlier-run"]  # only what was there before
+    assert (keep / "best.pt").read_text() == "x"
+
+
+# ----------------------------------------------------------- 9. schedules that never run
+def test_schedules_longer_than_the_run_warn_once_at_the_start(tmp_path, reach, capsys):
+    cfg = load_config(None, [*TINY_TRAIN, "sampling.kind=linear", "sampling.warmup=300", "train.warmup_steps=100"])
+    run = train_run(cfg, runs_dir=tmp_path, recordings=[reach], quiet=True)
+    out = capsys.readouterr().out
+    assert "warning: sampling.warmup=300 steps >= train.max_steps=2" in out
+    assert "warning: train.warmup_steps=100 >= train.max_steps=2" in out
+    assert run.name.startswith("reach-")
+    cfg = load_config(None, [*TINY_TRAIN, "train.warmup_steps=1"])  # constant schedule: nothing to warn
+    train_run(cfg, runs_dir=tmp_path, recordings=[reach], quiet=True)
+    assert "warning:" not in capsys.readouterr().out
+
+
+# ----------------------------------------------------- 10. the reason names its statistic
+def test_poisson_reason_names_the_dispersion_index_and_the_fano_window():
+    rng = np.random.default_rng(0)
+    from neurohorizon.data.recording import Recording
+
+    t = np.sort(rng.uniform(0, 600, 6 * 3000))
+    rec = Recording.from_arrays(session_id="p", spike_times=t, unit_ids=np.arange(6),
+                                spike_units=rng.integers(0, 6, len(t)), domain=(0.0, 600.0))
+    stats = recording_stats([rec], 0.02)
+    choice, reasons = recommend_likelihood(stats)
+    disp = stats["overall"]["summary"]["median_dispersion_index"]
+    assert choice == "poisson"
+    assert reasons[-1] == f"dispersion index {disp:.2f} close to 1: Poisson (the default)"
+    assert not any("Fano close to 1" in r for r in reasons)
+    assert any("Fano factor" in r and "100 ms windows" in r for r in reasons)
+    assert stats["sessions"][0]["fano_window_s"] == 0.1
+
+
+# --------------------------------------------------------- 11. inspect lists the trials
+def test_inspect_lists_events_conditions_and_trial_lengths(tmp_path, reach, capsys):
+    trials = recording_stats([reach], 0.02)["sessions"][0]["trials"]
+    assert set(trials["events_median_s_from_start"]) == {"target_on", "go_cue", "move"}
+    assert len(trials["conditions"]) == 8 and trials["n_trials"] == 32
+    lo, hi = trials["length_s"]
+    assert 0 < lo <= hi == pytest.approx(float(np.max(reach.trials.end - reach.trials.start)))
+    assert main(["--runs-dir", str(tmp_path), "inspect", "synthetic:reach", *SOURCE_OPTIONS]) == 0
+    printed = capsys.readouterr().out
+    assert "8 condition(s)" in printed and "go_cue (+" in printed and "data.align_event" in printed
+    summary = next(tmp_path.iterdir()) / "summary.txt"
+    assert "go_cue (+" in summary.read_text()
+    assert describe_trials({"sessions": [{"session": "c", "trials": None}]}) == []
