@@ -325,3 +325,53 @@ def test_weight_average_is_an_exact_ema_resumes_exactly_and_is_what_loads(tmp_pa
         assert torch.equal(state["ema_model"][key], resumed["ema_model"][key]), key
     with pytest.raises(ValueError, match="ema_decay must be in"):
         train_run(tiny_cfg("train.ema_decay=1.0"), runs_dir=tmp_path / "c", recordings=[reach], quiet=True)
+
+
+def test_ctrl_c_saves_the_step_and_a_resume_continues_exactly(tmp_path, reach, one_thread, monkeypatch):
+    import os
+    import signal
+
+    from neurohorizon.training.trainer import Trainer
+
+    cfg = tiny_cfg("sampling.kind=linear", "sampling.n=6", "train.checkpoint_every=100")
+    full = train_run(cfg, runs_dir=tmp_path / "a", recordings=[reach], quiet=True)
+    step = Trainer.train_step
+
+    def interrupted_at_5(self, batch):
+        out = step(self, batch)
+        if self.state.step == 4:  # the 5th step: Ctrl-C arrives while it runs
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_at_5)
+    with pytest.raises(KeyboardInterrupt, match="stopped at step 5; last.pt saved"):
+        train_run(cfg, runs_dir=tmp_path / "b", recordings=[reach], quiet=True)
+    monkeypatch.setattr(Trainer, "train_step", step)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    half = next((tmp_path / "b").iterdir())
+    assert load_checkpoint(half / "last.pt")["step"] == 5
+    train_run(None, resume=half, recordings=[reach])
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(half / "last.pt")
+    for key, value in a["model"].items():
+        if torch.is_tensor(value):
+            assert torch.equal(value, b["model"][key]), key
+    assert losses(full) == losses(half)
+
+
+def test_a_resume_drops_log_rows_after_its_checkpoint(tmp_path, reach, one_thread):
+    import shutil
+
+    cfg = tiny_cfg()
+    full = train_run(cfg, runs_dir=tmp_path / "a", recordings=[reach], quiet=True)
+    half = train_run(cfg, runs_dir=tmp_path / "b", recordings=[reach], quiet=True, stop_after=4)
+    shutil.copy(half / "last.pt", tmp_path / "step4.pt")
+    train_run(None, resume=half, recordings=[reach])
+    # a hard kill (no Ctrl-C handler) after step 8 was logged but before its checkpoint: the
+    # newest checkpoint is step 4's, and the rows of steps 5-8 are redone on resume
+    shutil.copy(tmp_path / "step4.pt", half / "last.pt")
+    train_run(None, resume=half, recordings=[reach])
+    with open(half / "train_log.csv") as handle:
+        steps = [int(row["step"]) for row in csv.DictReader(handle)]
+    with open(half / "valid_log.csv") as handle:
+        valid_steps = [int(row["step"]) for row in csv.DictReader(handle)]
+    assert steps == list(range(1, 9)) and valid_steps == [4, 8] and losses(full) == losses(half)

@@ -216,3 +216,37 @@ def test_inspect_lists_events_conditions_and_trial_lengths(tmp_path, reach, caps
     summary = next(tmp_path.iterdir()) / "summary.txt"
     assert "go_cue (+" in summary.read_text()
     assert describe_trials({"sessions": [{"session": "c", "trials": None}]}) == []
+
+
+@pytest.mark.parametrize("args, match", [
+    (["inspect", "synthetic:reach", "--bin-size-ms", "0"], "--bin-size-ms must be positive"),
+    (["evaluate", "nowhere", "--samples", "0"], "--samples must be >= 1"),
+    (["train", "--resume", "nowhere", "train.max_steps=30"], "takes no config or overrides"),
+    (["inspect", "missing_dir"], r"'missing_dir' \(no such file or folder\)"),
+    (["inspect", "synthetic:lorenz", "-o", "foo=1"], r"unknown option\(s\) \['foo'\]; valid options"),
+])
+def test_bad_arguments_are_clear_errors_that_leave_no_folder(tmp_path, capsys, args, match):
+    import re
+
+    assert main(["--runs-dir", str(tmp_path / "runs"), *args]) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_file_where_a_folder_is_needed_is_a_clean_error(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert main(["--runs-dir", str(tmp_path / "afile"), "inspect", "synthetic:reach"] + SOURCE_OPTIONS) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_no_steps_or_no_spikes_fail_before_a_run(tmp_path, reach, capsys):
+    assert main(["--runs-dir", str(tmp_path), "train", "data.source=synthetic:reach", "train.max_steps=0",
+                 *TINY_TRAIN[:1]]) == 2
+    assert "train.max_steps must be >= 1" in capsys.readouterr().err
+    from neurohorizon.data.recording import Recording
+
+    with pytest.warns(UserWarning, match="have no spikes"):
+        silent = Recording.from_arrays(session_id="silent", spike_times=np.zeros(0), unit_ids=reach.unit_ids,
+                                       spike_units=np.zeros(0, int), domain=reach.domain, trials=reach.trials)
+    with pytest.raises(ValueError, match="no unit has a single spike"):
+        prepare_data(DataConfig(source="synthetic:reach"), recordings=[silent])

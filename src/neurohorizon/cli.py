@@ -53,6 +53,8 @@ def cmd_inspect(args) -> None:
     from neurohorizon.evaluation.inspect import inspect_data
     from neurohorizon.runs import new_run_dir
 
+    if not args.bin_size_ms > 0:  # before any folder is made
+        raise ValueError(f"--bin-size-ms must be positive, got {args.bin_size_ms}")
     recordings = load_data(args.data, **_options(args.option))
     out = new_run_dir(args.runs_dir, f"inspect-{_slug(args.data)}")
     result = inspect_data(recordings, out, bin_size=args.bin_size_ms / 1000, name=args.data)
@@ -83,6 +85,10 @@ def cmd_train(args) -> None:
     from neurohorizon.training.run import train_run
 
     if args.resume:
+        given = [x for x in (args.config, *args.overrides) if x is not None]
+        if given:  # a resumed run continues exactly as configured; a change would break that silently
+            raise ValueError(f"--resume continues {args.resume} with its saved config.yaml; it takes no config "
+                             f"or overrides (got {given}). Start a new run to change settings.")
         run_dir = train_run(None, runs_dir=args.runs_dir, resume=Path(args.resume))
     else:
         config, overrides = args.config, list(args.overrides)
@@ -95,6 +101,9 @@ def cmd_train(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from neurohorizon.evaluation.evaluate import evaluate_run
+
+    if args.samples < 1:  # before the evaluation folder is made
+        raise ValueError(f"--samples must be >= 1, got {args.samples}")
 
     out = evaluate_run(Path(args.run), data=args.data, unknown_units=args.unknown_units,
                        n_samples=args.samples, baselines=not args.no_baselines, device=args.device,
@@ -203,10 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, RuntimeError, KeyError) as err:
+    except (ValueError, OSError, RuntimeError, KeyError) as err:  # OSError: missing, existing, not a folder...
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

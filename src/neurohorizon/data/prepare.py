@@ -58,6 +58,8 @@ def prepare_data(
         from neurohorizon.data.sources import load_data
 
         recordings = load_data(cfg.source, **cfg.options)
+    if not any(len(r.spike_times) for r in recordings):
+        raise ValueError(f"{cfg.source}: no unit has a single spike; there is nothing to forecast")
     spec = window_spec(cfg)
     mode = resolve_mode(recordings, cfg.mode)
     if splits is None:

@@ -37,9 +37,12 @@ def load_data(spec: str | Path, **options) -> list[Recording]:
     """Load the recordings named by `spec` (see the module docstring for the forms)."""
     text = str(spec)
     if text.startswith("synthetic:"):
-        from neurohorizon.data.synthetic import generate
+        from neurohorizon.data.synthetic import GENERATORS, generate
 
-        out = generate(text.split(":", 1)[1], **options)
+        name = text.split(":", 1)[1]
+        if name in GENERATORS:
+            _check_options(GENERATORS[name], text, options)
+        out = generate(name, **options)
         return list(out) if isinstance(out, (list, tuple)) else [out]
     if text.startswith("recipe:"):
         return load_recipe(text.split(":", 1)[1], **options)
@@ -50,6 +53,7 @@ def load_data(spec: str | Path, **options) -> list[Recording]:
         _no_options(options, text)
         return [load_recording(path)]
     if path.suffix.lower() == ".nwb":
+        _check_options(read_nwb, text, options)
         return [read_nwb(path, **options)]
     if path.is_dir():
         _no_options(options, text)
@@ -57,7 +61,21 @@ def load_data(spec: str | Path, **options) -> list[Recording]:
         if not files:
             raise FileNotFoundError(f"{path}: folder holds no .h5/.hdf5 recordings")
         return [load_recording(p) for p in files]
-    raise ValueError(f"unknown data source {text!r}; valid forms: {VALID_FORMS}")
+    missing = "" if path.exists() or ":" in text else " (no such file or folder)"
+    raise ValueError(f"unknown data source {text!r}{missing}; valid forms: {VALID_FORMS}")
+
+
+def _check_options(loader, spec: str, options: dict) -> None:
+    """An option `loader` does not take is the user's error: name it and the valid ones."""
+    import inspect
+
+    params = inspect.signature(loader).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        valid = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY or p.default is not p.empty]
+        raise ValueError(f"{spec}: unknown option(s) {unknown}; valid options: {valid}")
 
 
 def _no_options(options: dict, spec: str) -> None:

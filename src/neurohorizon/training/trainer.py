@@ -7,8 +7,10 @@ Determinism: batch order comes from (seed, epoch) and every step reseeds torch f
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +120,8 @@ class Trainer:
             self.model = torch.compile(self.model)
         params = list(model.parameters()) + list(self.likelihood.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        if cfg.train.max_steps < 1:
+            raise ValueError(f"train.max_steps must be >= 1, got {cfg.train.max_steps}")
         if not 0.0 <= cfg.train.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay must be in [0, 1), got {cfg.train.ema_decay}")
         self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay), use_buffers=True)
@@ -283,6 +287,7 @@ class Trainer:
         self.state = TrainState(**train_state)
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
+        self.logger.drop_rows_after(self.state.step)  # steps logged after this checkpoint are redone
 
     # ------------------------------------------------------------- the loop
     def fit(self, *, stop_after: int | None = None) -> TrainState:
@@ -297,6 +302,36 @@ class Trainer:
                    dynamic_ncols=True)
         batches = self._batches()
         first = self.state.step
+        with self._stop_on_interrupt():
+            self._loop(batches, end, deadline, first, bar)
+        bar.close()
+        if self.state.step % tc.eval_every != 0:
+            self._evaluate_and_checkpoint()
+        self.logger.close()
+        return self.state
+
+    @contextmanager
+    def _stop_on_interrupt(self):
+        """Ctrl-C lets the current step finish, saves last.pt and stops, so `train --resume` loses
+        nothing; a second Ctrl-C stops at once. (Single process only: DDP ranks would disagree.)"""
+        self._interrupted = False
+        if self.world > 1 or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            self._interrupted = True
+            signal.signal(signal.SIGINT, previous)
+
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _loop(self, batches, end: int, deadline: float, first: int, bar) -> None:
+        tc = self.cfg.train
         while (self.state.step < end and self.state.schedule_step < tc.max_steps - 1e-6
                and not self._time_up(deadline)):
             epoch, b, batch = next(batches)
@@ -317,11 +352,12 @@ class Trainer:
                     self._fit_schedules_to_time(pace, deadline)
             elif self.state.step % tc.checkpoint_every == 0:
                 self.save("last.pt")
-        bar.close()
-        if self.state.step % tc.eval_every != 0:
-            self._evaluate_and_checkpoint()
-        self.logger.close()
-        return self.state
+            if self._interrupted:
+                self.save("last.pt")
+                bar.close()
+                self.logger.close()
+                raise KeyboardInterrupt(f"stopped at step {self.state.step}; last.pt saved, continue with "
+                                        f"`neurohorizon train --resume {self.run_dir}`")
 
     def schedule_warnings(self) -> list[str]:
         """Schedules that cannot finish within train.max_steps: nothing fails, the run just never
