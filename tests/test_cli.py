@@ -99,6 +99,24 @@ def test_forecast_api_and_command(trained, tmp_path):
     assert len(list((trained / "forecasts").iterdir())) == 1  # nothing half-written
 
 
+def test_forecast_never_counts_unrecorded_time_as_silence(trained):
+    from torch_brain.data import Interval
+
+    from neurohorizon.data.recording import Recording
+    from neurohorizon.evaluation.forecast import forecast
+
+    rec = generate("reach", **SMALL)
+    d0, d1 = rec.domain
+    mid = round((d0 + d1) / 2, 2)
+    gappy = Recording.from_arrays(session_id=rec.session_id, spike_times=rec.spike_times, unit_ids=rec.unit_ids,
+                                  spike_units=rec.spike_units,
+                                  domain=Interval(start=np.array([d0, mid + 1.0]), end=np.array([mid, d1])))
+    fc = forecast(trained, gappy, start=mid - 0.2, n_samples=2)  # 10 recorded bins, then the gap
+    assert np.isfinite(fc.actual[:10]).all() and np.isnan(fc.actual[10:]).all()
+    with pytest.raises(ValueError, match="crosses unrecorded time.*2 separate intervals"):
+        forecast(trained, gappy, start=mid + 1.2)
+
+
 def test_unknown_units_error_or_known_only(trained, capsys):
     from neurohorizon.evaluation.forecast import forecast
 

@@ -58,6 +58,11 @@ def forecast(run: str | Path | LoadedRun, recording: Recording, *, start: float 
             f"{recording.source}: forecast onset {start:.3f} s needs {spec.context_s * 1000:g} ms of "
             f"context inside the recording [{d0:.3f}, {d1:.3f}] s"
         )
+    spans = _recorded_spans(recording)
+    if not _inside_one_span(spans, start - spec.context_s, start):
+        raise ValueError(f"{recording.source}: the {spec.context_s * 1000:g} ms context before {start:.3f} s "
+                         f"crosses unrecorded time (the recording is {len(spans)} separate intervals, e.g. trials); "
+                         "choose an onset whose context lies inside one of them")
     beyond = start + spec.horizon_s > d1 + 1e-9
     source = keep_units(recording, np.ones(recording.n_units, bool), drop_truth=True) if beyond else recording
     item = ForecastDataset([source], [Window(0, start)], spec, run.vocab, events=run.cfg.data.events,
@@ -74,12 +79,24 @@ def forecast(run: str | Path | LoadedRun, recording: Recording, *, start: float 
             params[0].expand(n_samples, *params.shape[1:]), generator=generator)
     edges = start + np.arange(spec.horizon_bins + 1) * spec.bin_size
     actual = item["target_counts"].astype(float)
-    actual[edges[1:] > d1 + 1e-9] = np.nan
+    # bins not wholly inside recorded time were not observed: NaN, not a count of 0
+    unrecorded = [not _inside_one_span(spans, a, b) for a, b in zip(edges[:-1], edges[1:])]
+    actual[np.asarray(unrecorded)] = np.nan
     return Forecast(
         session_id=recording.session_id, unit_ids=recording.unit_ids, onset=start, bin_edges=edges,
         mean=out["mean"].float().mean(0)[0].cpu().numpy(), samples=samples[:, 0].cpu().numpy(),
         context=item["context_counts"], actual=actual,
     )
+
+
+def _recorded_spans(recording: Recording) -> np.ndarray:
+    """(K, 2) the recorded intervals (one for a continuous recording; e.g. each trial's for pmd)."""
+    d = recording.data.domain
+    return np.stack([np.atleast_1d(d.start), np.atleast_1d(d.end)], 1).astype(float)
+
+
+def _inside_one_span(spans: np.ndarray, t0: float, t1: float) -> bool:
+    return bool(((spans[:, 0] <= t0 + 1e-9) & (t1 <= spans[:, 1] + 1e-9)).any())
 
 
 def forecast_to_files(run_dir: Path, *, data: str, start: float | None, n_samples: int,
