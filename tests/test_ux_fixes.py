@@ -146,13 +146,22 @@ def test_some_known_units_suggest_known_only(reach):
 
 
 # -------------------------------------------------------------------- 7. baseline budget
-def test_evaluate_passes_the_baseline_budget_and_says_so(monkeypatch, capsys):
+def test_evaluate_passes_the_baseline_budget_and_says_so(monkeypatch, capsys, tmp_path):
+    import json
+
     from neurohorizon.evaluation import evaluate
 
+    metrics = {"horizons": {"12": "12 bins (240 ms)"}, "results": {
+        "NeuroHorizon": {"12": {"pooled": {"rollout": {"fp_bps": 0.1234}}}},
+        "psth": {"12": {"pooled": {"rollout": {"fp_bps": None}}}}}}  # NaN is null in JSON
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     seen = {}
-    monkeypatch.setattr(evaluate, "evaluate_run", lambda run, **kw: seen.update(kw) or run)
+    monkeypatch.setattr(evaluate, "evaluate_run", lambda run, **kw: seen.update(kw) or tmp_path)
     assert main(["evaluate", "some-run", "--baseline-seconds", "7.5"]) == 0
     assert seen["baseline_budget_s"] == 7.5
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1].split() == ["12", "bins", "(240", "ms)"]
+    assert printed[2].split() == ["NeuroHorizon", "0.123"] and printed[3].split() == ["psth", "—"]
     assert main(["evaluate", "some-run"]) == 0
     assert seen["baseline_budget_s"] == 120.0  # the budget evaluations always had
     evaluate.log_baseline_plan(["psth", "glm_ar", "gru_seq2seq"], 7.5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -104,11 +105,24 @@ def cmd_evaluate(args) -> None:
 
     if args.samples < 1:  # before the evaluation folder is made
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
-
     out = evaluate_run(Path(args.run), data=args.data, unknown_units=args.unknown_units,
                        n_samples=args.samples, baselines=not args.no_baselines, device=args.device,
                        baseline_budget_s=args.baseline_seconds)
-    print(f"evaluation written to {out}")
+    print(results_table(json.loads((out / "metrics.json").read_text())))
+    print(f"evaluation written to {out} (report.html)")
+
+
+def results_table(metrics: dict) -> str:
+    """Rollout bits/spike per method and horizon, as plain text for the console."""
+    horizons = list(metrics["horizons"])
+    width = max(len(m) for m in metrics["results"]) + 2
+    lines = ["rollout forecast bits/spike (NLB null), test windows:",
+             " " * width + "".join(f"{metrics['horizons'][h]:>20}" for h in horizons)]
+    for method, per_h in metrics["results"].items():
+        vals = [per_h.get(h, {}).get("pooled", {}).get("rollout", {}).get("fp_bps") for h in horizons]
+        lines.append(f"{method:<{width}}" + "".join(f"{v:>20.3f}" if v is not None else f"{'—':>20}"
+                                                    for v in vals))
+    return "\n".join(lines)
 
 
 def cmd_forecast(args) -> None:
