@@ -180,3 +180,29 @@ def test_demo_quick(tmp_path):
     assert report.exists() and report.with_suffix(".md").exists()
     metrics = json.loads((report.parent / "metrics.json").read_text())
     assert {"NeuroHorizon", "glm_ar", "gru_seq2seq", "ndt_forward", "psth"} <= set(metrics["results"])
+
+
+def test_a_failed_evaluation_leaves_no_folder_and_psths_use_condition_labels(trained, monkeypatch):
+    from neurohorizon.evaluation import evaluate, figures
+
+    before = set((trained / "evaluations").iterdir()) if (trained / "evaluations").exists() else set()
+    seen = {}
+    plot_psths = figures.plot_psths
+
+    def spy(**kw):
+        seen["conditions"] = list(kw["actual"])
+        return plot_psths(**kw)
+
+    monkeypatch.setattr(figures, "plot_psths", spy)
+
+    def broken(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(evaluate, "write_evaluation_report", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        evaluate.evaluate_run(trained, baselines=False, n_samples=2, log=lambda *a: None)
+    assert set((trained / "evaluations").iterdir()) == before
+    monkeypatch.undo()
+    monkeypatch.setattr(figures, "plot_psths", spy)
+    evaluate.evaluate_run(trained, baselines=False, n_samples=2, log=lambda *a: None)
+    assert seen["conditions"] and all(str(c).startswith("reach_") for c in seen["conditions"])

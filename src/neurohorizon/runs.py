@@ -8,6 +8,8 @@ from __future__ import annotations
 import datetime
 import os
 import re
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -43,3 +45,15 @@ def new_file_mode() -> int:
     umask = os.umask(0)  # the only portable way to read it; restored at once
     os.umask(umask)
     return 0o666 & ~umask
+
+
+@contextmanager
+def removed_on_failure(folder: Path, *, remove: bool = True):
+    """Remove `folder`, which the caller just created, if the work inside fails (Ctrl-C included):
+    a half-written run or evaluation is never left behind looking usable."""
+    try:
+        yield
+    except BaseException:
+        if remove:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise

@@ -16,13 +16,14 @@ import torch
 
 from neurohorizon.data.binning import STANDARD_HORIZONS, horizon_label
 from neurohorizon.data.prepare import prepare_data
+from neurohorizon.data.windows import condition_labels
 from neurohorizon.evaluation.baselines import build_baseline
 from neurohorizon.evaluation.ceiling import attach_causal_oracle
 from neurohorizon.evaluation.evaluation_report import write_evaluation_report
 from neurohorizon.evaluation.loading import LoadedRun, load_run, match_units
 from neurohorizon.evaluation.metrics import fraction_of_oracle, summarize_forecast
 from neurohorizon.evaluation.predict import predict_dataset, predict_forecaster
-from neurohorizon.runs import new_run_dir
+from neurohorizon.runs import new_run_dir, removed_on_failure
 
 MODEL = "NeuroHorizon"
 
@@ -155,11 +156,22 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, unknown_units: str =
     prepared, test = _eval_data(run, data, unknown_units)
     out = new_run_dir(run.run_dir / "evaluations", "eval") if out_dir is None else Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with removed_on_failure(out, remove=out_dir is None):
+        _evaluate_into(out, run, prepared, test, data=data, n_samples=n_samples, baselines=baselines,
+                       horizons=horizons, baseline_budget_s=baseline_budget_s, log=log)
+    return out
+
+
+def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, n_samples, baselines, horizons,
+                   baseline_budget_s, log) -> None:
+    """Predict, fit the baselines, score and report into `out`."""
     log(f"evaluating {run.checkpoint} (step {run.step}) on {len(test)} windows -> {out}")
     feedback = run.cfg.sampling.feedback
     model_preds = predict_dataset(run.model, run.likelihood, test, device=run.device, feedback=feedback,
                                   n_samples=n_samples, keep_samples=True, seed=run.cfg.train.seed)
     predictions = {MODEL: model_preds["groups"]}
+    for session, group in predictions[MODEL].items():  # condition indices -> the data's labels
+        group["condition_names"] = condition_labels(test.recordings[session])
     names = default_baselines(prepared.mode) if baselines is True else list(baselines or [])
     log_baseline_plan(names, baseline_budget_s, log)
     for name, forecaster in fit_baselines(names, prepared, time_budget_s=baseline_budget_s, log=log).items():
@@ -182,7 +194,6 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, unknown_units: str =
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     write_evaluation_report(out, metrics, predictions, title=f"NeuroHorizon evaluation — {metrics['data']}")
-    return out
 
 
 def _eval_data(run: LoadedRun, data: str | None, unknown_units: str):

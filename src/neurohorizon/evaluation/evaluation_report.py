@@ -149,11 +149,13 @@ def _figures(out: Path, metrics: dict, predictions: dict, horizons, bin_size) ->
     cond = np.asarray(g["condition"])
     if (cond >= 0).any():
         labels = sorted(set(cond[cond >= 0].tolist()))
-        pred = {c: g["rollout"][cond == c].mean(0) for c in labels}
+        names = g.get("condition_names") or []
+        name = {c: names[c] if c < len(names) else c for c in labels}  # the data's labels where known
+        pred = {name[c]: g["rollout"][cond == c].mean(0) for c in labels}
         # observed counts before and after onset alike (the PSTH R² metric scores against true
         # rates where the data have them; a figure mixing the two would look like a jump at 0)
-        act = {c: np.nanmean(g["target"][cond == c], 0) for c in labels}
-        ctx = {c: g["context"][cond == c].mean(0) for c in labels}
+        act = {name[c]: np.nanmean(g["target"][cond == c], 0) for c in labels}
+        ctx = {name[c]: g["context"][cond == c].mean(0) for c in labels}
         order = np.argsort(-np.nanmean(g["target"], axis=(0, 1)))[:6]
         figs["psth"] = figures.plot_psths(predicted=pred, actual=act, context=ctx, bin_size=bin_size,
                                           units=[int(u) for u in order], path=out / "figures" / "psth.png")

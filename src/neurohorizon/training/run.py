@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -13,7 +11,7 @@ from neurohorizon.data.prepare import check_rate_prior, prepare_data, window_spe
 from neurohorizon.data.splits import Splits
 from neurohorizon.losses import build_likelihood
 from neurohorizon.model.presets import count_parameters, from_config
-from neurohorizon.runs import new_run_dir, source_name
+from neurohorizon.runs import new_run_dir, removed_on_failure, source_name
 from neurohorizon.training import distributed as dist_utils
 from neurohorizon.training.checkpoint import load_checkpoint
 from neurohorizon.training.trainer import Trainer
@@ -84,7 +82,7 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
             model.init_unit_bias(log_mean_counts(data.train, len(data.vocab)))
         # claimed after the data and the model: bad settings leave no empty run folder
         run_dir = _claim_run_dir(runs_dir, run_name(cfg))
-        with _removed_on_failure(run_dir):
+        with removed_on_failure(run_dir, remove=dist_utils.rank() == 0):
             _write_run_files(cfg, data, model, run_dir, quiet)
             trainer = Trainer(model=model, likelihood=likelihood, data=data, cfg=cfg, run_dir=run_dir, device=device)
     trainer.fit(stop_after=stop_after)
@@ -109,17 +107,6 @@ def _write_run_files(cfg: RunConfig, data, model, run_dir: Path, quiet: bool) ->
         print(f"model: {count_parameters(model):,} parameters ({cfg.model.preset}, {cfg.model.decoder}); "
               f"data: {len(data.recordings)} recording(s), {data.mode} mode, "
               f"{len(data.train)} train / {len(data.valid)} valid / {len(data.test)} test windows")
-
-
-@contextmanager
-def _removed_on_failure(run_dir: Path):
-    """Remove the run folder this run just created if its setup fails: nothing in it is usable."""
-    try:
-        yield
-    except BaseException:
-        if dist_utils.rank() == 0:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
 
 
 def _claim_run_dir(runs_dir, name: str) -> Path:
