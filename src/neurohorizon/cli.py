@@ -50,7 +50,6 @@ def _options(items: list[str]) -> dict:
 
 def cmd_inspect(args) -> None:
     from neurohorizon.data.sources import load_data
-    from neurohorizon.data.stats import describe_trials
     from neurohorizon.evaluation.inspect import inspect_data
     from neurohorizon.runs import new_run_dir
 
@@ -58,13 +57,7 @@ def cmd_inspect(args) -> None:
         raise ValueError(f"--bin-size-ms must be positive, got {args.bin_size_ms}")
     recordings = load_data(args.data, **_options(args.option))
     out = new_run_dir(args.runs_dir, f"inspect-{_slug(args.data)}")
-    result = inspect_data(recordings, out, bin_size=args.bin_size_ms / 1000, name=args.data)
-    trials = describe_trials(result["stats"])
-    if trials:  # the names data.align_event and data.events accept
-        text = "\n".join(["  trials (event names for data.align_event and data.events):", *trials])
-        print(text)
-        with result["files"]["summary"].open("a") as summary:
-            summary.write(text + "\n")
+    inspect_data(recordings, out, bin_size=args.bin_size_ms / 1000, name=args.data)
     print(f"inspection written to {out}")
 
 

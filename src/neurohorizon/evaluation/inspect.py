@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 
 from neurohorizon.data.binning import bin_recording  # noqa: E402
 from neurohorizon.data.stats import (  # noqa: E402
+    describe_trials,
     recommend_likelihood,
     recommend_preset,
     recording_stats,
@@ -58,6 +59,9 @@ def summary_text(stats: dict, name: str, recommendation) -> str:
     ]
     preset, why = recommend_preset(stats)
     lines += [f"  recommended model size: {preset} (model.preset={preset})", f"    - {why}"]
+    trials = describe_trials(stats)
+    if trials:  # the names data.align_event and data.events accept
+        lines += ["  trials (event names for data.align_event and data.events):", *trials]
     return "\n".join(lines)
 
 
