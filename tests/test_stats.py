@@ -200,3 +200,16 @@ def test_preset_recommendation_follows_the_spike_count():
     assert recommend_preset(stats)[0] == ("compact" if n < 500_000 else "small")
     big = {"overall": {"summary": {"n_spikes": 600_000}}}
     assert recommend_preset(big)[0] == "small" and "600,000 spikes" in recommend_preset(big)[1]
+
+
+def test_sessions_that_share_unit_ids_are_counted_once_as_distinct_units():
+    from neurohorizon.data.synthetic import generate
+    from neurohorizon.evaluation.inspect import _unit_count
+
+    a = generate("reach", n_neurons=6, trials_per_condition=2, seed=0)
+    b = generate("reach", n_neurons=6, trials_per_condition=2, seed=0)  # the same ids: the same neurons
+    c = generate("reach", n_neurons=4, trials_per_condition=2, seed=1)  # another session's own ids
+    summary = recording_stats([a, b, c], 0.02)["overall"]["summary"]
+    assert summary["n_units"] == 16 and summary["n_distinct_units"] == 10
+    assert _unit_count(summary) == "16 unit recordings (10 distinct units)"
+    assert _unit_count(recording_stats([a], 0.02)["overall"]["summary"]) == "6 units"

@@ -270,13 +270,15 @@ def recording_stats(
     keys = sessions[0]["per_neuron"].keys()
     per = {k: [v for s in sessions for v in s["per_neuron"][k]] for k in keys}
     hours = sum(s["duration_s"] for s in sessions) / 3600
+    summary = _summary(per, hours)  # n_units counts each session's units; some data share ids across sessions
+    summary["n_distinct_units"] = len({str(u) for r in recordings for u in r.unit_ids})
     return {
         "bin_size": bin_size,
         "fano_window": fano_window,
         "smooth_s": smooth_s,
         "trial_event": trial_event,
         "sessions": sessions,
-        "overall": {"summary": _summary(per, hours), "per_neuron": per},
+        "overall": {"summary": summary, "per_neuron": per},
     }
 
 

@@ -36,6 +36,12 @@ def _json_safe(x):
     return x
 
 
+def _unit_count(summary: dict) -> str:
+    """'N units', or 'N unit recordings (M distinct units)' when sessions share unit ids."""
+    n, distinct = summary["n_units"], summary.get("n_distinct_units", summary["n_units"])
+    return f"{n} units" if distinct == n else f"{n} unit recordings ({distinct} distinct units)"
+
+
 def summary_text(stats: dict, name: str, recommendation) -> str:
     lines = [f"== {name}: {len(stats['sessions'])} session(s), bin {stats['bin_size'] * 1000:g} ms"]
     for s in stats["sessions"]:
@@ -47,7 +53,7 @@ def summary_text(stats: dict, name: str, recommendation) -> str:
         )
     o = stats["overall"]["summary"]
     lines += [
-        f"  overall: {o['n_units']} units, {o['hours']:.3f} h, mean rate {o['mean_rate_hz']:.2f} Hz "
+        f"  overall: {_unit_count(o)}, {o['hours']:.3f} h, mean rate {o['mean_rate_hz']:.2f} Hz "
         f"(median {o['median_rate_hz']:.2f}), zero bins {o['zero_fraction']:.3f}",
         f"  median Fano {o['median_fano']:.2f}, dispersion index {o['median_dispersion_index']:.2f}, "
         f"over-dispersed units {o['frac_overdispersed']:.0%}, under-dispersed {o['frac_underdispersed']:.0%}, "
