@@ -191,7 +191,9 @@ def test_schedules_longer_than_the_run_warn_once_at_the_start(tmp_path, reach, c
     assert run.name.startswith("reach-")
     cfg = load_config(None, [*TINY_TRAIN, "train.warmup_steps=1"])  # constant schedule: nothing to warn
     train_run(cfg, runs_dir=tmp_path, recordings=[reach], quiet=True)
-    assert "warning:" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "warning:" not in out
+    assert "step 2: validation rollout " in out and "bits/spike, teacher-forced " in out  # said as it trains
 
 
 # ----------------------------------------------------- 10. the reason names its statistic

@@ -413,7 +413,12 @@ class Trainer:
         metrics["teacher_forcing_prob"] = self.teacher_forcing_prob()
         self.logger.log("valid", metrics)
         score = metrics.get("val_rollout_bps", -math.inf)
-        if score > self.state.best_metric:  # chosen by ROLLOUT bits/spike, never teacher-forced
+        best = score > self.state.best_metric
+        if best:  # chosen by ROLLOUT bits/spike, never teacher-forced
             self.state.best_metric, self.state.best_step = score, self.state.step
             self.save("best.pt")
         self.save("last.pt")
+        if self.rank == 0:
+            tqdm.write(f"step {self.state.step}: validation rollout {score:.4f} bits/spike, teacher-forced "
+                       f"{metrics.get('val_teacher_forced_bps', math.nan):.4f}"
+                       + (" (best so far: best.pt)" if best else f" (best: step {self.state.best_step})"))
