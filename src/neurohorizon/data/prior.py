@@ -217,6 +217,9 @@ class LeaveOneOutPrior:
     def expected(self, rec, units: np.ndarray, starts: np.ndarray, conditions=None, rec_index=None) -> np.ndarray:
         if rec_index is None:
             raise ValueError("LeaveOneOutPrior.expected needs rec_index, the recording's position in the fit")
+        if len(units) != rec.n_units:  # the trial's own spikes are counted per local unit
+            raise ValueError(f"LeaveOneOutPrior.expected needs all {rec.n_units} units of {rec.source} in their "
+                             f"order, got {len(units)}")
         out = self.prior.expected(rec, units, starts, conditions)
         rows, trial, cond, r = self.prior.locate(rec, starts, conditions)
         fitted = self.stats.fitted[rec_index]
