@@ -51,12 +51,12 @@ def _options(items: list[str]) -> dict:
 def cmd_inspect(args) -> None:
     from neurohorizon.data.sources import load_data
     from neurohorizon.evaluation.inspect import inspect_data
-    from neurohorizon.runs import new_run_dir
+    from neurohorizon.runs import new_run_dir, source_name
 
     if not args.bin_size_ms > 0:  # before any folder is made
         raise ValueError(f"--bin-size-ms must be positive, got {args.bin_size_ms}")
     recordings = load_data(args.data, **_options(args.option))
-    out = new_run_dir(args.runs_dir, f"inspect-{_slug(args.data)}")
+    out = new_run_dir(args.runs_dir, f"inspect-{source_name(args.data)}")
     inspect_data(recordings, out, bin_size=args.bin_size_ms / 1000, name=args.data)
     print(f"inspection written to {out}")
 
@@ -139,10 +139,6 @@ def cmd_study(args) -> None:
                     minutes_per_cell=args.minutes_per_cell, preset=args.preset, max_steps=args.steps_per_cell,
                     likelihoods=args.likelihoods, options=_options(args.option), overrides=args.overrides)
     print(f"study written to {out}")
-
-
-def _slug(text: str) -> str:
-    return Path(text.replace(":", "-")).stem
 
 
 def build_parser() -> argparse.ArgumentParser:

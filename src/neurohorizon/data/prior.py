@@ -210,6 +210,7 @@ class LeaveOneOutPrior:
     def __init__(self, prior: ConditionPrior):
         self.prior, self.stats = prior, prior.fit_stats
         self.weights = _gaussian_weights()
+        self._own_totals = {}  # (recording, trial) -> (spikes per local unit, whole bins): fixed per trial
 
     def trial_conditions(self, rec) -> np.ndarray:
         return self.prior.trial_conditions(rec)
@@ -226,10 +227,10 @@ class LeaveOneOutPrior:
         for j in np.unique(trial):
             if fitted[j]:
                 pick = trial == j
-                out[rows[pick]] = self._without_trial(rec, j, units, cond[pick][0], r[pick])
+                out[rows[pick]] = self._without_trial(rec, rec_index, j, units, cond[pick][0], r[pick])
         return out
 
-    def _without_trial(self, rec, j, units, c, r) -> np.ndarray:
+    def _without_trial(self, rec, rec_index, j, units, c, r) -> np.ndarray:
         """(len(r), N) the table at rows r of condition c, recomputed without trial j's spikes."""
         st, p = self.stats, self.prior
         a, b = _whole_bins(rec, j, p.event, p.bin_size, st.r0)
@@ -242,7 +243,10 @@ class LeaveOneOutPrior:
         lag = r[:, None] - np.arange(lo, hi)[None, :] + radius  # (len(r), hi - lo) kernel index
         w = np.where((lag >= 0) & (lag < len(self.weights)), self.weights[np.clip(lag, 0, len(self.weights) - 1)], 0)
         own_sum, own_cover = w @ counts, w.sum(1)[:, None]
-        n_own = np.bincount(_trial_spikes(rec, j, p.event, p.bin_size, st.r0, a, b)[1], minlength=len(units))
+        if (rec_index, j) not in self._own_totals:
+            spikes = _trial_spikes(rec, j, p.event, p.bin_size, st.r0, a, b)[1]
+            self._own_totals[rec_index, j] = np.bincount(spikes, minlength=len(units))
+        n_own = self._own_totals[rec_index, j]
         unit_mean = (st.unit_sum[units] - n_own) / np.maximum(st.unit_cover[units] - (b - a), 1)
         return _shrunk_mean(st.smooth_sum[c][r][:, units] - own_sum, st.smooth_cover[c][r][:, units] - own_cover,
                             unit_mean)

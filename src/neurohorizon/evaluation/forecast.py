@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +104,7 @@ def forecast_to_files(run_dir: Path, *, data: str, start: float | None, n_sample
     """`neurohorizon forecast`: forecast.npz and forecast.png in a new folder of the run."""
     from neurohorizon.data.sources import load_data
     from neurohorizon.evaluation import figures
-    from neurohorizon.runs import new_run_dir
+    from neurohorizon.runs import new_run_dir, removed_on_failure
 
     recordings = load_data(data)
     if session is not None:
@@ -118,13 +117,10 @@ def forecast_to_files(run_dir: Path, *, data: str, start: float | None, n_sample
     run = load_run(run_dir, device=device)
     fc = forecast(run, recordings[0], start=start, n_samples=n_samples, unknown_units=unknown_units)
     out = new_run_dir(Path(run_dir) / "forecasts", "forecast")
-    try:  # the figure first: if anything fails, the folder goes and no half-written forecast stays
+    with removed_on_failure(out):  # no half-written forecast stays behind
         bin_size = float(fc.bin_edges[1] - fc.bin_edges[0])
         figures.plot_forecast_raster(context=fc.context, target=fc.actual, mean=fc.mean,
                                      samples=fc.samples, bin_size=bin_size, path=out / "forecast.png",
                                      title=f"{fc.session_id}: forecast from {fc.onset:.3f} s")
         fc.save_npz(out / "forecast.npz")
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
     return out
