@@ -142,17 +142,55 @@ def test_scheduled_sampling_feeds_back_model_predictions(tmp_path, reach):
                 run_dir=tmp_path / "bad", device=torch.device("cpu"))
 
 
+def _torchrun_cmd(nproc: int, runs: Path, *args: str) -> list[str]:
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    return [torchrun, "--standalone", f"--nproc_per_node={nproc}", "-m", "neurohorizon",
+            "--runs-dir", str(runs), *args]
+
+
+def _one_thread_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def _run_torchrun(tmp_path: Path, cfg, nproc: int) -> Path:
     cfg_path = tmp_path / f"cfg{nproc}.yaml"
     save_config(cfg, cfg_path)
     runs = tmp_path / f"runs{nproc}"
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    cmd = [torchrun, "--standalone", f"--nproc_per_node={nproc}", "-m", "neurohorizon",
-           "--runs-dir", str(runs), "train", str(cfg_path)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    done = subprocess.run(_torchrun_cmd(nproc, runs, "train", str(cfg_path)), capture_output=True, text=True,
+                          timeout=600, env=_one_thread_env())
     assert done.returncode == 0, done.stderr[-3000:]
     return next(runs.iterdir())
+
+
+def test_ctrl_c_under_torchrun_saves_once_and_the_resume_continues_exactly(tmp_path):
+    """Ctrl-C reaches torchrun, which forwards it to both ranks: they stop after the same step,
+    rank 0 saves last.pt, and a torchrun resume gives exactly the uninterrupted run's losses."""
+    import signal
+    import time
+
+    cfg = tiny_cfg("train.max_steps=40", "train.eval_every=40", "train.checkpoint_every=1000")
+    full = _run_torchrun(tmp_path, cfg, 2)
+    save_config(cfg, tmp_path / "cut.yaml")
+    runs = tmp_path / "cut"
+    launcher = subprocess.Popen(_torchrun_cmd(2, runs, "train", str(tmp_path / "cut.yaml")),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_one_thread_env())
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (runs.exists() and any(runs.glob("*/train_log.csv"))
+                                                 and len(losses(next(runs.iterdir()))) >= 3):
+        time.sleep(0.2)
+    launcher.send_signal(signal.SIGINT)
+    _, err = launcher.communicate(timeout=120)
+    assert launcher.returncode != 0 and "last.pt saved" in err, err[-3000:]
+    half = next(runs.iterdir())
+    step = load_checkpoint(half / "last.pt")["step"]
+    assert 3 <= step < 40 and len(losses(half)) == step, err[-3000:]
+    resumed = subprocess.run(_torchrun_cmd(2, tmp_path / "unused", "train", "--resume", str(half)),
+                             capture_output=True, text=True, timeout=600, env=_one_thread_env())
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert losses(half) == pytest.approx(losses(full), rel=1e-6)
+    a, b = load_checkpoint(full / "last.pt")["model"], load_checkpoint(half / "last.pt")["model"]
+    for key in (k for k in a if torch.is_tensor(a[k])):
+        torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7)
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):
@@ -327,11 +365,14 @@ def test_weight_average_is_an_exact_ema_resumes_exactly_and_is_what_loads(tmp_pa
         train_run(tiny_cfg("train.ema_decay=1.0"), runs_dir=tmp_path / "c", recordings=[reach], quiet=True)
 
 
-def test_ctrl_c_saves_the_step_and_a_resume_continues_exactly(tmp_path, reach, one_thread, monkeypatch):
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])  # Ctrl-C, or a scheduler's preemption
+def test_ctrl_c_saves_the_step_and_a_resume_continues_exactly(tmp_path, reach, one_thread, monkeypatch, signame):
     import os
     import signal
 
     from neurohorizon.training.trainer import Trainer
+
+    before = signal.getsignal(getattr(signal, signame))
 
     cfg = tiny_cfg("sampling.kind=linear", "sampling.n=6", "train.checkpoint_every=100")
     full = train_run(cfg, runs_dir=tmp_path / "a", recordings=[reach], quiet=True)
@@ -340,14 +381,14 @@ def test_ctrl_c_saves_the_step_and_a_resume_continues_exactly(tmp_path, reach, o
     def interrupted_at_5(self, batch):
         out = step(self, batch)
         if self.state.step == 4:  # the 5th step: Ctrl-C arrives while it runs
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), getattr(signal, signame))
         return out
 
     monkeypatch.setattr(Trainer, "train_step", interrupted_at_5)
     with pytest.raises(KeyboardInterrupt, match="stopped at step 5; last.pt saved"):
         train_run(cfg, runs_dir=tmp_path / "b", recordings=[reach], quiet=True)
     monkeypatch.setattr(Trainer, "train_step", step)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert signal.getsignal(getattr(signal, signame)) is before  # restored
     half = next((tmp_path / "b").iterdir())
     assert load_checkpoint(half / "last.pt")["step"] == 5
     train_run(None, resume=half, recordings=[reach])

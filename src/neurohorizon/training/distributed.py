@@ -60,6 +60,11 @@ def broadcast_scalar(value: float, device: torch.device) -> float:
     return float(t.item())
 
 
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
 def cleanup() -> None:
     if is_distributed():
         dist.destroy_process_group()

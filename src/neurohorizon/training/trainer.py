@@ -312,23 +312,36 @@ class Trainer:
 
     @contextmanager
     def _stop_on_interrupt(self):
-        """Ctrl-C lets the current step finish, saves last.pt and stops, so `train --resume` loses
-        nothing; a second Ctrl-C stops at once. (Single process only: DDP ranks would disagree.)"""
+        """Ctrl-C, or SIGTERM from a scheduler, lets the current step finish, saves last.pt and
+        stops, so `train --resume` loses nothing. torchrun forwards either signal to every rank;
+        the ranks agree each step (`_stop_requested`), so all stop after the same step. A second
+        signal stops a single process at once; under torchrun, its --shutdown_timeout does."""
         self._interrupted = False
-        if self.world > 1 or threading.current_thread() is not threading.main_thread():
+        if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = signal.getsignal(signal.SIGINT)
+        stop_signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {s: signal.getsignal(s) for s in stop_signals}
 
         def handler(signum, frame):
             self._interrupted = True
-            signal.signal(signal.SIGINT, previous)
+            if self.world == 1:
+                for s in stop_signals:
+                    signal.signal(s, previous[s])
 
-        signal.signal(signal.SIGINT, handler)
+        for s in stop_signals:
+            signal.signal(s, handler)
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s in stop_signals:
+                signal.signal(s, previous[s])
+
+    def _stop_requested(self) -> bool:
+        """Whether any rank was signalled (one tiny all-reduce per step under DDP)."""
+        if self.world == 1:
+            return self._interrupted
+        return dist_utils.all_reduce_sum(torch.tensor([float(self._interrupted)], device=self.device)).item() > 0
 
     def _loop(self, batches, end: int, deadline: float, first: int, bar) -> None:
         tc = self.cfg.train
@@ -352,8 +365,9 @@ class Trainer:
                     self._fit_schedules_to_time(pace, deadline)
             elif self.state.step % tc.checkpoint_every == 0:
                 self.save("last.pt")
-            if self._interrupted:
+            if self._stop_requested():
                 self.save("last.pt")
+                dist_utils.barrier()  # no rank exits (and so gets its peers killed) before the save
                 bar.close()
                 self.logger.close()
                 raise KeyboardInterrupt(f"stopped at step {self.state.step}; last.pt saved, continue with "
