@@ -254,6 +254,21 @@ def test_glm_fit_respects_its_time_budget():
     assert info["stopped_early"] and info["n_iter"] == 0 and (W == 0).all()
     _, _, full = fit_poisson_ridge(X, Y, 0.01)
     assert not full["stopped_early"] and full["grad_norm"] < 1e-6 and full["n_iter"] < 500
+    # with a far deadline the small blocks sized to it reach the same optimum
+    W2, _, timed = fit_poisson_ridge(X, Y, 0.01, deadline=time.monotonic() + 600)
+    assert not timed["stopped_early"] and timed["grad_norm"] < 1e-6
+    torch.testing.assert_close(W2, fit_poisson_ridge(X, Y, 0.01)[0], rtol=1e-5, atol=1e-7)
+
+
+def test_glm_iteration_blocks_are_sized_to_the_time_left():
+    from neurohorizon.evaluation.baselines.glm import _block_within
+
+    now = time.monotonic()
+    assert _block_within(now - 1, now - 5, 10, 10) == 0  # out of time: no new block
+    assert _block_within(now + 100, now, 0, 10) == 1  # pace unknown: one iteration first
+    assert _block_within(now + 100, now - 1, 1000, 10) == 10  # fast: full blocks
+    # 1 s per evaluation and ~6 s left: 3 iterations of up to 2 evaluations each
+    assert _block_within(now + 6.5, now - 10, 10, 10) == 3
 
 
 def test_glm_autoregressive_rollout_saturates_instead_of_diverging():

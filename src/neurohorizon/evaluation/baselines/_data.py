@@ -50,25 +50,19 @@ def forever(data, batch_size: int, seed: int):
         yield from iter_batches(data, batch_size, shuffle=True, rng=rng)
 
 
-def unit_key(batch: dict, b: int) -> tuple[int, ...]:
-    """Sorted vocab indices of row b's real units: identifies its session's unit set."""
-    units = batch["units"][b][batch["unit_mask"][b]]
-    return tuple(sorted(int(u) for u in units))
-
-
 def group_rows(batch: dict) -> dict[tuple, tuple[torch.Tensor, torch.Tensor]]:
     """Rows grouped by unit set: key -> (rows (G,), cols (G, N_key)), where cols[g, j] is
     the column of unit key[j] in row rows[g]."""
+    mask = batch["unit_mask"]
+    padded = batch["units"].masked_fill(~mask, torch.iinfo(batch["units"].dtype).max)
+    ordered, cols = padded.sort(dim=1, stable=True)  # real units first, in vocab order
+    n_real = mask.sum(1).tolist()
     out: dict[tuple, tuple[list, list]] = {}
-    for b in range(batch["units"].shape[0]):
-        key = unit_key(batch, b)
-        col_of = {
-            int(u): j for j, u in enumerate(batch["units"][b].tolist()) if batch["unit_mask"][b, j]
-        }
-        rows, cols = out.setdefault(key, ([], []))
+    for b, (units, n) in enumerate(zip(ordered.tolist(), n_real)):
+        rows, row_cols = out.setdefault(tuple(units[:n]), ([], []))
         rows.append(b)
-        cols.append([col_of[u] for u in key])
-    return {k: (torch.tensor(r), torch.tensor(c, dtype=torch.long)) for k, (r, c) in out.items()}
+        row_cols.append(cols[b, :n])
+    return {k: (torch.tensor(r), torch.stack(c)) for k, (r, c) in out.items()}
 
 
 def take_cols(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

@@ -81,16 +81,18 @@ def fit_poisson_ridge(
         loss.backward()
         return loss
 
-    n_iter, stopped_early = 0, False
+    n_iter, stopped_early, started = 0, False, time.monotonic()
     while n_iter < max_iter:
-        if deadline is not None and time.monotonic() > deadline:
+        size = block if deadline is None else _block_within(deadline, started, n_evals, block)
+        if size == 0:
             stopped_early = True
             break
+        opt.param_groups[0].update(max_iter=size, max_eval=2 * size)
         evals_before = n_evals
         opt.step(closure)
         done = opt.state[opt._params[0]]["n_iter"] - n_iter
         n_iter += done
-        if done < block and n_evals - evals_before < 2 * block:  # converged, not out of evaluations
+        if done < size and n_evals - evals_before < 2 * size:  # converged, not out of evaluations
             break
     loss = objective()
     gW, gb = torch.autograd.grad(loss, [W, b])
@@ -98,6 +100,18 @@ def fit_poisson_ridge(
     info = {"loss": float(loss.detach()), "grad_norm": grad, "n_evals": n_evals, "n_iter": n_iter,
             "stopped_early": stopped_early}
     return W.detach(), b.detach(), info
+
+
+def _block_within(deadline: float, started: float, n_evals: int, block: int) -> int:
+    """L-BFGS iterations for the next call that fit before `deadline` at the pace so far
+    (an iteration takes up to 2 evaluations); 1 before any pace is known, 0 when out of time."""
+    now = time.monotonic()
+    if now > deadline:
+        return 0
+    if n_evals == 0:
+        return 1
+    per_eval = (now - started) / n_evals
+    return max(1, min(block, int((deadline - now) / (2 * per_eval))))
 
 
 class PoissonGLM(Baseline):
@@ -149,11 +163,11 @@ class PoissonGLM(Baseline):
 
     # ------------------------------------------------------------------ fit
     def fit(self, train_dataset, valid_dataset=None) -> PoissonGLM:
+        self._end = None if self.time_budget_s is None else time.monotonic() + self.time_budget_s
         train = collect_by_units(train_dataset, self.max_windows)
         valid = (
             collect_by_units(valid_dataset, self.max_windows) if valid_dataset is not None else {}
         )
-        self._end = None if self.time_budget_s is None else time.monotonic() + self.time_budget_s
         self._fits_left = sum(len(self.ridges) if key in valid else 1 for key in train)  # as in _fit_session
         for key, g in train.items():
             self.models[key] = self._fit_session(g, valid.get(key))
