@@ -120,6 +120,27 @@ def test_trial_windows_and_trials_as_continuous():
         windows_for_split([short], sp, "train", SPEC)  # 1 s trials cannot hold 1.5 s windows
 
 
+def test_trial_windows_that_reach_into_another_splits_trial_are_dropped():
+    """Trials 2 s long, 1 s apart: a window at the trial end with a 1.5 s horizon covers the next
+    trial's start, which belongs to another split for some trials; those windows are dropped."""
+    rec = trial_rec(per_condition=(10, 10, 10))
+    sp = make_splits([rec], SPEC, seed=0, mode="trials")
+    split_of = {int(i): name for name in SPLITS for i in sp.trials(name, 0)}
+    long_spec = WindowSpec(bin_size=0.02, context_bins=25, horizon_bins=75)
+    for name in ("test", "train"):
+        crossing = [i for i in sp.trials(name, 0) if split_of.get(int(i) + 1, name) != name]
+        with pytest.warns(UserWarning, match=f"dropped {len(crossing)} of .* {name!r} trial windows"):
+            w = windows_for_split([rec], sp, name, long_spec, event="end")
+        kept = {round(x.onset, 6) for x in w}
+        expect = {round(float(rec.trials.end[i]), 6) for i in sp.trials(name, 0) if int(i) not in crossing}
+        assert crossing and kept == expect
+    # at the go cue the same windows stay inside their own trial: nothing is dropped, no warning
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(windows_for_split([rec], sp, "test", SPEC, event="go_cue")) == len(sp.trials("test", 0))
+
+
 # ----------------------------------------------------------------- continuous
 def test_continuous_blocks_guard_gap_and_fractions():
     rec = cont_rec(duration=600.0)
@@ -215,3 +236,24 @@ def test_property_trial_stratification(per_condition, seed):
                 assert (cond[idx] == f"c{i}").sum() >= 1
     assert sorted(seen) == list(range(len(cond)))
     assert sp.to_dict() == make_splits([rec], SPEC, seed=seed).to_dict()
+
+
+def test_jittered_training_anchors_stay_out_of_other_splits():
+    from neurohorizon.config import load_config
+    from neurohorizon.data.prepare import prepare_data
+
+    rec = trial_rec(per_condition=(10, 10, 10))  # go cue 0.8 s into 2 s trials, 1 s apart
+    cfg = load_config(None, ["data.align_event=go_cue", "data.mode=trials", "data.train_anchor_fraction=0.5"])
+    plain = prepare_data(cfg.data, recordings=[rec]).train.anchors
+    # +-1.5 s of jitter: [go - 0.5 - 1.5, go + 1 + 1.5] reaches into both neighbouring trials
+    cfg = load_config(None, ["data.align_event=go_cue", "data.mode=trials", "data.train_anchor_fraction=0.5",
+                             "data.train_anchor_jitter_ms=1500"])
+    with pytest.warns(UserWarning, match="jittered anchor windows .* lower data.train_anchor_jitter_ms"):
+        jittered = prepare_data(cfg.data, recordings=[rec]).train.anchors
+    sp = prepare_data(cfg.data, recordings=[rec]).splits
+    split_of = {int(i): name for name in SPLITS for i in sp.trials(name, 0)}
+    go = rec.trials.events["go_cue"]
+    for w in plain:
+        i = int(np.argmin(abs(go - w.onset)))
+        neighbours_train = all(split_of.get(j, "train") == "train" for j in (i - 1, i + 1))
+        assert (w in jittered) == neighbours_train

@@ -15,7 +15,13 @@ from neurohorizon.config import DataConfig
 from neurohorizon.data.binning import BinningError
 from neurohorizon.data.prior import ConditionPrior
 from neurohorizon.data.recording import Recording
-from neurohorizon.data.splits import SPLITS, Splits, make_splits, windows_for_split
+from neurohorizon.data.splits import (
+    SPLITS,
+    Splits,
+    make_splits,
+    outside_other_splits,
+    windows_for_split,
+)
 from neurohorizon.data.windows import ForecastDataset, UnitVocab, WindowSpec, resolve_events
 
 
@@ -88,7 +94,7 @@ def prepare_data(
         train_prior = prior.leave_one_out() if prior is not None and cfg.rate_prior_leave_one_out else prior
         train = ForecastDataset(recordings, [], spec, vocab, random_windows_per_epoch=cfg.train_windows_per_epoch,
                                 intervals=intervals, seed=cfg.split_seed, events=events, prior=train_prior,
-                                anchors=aligned.windows if aligned else (), anchor_fraction=cfg.train_anchor_fraction,
+                                anchors=_anchors(aligned, splits, spec, cfg), anchor_fraction=cfg.train_anchor_fraction,
                                 anchor_jitter_s=cfg.train_anchor_jitter_ms / 1000)
         valid, test = fixed("valid"), fixed("test")
     except ValueError as err:
@@ -100,6 +106,15 @@ def prepare_data(
         train=train, valid=valid, test=test,
         train_aligned=aligned, events=tuple(events), prior=prior,
     )
+
+
+def _anchors(aligned: ForecastDataset | None, splits: Splits, spec, cfg: DataConfig) -> list:
+    """Training anchors whose jittered windows stay out of the validation and test trials."""
+    if aligned is None or cfg.train_anchor_fraction == 0:
+        return []
+    names = [r.source for r in aligned.recordings]
+    return outside_other_splits(aligned.windows, splits, "train", spec, names,
+                                margin_s=cfg.train_anchor_jitter_ms / 1000, what="jittered anchor windows")
 
 
 def _window_does_not_fit(err: ValueError) -> bool:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -270,6 +271,26 @@ def make_splits(
     )
 
 
+def outside_other_splits(windows: list[Window], splits: Splits, split: str, spec: WindowSpec,
+                         names: list[str], *, margin_s: float = 0.0, what: str = "trial windows") -> list[Window]:
+    """Drop (with a warning) trial windows that reach into another split's time, e.g. a window at
+    a trial's end running into the next trial: its spikes would be both trained on and scored.
+    `margin_s` widens each window on both sides (training anchors jittered by up to that much)."""
+    keep, dropped = [], []
+    for rec in sorted({w.rec for w in windows}):
+        others = np.array([iv for o in SPLITS if o != split for iv in splits.intervals_[o][rec]]).reshape(-1, 2)
+        for w in (w for w in windows if w.rec == rec):
+            lo, hi = w.onset - spec.context_s - margin_s, w.onset + spec.horizon_s + margin_s
+            hits = (lo < others[:, 1]) & (hi > others[:, 0])
+            (dropped if hits.any() else keep).append(w)
+    if dropped:
+        sources = ", ".join(sorted({names[w.rec] for w in dropped}))
+        warnings.warn(f"{sources}: dropped {len(dropped)} of {len(windows)} {split!r} {what} that reach "
+                      "into trials of another split (shorten data.horizon_ms or data.context_ms, move data.align_event"
+                      + (", or lower data.train_anchor_jitter_ms)" if margin_s else ")"), stacklevel=3)
+    return keep  # windows come grouped by recording, so the order is kept
+
+
 def windows_for_split(
     recordings,
     splits: Splits,
@@ -303,6 +324,7 @@ def windows_for_split(
             idx = splits.trials(split, i)
             if len(idx):
                 out += trial_windows(rec, spec, event, offset_s, idx, rec_index=i)
+        out = outside_other_splits(out, splits, split, spec, names)
         if not out:
             raise ValueError(f"split {split!r} has no trials to anchor windows on")
         return out
