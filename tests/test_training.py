@@ -66,6 +66,24 @@ def test_resume_continues_exactly(tmp_path, reach, one_thread, predictions_from)
     assert losses(full) == losses(half)  # every step's loss, before and after the resume
 
 
+def test_worker_processes_build_the_same_batches(tmp_path, reach, one_thread):
+    """train.num_workers > 0 builds batches ahead in worker processes: the same run, to the bit,
+    across the epoch boundary where the training windows are redrawn."""
+    cfg = tiny_cfg("train.max_steps=5", "train.eval_every=5", "sampling.kind=linear", "sampling.n=4")
+    inline = train_run(cfg, runs_dir=tmp_path / "a", recordings=[reach], quiet=True)
+    cfg.train.num_workers = 2
+    workers = train_run(cfg, runs_dir=tmp_path / "b", recordings=[reach], quiet=True)
+    assert len(losses(inline)) == 5 and losses(inline) == losses(workers)  # 24 windows / 8: 3 steps an epoch
+
+
+def test_a_resume_on_other_units_is_a_clear_error(tmp_path, reach):
+    half = train_run(tiny_cfg(), runs_dir=tmp_path, recordings=[reach], quiet=True, stop_after=2)
+    other = generate("reach", **{**SMALL_REACH, "n_neurons": SMALL_REACH["n_neurons"] + 2})
+    with pytest.raises(ValueError, match=r"last.pt: --resume needs the run's own data; its units differ \(2 new"):
+        train_run(None, resume=half, recordings=[other])
+    assert load_checkpoint(half / "last.pt")["step"] == 2  # nothing was touched
+
+
 def test_run_folder_holds_config_splits_and_never_overwrites(tmp_path, reach):
     cfg = tiny_cfg("train.max_steps=2", "train.eval_every=2")
     first = train_run(cfg, runs_dir=tmp_path, recordings=[reach], quiet=True)
@@ -180,7 +198,8 @@ def test_ctrl_c_under_torchrun_saves_once_and_the_resume_continues_exactly(tmp_p
         time.sleep(0.2)
     launcher.send_signal(signal.SIGINT)
     _, err = launcher.communicate(timeout=120)
-    assert launcher.returncode != 0 and "last.pt saved" in err, err[-3000:]
+    assert launcher.returncode != 0 and err.count("last.pt saved") == 1, err[-3000:]  # said once, by rank 0
+    assert "continue with `torchrun --nproc_per_node=2 -m neurohorizon train --resume" in err
     half = next(runs.iterdir())
     step = load_checkpoint(half / "last.pt")["step"]
     assert 3 <= step < 40 and len(losses(half)) == step, err[-3000:]

@@ -261,3 +261,16 @@ def test_no_steps_or_no_spikes_fail_before_a_run(tmp_path, reach, capsys):
                                        spike_units=np.zeros(0, int), domain=reach.domain, trials=reach.trials)
     with pytest.raises(ValueError, match="no unit has a single spike"):
         prepare_data(DataConfig(source="synthetic:reach"), recordings=[silent])
+
+
+@pytest.mark.parametrize("override, match", [
+    ("model.overrides.dimm=96", r"model.overrides.dimm: not a model setting; valid: \[.*'dim'"),
+    ("model.overrides.decoder=parallel", "model.overrides.decoder: set model.decoder instead"),
+    ("model.overrides.bin_size=0.01", "model.overrides.bin_size: set data.bin_size_ms instead"),
+])
+def test_bad_model_overrides_are_clear_errors_before_any_run_folder(tmp_path, capsys, override, match):
+    import re
+
+    assert main(["--runs-dir", str(tmp_path / "runs"), "train", "model.preset=tiny", override]) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not (tmp_path / "runs").exists()

@@ -1,4 +1,3 @@
-import time
 
 import numpy as np
 import pytest
@@ -12,7 +11,6 @@ from neurohorizon.data.windows import (
     Window,
     WindowSpec,
     collate,
-    make_loader,
     random_windows,
     resolve_events,
     sequential_windows,
@@ -189,23 +187,21 @@ def test_collate_pads_units_and_spikes():
     assert b["true_expected"].shape == (2, 50, 7) and torch.isnan(b["true_expected"]).all()
 
 
-def test_random_windows_resampled_each_epoch_and_loader():
+def test_random_windows_resampled_each_epoch():
     rec = make_rec("a", 5, duration=30.0)
     vocab = UnitVocab.from_recordings([rec])
     ds = ForecastDataset(
         [rec], None, SPEC, vocab, random_windows_per_epoch=64, intervals=[(0, 0.0, 30.0)], seed=7
     )
     first = list(ds.windows)
-    ds.set_epoch(1)
+    ds.resample(1)
     assert ds.windows != first and len(ds) == 64
-    ds.set_epoch(1)
     again = list(ds.windows)
-    ds.set_epoch(1)
+    ds.resample(1)
     assert ds.windows == again
-    batches = list(make_loader(ds, batch_size=16, shuffle=True, seed=0))
-    assert len(batches) == 4 and batches[0]["target_counts"].shape == (16, 50, 5)
-    starts = torch.cat([b["start"] for b in batches]).numpy()
-    assert sorted(starts.tolist()) == sorted(w.onset for w in ds.windows)
+    batch = collate([ds[i] for i in range(16)])
+    assert batch["target_counts"].shape == (16, 50, 5)
+    assert batch["start"].tolist() == [w.onset for w in ds.windows[:16]]
 
 
 
@@ -230,48 +226,15 @@ def test_anchored_training_windows_mix_jittered_anchors_into_each_epoch():
             assert abs(steps - round(steps)) < 1e-6
     assert any(abs(w.onset - lo) < 1e-9 for w in tail)  # the anchor at 0.52 s was clipped
     assert len({w.onset for w in tail}) > 8  # jittered, not four repeated windows
-    ds.set_epoch(2)
+    ds.resample(2)
     again = list(ds.windows)
-    ds.set_epoch(2)
+    ds.resample(2)
     assert ds.windows == again and again != tail
     assert plain.windows != ds.windows
     with pytest.raises(ValueError, match="anchor_fraction must be in"):
         ForecastDataset([rec], None, SPEC, vocab, anchors=anchors, anchor_fraction=1.5, **common)
     with pytest.raises(ValueError, match="needs anchor windows"):
         ForecastDataset([rec], None, SPEC, vocab, anchor_fraction=0.5, **common)
-
-def test_distributed_loader_uses_distributed_sampler(tmp_path):
-    import torch.distributed as dist
-
-    rec = make_rec("a", 5, duration=30.0)
-    ds = ForecastDataset(
-        [rec], sequential_windows([(0, 0.0, 30.0)], SPEC), SPEC, UnitVocab.from_recordings([rec])
-    )
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
-    try:
-        loader = make_loader(ds, 4, shuffle=True, seed=1, distributed=True)
-        assert isinstance(loader.sampler, torch.utils.data.DistributedSampler)
-        assert sum(len(b["start"]) for b in loader) == len(ds)
-    finally:
-        dist.destroy_process_group()
-
-
-def test_loader_throughput():
-    rec = make_rec("a", 100, duration=300.0, rate=8.0)
-    ds = ForecastDataset(
-        [rec],
-        None,
-        SPEC,
-        UnitVocab.from_recordings([rec]),
-        random_windows_per_epoch=2048,
-        intervals=[(0, 0.0, 300.0)],
-    )
-    loader = make_loader(ds, batch_size=32, shuffle=True, seed=0)
-    t0 = time.perf_counter()
-    n = sum(len(b["start"]) for b in loader)
-    rate = n / (time.perf_counter() - t0)
-    assert rate > 2000, f"{rate:.0f} windows/s"
-
 
 def test_oracle_matches_synthetic_generator_on_split_windows():
     synthetic = pytest.importorskip("neurohorizon.data.synthetic")

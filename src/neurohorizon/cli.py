@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -75,11 +76,10 @@ def cmd_import(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from neurohorizon.training import distributed
     from neurohorizon.training.run import train_run
 
     run_dir = _train(args, train_run)
-    if distributed.rank() == 0:  # torchrun: once, not once per rank
+    if _rank() == 0:  # torchrun: once, not once per rank
         print(f"run folder: {run_dir}")
 
 
@@ -220,13 +220,32 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except KeyboardInterrupt as err:
-        print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # under torchrun every rank stopped after the same step
+        if _rank() == 0:
+            print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
+        return _leave_torchrun(130)
     except (ValueError, OSError, RuntimeError, KeyError) as err:  # OSError: missing, existing, not a folder...
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return _leave_torchrun(0)
+
+
+def _rank() -> int:
+    dist = sys.modules.get("torch.distributed")  # not imported: not a torchrun worker
+    return dist.get_rank() if dist is not None and dist.is_initialized() else 0
+
+
+def _leave_torchrun(code: int) -> int:
+    """A torchrun worker whose ranks all finished together waits for its peers, then exits at once:
+    tearing down gloo's threads at interpreter exit sometimes aborts the process (SIGABRT,
+    "terminate called without an active exception") after all the work is saved."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_initialized():
+        return code
+    dist.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

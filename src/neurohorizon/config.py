@@ -75,8 +75,8 @@ class SamplingConfig:
     feedback: str = "sample"  # sample | mean: what is fed back, in training AND rollout
     passes: int = 2  # parallel scheduled-sampling passes (>= 2)
     # where the model's own counts come from: "passes" (no-grad teacher-forced passes, the
-    # two-pass scheme) or "rollout" (a KV-cached free-running rollout: exactly the inputs of
-    # inference, since no bin of it has seen the ground truth)
+    # two-pass scheme) or "rollout" (a KV-cached free-running rollout: the inputs of inference,
+    # since no bin of it has seen the ground truth; both run with training's dropout on)
     predictions_from: str = "passes"
 
 
@@ -106,7 +106,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on GPU
     compile: bool = False  # torch.compile the model
-    num_workers: int = 0
+    num_workers: int = 0  # processes building batches ahead of the step (GPU training); 0: in the loop
 
 
 @dataclass

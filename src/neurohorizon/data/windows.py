@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
 
 from neurohorizon.data.binning import (
     DEFAULT_BIN_SIZE,
@@ -356,7 +356,7 @@ class ForecastDataset(Dataset):
         spec: WindowSpec.
         vocab: UnitVocab covering every unit of `recordings`.
         random_windows_per_epoch: if set, draw this many random windows from `intervals`
-            and redraw on `resample(seed)` / `set_epoch(epoch)` so each epoch sees fresh windows.
+            and redraw on `resample(seed)` (the trainer calls it each epoch) so each epoch sees fresh windows.
         intervals: (rec, start, end) allowed spans for random windows.
         seed: base seed of the random windows.
         grid: onset grid for random windows (default: 1/fs of true_rate when present).
@@ -449,9 +449,6 @@ class ForecastDataset(Dataset):
             onset = min(max(w.onset + dt, d0 + self.spec.context_s), d1 - self.spec.horizon_s)
             out.append(Window(w.rec, float(onset), w.condition))
         return out
-
-    def set_epoch(self, epoch: int) -> None:
-        self.resample(self.seed + 1 + epoch)
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -548,37 +545,3 @@ def collate(items: list[dict]) -> dict[str, torch.Tensor]:
         start=np.array([it["start"] for it in items], np.float64),
     )
     return {k: torch.from_numpy(v) for k, v in out.items()}
-
-
-def make_loader(
-    dataset: Dataset,
-    batch_size: int,
-    shuffle: bool,
-    seed: int,
-    num_workers: int = 0,
-    distributed: bool = False,
-    drop_last: bool = False,
-) -> DataLoader:
-    """DataLoader with `collate`; a DistributedSampler (seeded) when `distributed`.
-
-    For continuous training call `dataset.set_epoch(epoch)` (and `loader.sampler.set_epoch`
-    when distributed) before each epoch to draw fresh windows.
-    """
-    sampler = None
-    generator = None
-    if distributed:
-        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
-        shuffle = False
-    else:
-        generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        sampler=sampler,
-        generator=generator,
-        num_workers=num_workers,
-        collate_fn=collate,
-        drop_last=drop_last,
-        persistent_workers=False,
-    )

@@ -37,8 +37,10 @@ def load_run(run_dir: str | Path, *, device: str = "auto", which: str = "best") 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: run folder not found")
+    if which not in ("best", "last"):
+        raise ValueError(f"checkpoint {which!r}: use 'best' (chosen by validation rollout) or 'last'")
     path = run_dir / f"{which}.pt"
-    if not path.exists():
+    if not path.exists():  # stopped before its first validation: only last.pt exists
         path = run_dir / "last.pt"
     state = load_checkpoint(path)
     cfg = from_dict(state["config"])

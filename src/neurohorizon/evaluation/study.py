@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from neurohorizon.config import RunConfig, apply_override, load_config
-from neurohorizon.data.binning import horizon_label
+from neurohorizon.data.binning import STANDARD_HORIZONS, horizon_label
 from neurohorizon.data.prepare import window_spec
 from neurohorizon.runs import new_run_dir
 
@@ -73,9 +73,12 @@ def run_cell(name: str, cfg: RunConfig, study_dir: Path, recordings, log=print) 
         return json.loads(result_path.read_text())
     log(f"  {name}: training")
     run_dir = train_run(cfg, runs_dir=study_dir / "runs", recordings=recordings, quiet=True)
-    out = evaluate_run(run_dir, baselines=False, n_samples=5, log=lambda *_: None)
+    horizon = int(round(cfg.data.horizon_ms / cfg.data.bin_size_ms))
+    # the cell's own horizon is scored even when it is none of the standard 12 / 25 / 50 bins
+    out = evaluate_run(run_dir, baselines=False, n_samples=5, horizons=sorted({*STANDARD_HORIZONS, horizon}),
+                       log=lambda *_: None)
     metrics = json.loads((out / "metrics.json").read_text())
-    result = {"name": name, "run": str(run_dir), "horizon": int(cfg.data.horizon_ms / cfg.data.bin_size_ms),
+    result = {"name": name, "run": str(run_dir), "horizon": horizon,
               "decoder": cfg.model.decoder, "likelihood": cfg.loss.likelihood,
               "sampling": cfg.sampling.kind, "metrics": metrics["results"]["NeuroHorizon"]}
     result_path.parent.mkdir(exist_ok=True)

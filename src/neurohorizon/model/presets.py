@@ -3,6 +3,7 @@ likelihood (P = 1); benchmarks/bench_model.py prints the exact count of "small".
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -82,6 +83,23 @@ def from_config(
         unit_only_params=unit_only_params,
         **kwargs,
     )
+
+
+SET_ELSEWHERE = {  # NeuroHorizon keywords that model.overrides must not set: the run sets them
+    "unit_ids": "the data's units", "n_params": "loss.likelihood", "unit_only_params": "loss.options.dispersion",
+    "decoder": "model.decoder", "bin_size": "data.bin_size_ms", "event_names": "data.events",
+    "rate_prior": "data.rate_prior",
+}
+
+
+def check_model_overrides(overrides: dict) -> None:
+    """model.overrides may set any other NeuroHorizon keyword; a typo is an error, not a traceback."""
+    allowed = set(inspect.signature(NeuroHorizon.__init__).parameters) - {"self", *SET_ELSEWHERE}
+    for key in overrides:
+        if key in SET_ELSEWHERE:
+            raise ValueError(f"model.overrides.{key}: set {SET_ELSEWHERE[key]} instead")
+        if key not in allowed:
+            raise ValueError(f"model.overrides.{key}: not a model setting; valid: {sorted(allowed)}")
 
 
 def count_parameters(model: nn.Module) -> int:

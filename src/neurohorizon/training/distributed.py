@@ -63,8 +63,3 @@ def broadcast_scalar(value: float, device: torch.device) -> float:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
-
-
-def cleanup() -> None:
-    if is_distributed():
-        dist.destroy_process_group()

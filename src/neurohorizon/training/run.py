@@ -8,9 +8,11 @@ import torch
 
 from neurohorizon.config import RunConfig, from_dict, save_config
 from neurohorizon.data.prepare import check_rate_prior, prepare_data, window_spec
+from neurohorizon.data.sources import load_data
 from neurohorizon.data.splits import Splits
+from neurohorizon.data.windows import UnitVocab
 from neurohorizon.losses import build_likelihood
-from neurohorizon.model.presets import count_parameters, from_config
+from neurohorizon.model.presets import check_model_overrides, count_parameters, from_config
 from neurohorizon.runs import new_run_dir, removed_on_failure, source_name
 from neurohorizon.training import distributed as dist_utils
 from neurohorizon.training.checkpoint import load_checkpoint
@@ -57,19 +59,24 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
               recordings=None, stop_after: int | None = None, quiet: bool = False) -> Path:
     """Train a model; returns the run folder. `resume` continues a run folder exactly."""
     torch.set_flush_denormal(True)  # denormal floats made the seed's elementwise ops 10-20x slower
-    splits = None
+    splits = vocab = None
     if resume is not None:
         state = load_checkpoint(Path(resume) / "last.pt")
         cfg = from_dict(state["config"])
         splits = Splits.from_json(Path(resume) / "splits.json")
+        vocab = UnitVocab.from_dict({"tokens": state["vocab"]})  # unit i keeps unit i's weights
     window_spec(cfg.data)  # a horizon that is not whole bins fails before anything is written
+    check_model_overrides(cfg.model.overrides)
     if check_rate_prior(cfg.data) and cfg.loss.likelihood not in LOG_RATE_LIKELIHOODS:
         raise ValueError(f"data.rate_prior needs a log-rate likelihood {LOG_RATE_LIKELIHOODS}, "
                          f"not {cfg.loss.likelihood!r}")
     device = pick_device(cfg.train.device)
     dist_utils.init_from_env(device.type)
     device = pick_device(cfg.train.device)
-    data = prepare_data(cfg.data, recordings=recordings, splits=splits)
+    if vocab is not None:
+        recordings = recordings if recordings is not None else load_data(cfg.data.source, **cfg.data.options)
+        _check_same_units(recordings, vocab, Path(resume) / "last.pt")
+    data = prepare_data(cfg.data, recordings=recordings, splits=splits, vocab=vocab)
     cfg.data.events = list(data.events)  # "EVENT@condition" expanded: saved, and what the model gets
     likelihood = build_likelihood(cfg.loss.likelihood, **cfg.loss.options)
     torch.manual_seed(cfg.train.seed)
@@ -87,6 +94,16 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
             trainer = Trainer(model=model, likelihood=likelihood, data=data, cfg=cfg, run_dir=run_dir, device=device)
     trainer.fit(stop_after=stop_after)
     return trainer.run_dir
+
+
+def _check_same_units(recordings, vocab: UnitVocab, checkpoint: Path) -> None:
+    """A resume continues on the run's own data: other units would silently change the model."""
+    have = {str(u) for rec in recordings for u in rec.unit_ids}
+    saved = set(vocab.tokens[1:])
+    if have != saved:
+        raise ValueError(f"{checkpoint}: --resume needs the run's own data; its units differ "
+                         f"({len(have - saved)} new, e.g. {sorted(have - saved)[:3]}; {len(saved - have)} missing, "
+                         f"e.g. {sorted(saved - have)[:3]})")
 
 
 def run_name(cfg: RunConfig) -> str:

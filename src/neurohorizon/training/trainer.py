@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from neurohorizon.config import RunConfig, SamplingConfig, to_dict
@@ -153,11 +154,21 @@ class Trainer:
             n_batches = len(order) // bs
             if n_batches == 0:
                 raise ValueError(f"training split has {len(order)} windows, fewer than one batch of {bs}")
-            for b in range(self.state.batch_in_epoch, n_batches):
-                idx = order[b * bs:(b + 1) * bs][self.rank::self.world]
-                yield epoch, b, collate([train[int(i)] for i in idx])
+            first = self.state.batch_in_epoch
+            index_lists = [order[b * bs:(b + 1) * bs][self.rank::self.world].tolist() for b in range(first, n_batches)]
+            yield from ((epoch, b, batch) for b, batch in enumerate(self._collated(index_lists), start=first))
             self.state.epoch += 1
             self.state.batch_in_epoch = 0
+
+    def _collated(self, index_lists: list[list[int]]):
+        """Batches of the given windows, built here or, with train.num_workers > 0, ahead of time by
+        worker processes (the same items, so runs and resumes stay exact; made per epoch, after the
+        windows are redrawn, so the workers see this epoch's windows)."""
+        workers = self.cfg.train.num_workers
+        if workers == 0:
+            return (collate([self.data.train[i] for i in idx]) for idx in index_lists)
+        return iter(DataLoader(self.data.train, batch_sampler=index_lists, num_workers=workers,
+                               collate_fn=collate, pin_memory=self.device.type == "cuda"))
 
     # --------------------------------------------------------------- step
     def teacher_forcing_prob(self) -> float:
@@ -370,8 +381,9 @@ class Trainer:
                 dist_utils.barrier()  # no rank exits (and so gets its peers killed) before the save
                 bar.close()
                 self.logger.close()
+                launch = "neurohorizon" if self.world == 1 else f"torchrun --nproc_per_node={self.world} -m neurohorizon"
                 raise KeyboardInterrupt(f"stopped at step {self.state.step}; last.pt saved, continue with "
-                                        f"`neurohorizon train --resume {self.run_dir}`")
+                                        f"`{launch} train --resume {self.run_dir}`")
 
     def schedule_warnings(self) -> list[str]:
         """Schedules that cannot finish within train.max_steps: nothing fails, the run just never
