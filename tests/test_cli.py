@@ -10,6 +10,7 @@ import torch
 
 from neurohorizon.cli import build_parser, main
 from neurohorizon.config import load_config
+from neurohorizon.data.recording import Recording
 from neurohorizon.data.synthetic import generate
 
 SMALL = {"n_neurons": 20, "trials_per_condition": 5, "seed": 1}
@@ -70,6 +71,33 @@ def test_evaluate_writes_metrics_figures_and_report(trained):
     assert "How far ahead" in html and "psth" in html and "Causal oracle" in html
     second = evaluate_run(trained, baselines=["mean_rate"], n_samples=2, log=lambda *a: None)
     assert second != out and (out / "report.html").exists()  # earlier evaluations are kept
+
+
+def test_evaluate_on_the_runs_own_data_scores_its_test_split_only(trained, tmp_path):
+    """`--data` naming the data the run was trained on must not score its training trials."""
+    from neurohorizon.data.io import save_recording
+    from neurohorizon.data.splits import Splits
+
+    rec = generate("reach", **SMALL)
+    n_windows, split = _evaluated(trained, save_recording(rec, tmp_path / "same.h5"))
+    assert split == "test split of the run's sessions"
+    assert n_windows == len(Splits.from_json(trained / "splits.json").trials("test", 0)) < len(rec.trials.start)
+    # a new session of the same units (e.g. the next day's recording) is scored on all its windows
+    local = [u.split("/", 1)[1] for u in rec.unit_ids]
+    replay = Recording.from_arrays(session_id="next_day", unit_namespace=rec.session_id, spike_times=rec.spike_times,
+                                   unit_ids=local, spike_units=rec.spike_units, domain=rec.domain, trials=rec.trials)
+    assert list(replay.unit_ids) == list(rec.unit_ids)
+    assert _evaluated(trained, save_recording(replay, tmp_path / "next.h5")) == (len(rec.trials.start), "all windows")
+
+
+def _evaluated(run, data) -> tuple[int, str]:
+    """(number of windows scored, the split metrics.json names) of `evaluate RUN --data DATA`."""
+    from neurohorizon.evaluation.evaluate import evaluate_run
+
+    lines = []
+    out = evaluate_run(run, data=str(data), baselines=False, n_samples=2, log=lines.append)
+    n = int(next(line for line in lines if line.startswith("evaluating")).split(" on ")[1].split()[0])
+    return n, json.loads((out / "metrics.json").read_text())["split"]
 
 
 def test_forecast_api_and_command(trained, tmp_path):

@@ -362,3 +362,25 @@ def test_the_margin_to_the_runner_up_has_a_paired_bootstrap_interval():
     results["psth"]["12"]["pooled"]["rollout"]["fp_bps"] = bits_per_spike(groups["psth"][0]["rollout"], y)
     _, lines = horizon_table(results, [12], 0.02, groups)
     assert "within sampling error" in lines[0]
+
+
+def test_predictability_reads_the_first_fall_below_the_threshold():
+    from neurohorizon.evaluation.evaluation_report import predictability, predictability_text
+
+    decay = 0.2 * np.exp(-np.arange(50) / 10)  # 20 ms bins: the true curve crosses 0.01 after 600 ms
+    pred = predictability(decay, 0.02, smooth_bins=1)
+    assert pred["limit_ms"] == 600 and pred["half_life_ms"] == 160  # e^(-7/10) < 1/2 at the 8th bin
+    noisy = np.r_[-0.07, 0.02, -0.01, np.full(46, 0.005), 0.5]  # a late spike must not extend the limit
+    pred = predictability(noisy, 0.02)
+    assert pred["limit_ms"] == 0 and np.isnan(pred["half_life_ms"])
+    assert "at or below 0.01 bits/spike from the first bin on" in predictability_text(pred)
+    flat = predictability(np.full(50, 0.1), 0.02)
+    assert flat["limit_ms"] == 1000 and "without halving" in predictability_text(flat)
+
+
+def test_report_html_renders_bold_and_code_and_escapes_the_rest(tmp_path):
+    html_path, md_path = write_report(tmp_path, title="t", summary=["best is **psth** <b>, run `neurohorizon x`"],
+                                      sections=[])
+    html = html_path.read_text()
+    assert "best is <strong>psth</strong> &lt;b&gt;, run <code>neurohorizon x</code>" in html and "**" not in html
+    assert "**psth**" in md_path.read_text()

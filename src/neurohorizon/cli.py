@@ -114,7 +114,8 @@ def results_table(metrics: dict) -> str:
     """Rollout bits/spike per method and horizon, as plain text for the console."""
     horizons = list(metrics["horizons"])
     width = max(len(m) for m in metrics["results"]) + 2
-    lines = ["rollout forecast bits/spike (NLB null), test windows:",
+    split = metrics.get("split", "test")
+    lines = [f"rollout forecast bits/spike (NLB null), {'test windows' if split == 'test' else split}:",
              " " * width + "".join(f"{metrics['horizons'][h]:>20}" for h in horizons)]
     for method, per_h in metrics["results"].items():
         vals = [per_h.get(h, {}).get("pooled", {}).get("rollout", {}).get("fp_bps") for h in horizons]

@@ -153,16 +153,16 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, unknown_units: str =
     """Evaluate a run on its test split (or on `data`); returns the evaluation folder."""
     torch.set_flush_denormal(True)
     run = load_run(run_dir, device=device)
-    prepared, test = _eval_data(run, data, unknown_units)
+    prepared, test, split = _eval_data(run, data, unknown_units)
     out = new_run_dir(run.run_dir / "evaluations", "eval") if out_dir is None else Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with removed_on_failure(out, remove=out_dir is None):
-        _evaluate_into(out, run, prepared, test, data=data, n_samples=n_samples, baselines=baselines,
+        _evaluate_into(out, run, prepared, test, data=data, split=split, n_samples=n_samples, baselines=baselines,
                        horizons=horizons, baseline_budget_s=baseline_budget_s, log=log)
     return out
 
 
-def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, n_samples, baselines, horizons,
+def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, split, n_samples, baselines, horizons,
                    baseline_budget_s, log) -> None:
     """Predict, fit the baselines, score and report into `out`."""
     log(f"evaluating {run.checkpoint} (step {run.step}) on {len(test)} windows -> {out}")
@@ -184,7 +184,7 @@ def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, n_samples
                                    null_rates=null_rates)
     metrics = {
         "run": str(run.run_dir), "checkpoint": str(run.checkpoint), "step": run.step,
-        "data": data or run.cfg.data.source, "split": "test" if data is None else "all windows",
+        "data": data or run.cfg.data.source, "split": split,
         "feedback": feedback, "decoder": run.cfg.model.decoder, "likelihood": run.cfg.loss.likelihood,
         "rate_prior": run.cfg.data.rate_prior,
         "bin_size_s": prepared.spec.bin_size,
@@ -197,20 +197,41 @@ def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, n_samples
 
 
 def _eval_data(run: LoadedRun, data: str | None, unknown_units: str):
-    """The run's prepared data (for baselines and nulls) and the dataset to evaluate on."""
+    """The run's prepared data (for baselines and nulls), the dataset to evaluate on, and what
+    it holds: the run's test split, or for `data`, the test split of the sessions the run was
+    trained on (their other windows were trained on) and every window of new sessions."""
     prepared = prepare_data(run.cfg.data, splits=run.splits, vocab=run.vocab)
     if data is None:
-        return prepared, prepared.test
+        return prepared, prepared.test, "test"
     from neurohorizon.data.sources import load_data
-    from neurohorizon.data.windows import ForecastDataset, sequential_windows, trial_windows
+    from neurohorizon.data.windows import ForecastDataset
 
     recordings = match_units(load_data(data), run.vocab, unknown_units)
-    spec, event = prepared.spec, run.cfg.data.align_event
-    windows = []
+    windows, seen = [], []
     for i, rec in enumerate(recordings):
-        if event is not None and rec.trials is not None:
-            windows += trial_windows(rec, spec, event, run.cfg.data.align_offset_ms / 1000, rec_index=i)
-        else:
-            windows += sequential_windows([(i, *rec.domain)], spec, names=[rec.source])
-    return prepared, ForecastDataset(recordings, windows, spec, run.vocab, events=run.cfg.data.events,
-                                     prior=prepared.prior)
+        own = run.splits.sessions.index(rec.session_id) if rec.session_id in run.splits.sessions else None
+        windows += _session_windows(run, prepared.spec, rec, i, own)
+        seen += [rec.session_id] if own is not None else []
+    if not windows:
+        raise ValueError(f"{data}: no window to evaluate (the run's own sessions have no test windows)")
+    split = ("test split of the run's sessions" if len(seen) == len(recordings) else
+             "all windows" if not seen else "test split of the run's sessions, all windows of the others")
+    test = ForecastDataset(recordings, windows, prepared.spec, run.vocab, events=run.cfg.data.events,
+                           prior=prepared.prior)
+    return prepared, test, split
+
+
+def _session_windows(run: LoadedRun, spec, rec, i: int, own: int | None) -> list:
+    """Windows of recording `rec` (index i of the evaluated data): the run's test split when the
+    run was trained on this session (its index `own` in the run's splits), else all of it."""
+    from neurohorizon.data.windows import sequential_windows, trial_windows
+
+    event, offset = run.cfg.data.align_event, run.cfg.data.align_offset_ms / 1000
+    if event is not None and rec.trials is not None:
+        trials = None if own is None else run.splits.trials("test", own)
+        if trials is not None and len(trials) and trials.max() >= len(rec.trials.start):
+            raise ValueError(f"{rec.source}: session {rec.session_id!r} has {len(rec.trials.start)} trials, but "
+                             f"the run's test split of that session uses trial {trials.max()}: not the same data")
+        return trial_windows(rec, spec, event, offset, trials, rec_index=i) if trials is None or len(trials) else []
+    spans = [tuple(rec.domain)] if own is None else run.splits.intervals("test", own)
+    return sequential_windows([(i, a, b) for a, b in spans], spec, names=[rec.source]) if spans else []

@@ -23,18 +23,38 @@ def _get(d: dict, *path, default=np.nan):
     return d
 
 
-def predictability(decay: np.ndarray, bin_size: float) -> dict:
-    """How far ahead the forecast carries information, read off the per-bin decay curve."""
+def predictability(decay, bin_size: float, *, smooth_bins: int = 5) -> dict:
+    """How far ahead the forecast carries information, read off the per-bin decay curve after a
+    `smooth_bins` running mean (single 20 ms bins are noisy): the horizon before the curve first
+    falls to PREDICTABLE_BPS (0 when it starts there), and the horizon by which it has halved
+    (NaN when the first bins carry nothing to halve)."""
     decay = np.asarray(decay, dtype=float)
+    if not len(decay) or not np.isfinite(decay).any():
+        return {"limit_ms": np.nan, "half_life_ms": np.nan, "first_bin_bps": np.nan, "smooth_ms": np.nan}
+    k = max(1, min(smooth_bins, len(decay)))
+    filled = np.where(np.isfinite(decay), decay, 0.0)
+    weight = np.convolve(np.isfinite(decay).astype(float), np.ones(k), "same")
+    smooth = np.convolve(filled, np.ones(k), "same") / np.maximum(weight, 1)
     ahead = (np.arange(len(decay)) + 1) * bin_size * 1000
-    above = np.nonzero(decay > PREDICTABLE_BPS)[0]
-    first = decay[0] if len(decay) else np.nan
-    half = np.nonzero(decay < first / 2)[0] if first > 0 else np.array([0])
-    return {
-        "limit_ms": float(ahead[above[-1]]) if len(above) else 0.0,
-        "half_life_ms": float(ahead[half[0]]) if len(half) else float(ahead[-1]),
-        "first_bin_bps": float(first),
-    }
+    below = np.nonzero(smooth <= PREDICTABLE_BPS)[0]
+    limit = ahead[-1] if not len(below) else (ahead[below[0] - 1] if below[0] > 0 else 0.0)
+    half = np.nonzero(smooth < smooth[0] / 2)[0] if smooth[0] > PREDICTABLE_BPS else np.array([], int)
+    return {"limit_ms": float(limit), "half_life_ms": float(ahead[half[0]]) if len(half) else np.nan,
+            "first_bin_bps": float(decay[0]), "smooth_ms": k * bin_size * 1000}
+
+
+def predictability_text(pred: dict) -> str:
+    head = "**How far ahead is the population predictable?** "
+    if not np.isfinite(pred["limit_ms"]):
+        return head + "No per-bin forecast information was computed."
+    first = f"first bin: {pred['first_bin_bps']:.3f} bits/spike; {pred['smooth_ms']:.0f} ms running mean"
+    if pred["limit_ms"] == 0:
+        return head + (f"NeuroHorizon's per-bin forecast information is at or below {PREDICTABLE_BPS} bits/spike "
+                       f"from the first bin on ({first}).")
+    halves = (f" and halves by {pred['half_life_ms']:.0f} ms" if np.isfinite(pred["half_life_ms"])
+              else ", without halving")
+    return head + (f"NeuroHorizon's per-bin forecast information stays above {PREDICTABLE_BPS} bits/spike up to "
+                   f"{pred['limit_ms']:.0f} ms ahead{halves} ({first}).")
 
 
 def horizon_table(results: dict, horizons: list[int], bin_size: float,
@@ -220,9 +240,7 @@ def write_evaluation_report(out: Path, metrics: dict, predictions: dict, *, titl
         f"likelihood {metrics['likelihood']}, feedback '{metrics['feedback']}'"
         + (", forecasting around the training trials' condition average (data.rate_prior=psth: it knows the "
            "condition, as the PSTH baseline does)." if metrics.get("rate_prior", "none") != "none" else "."),
-        f"**How far ahead is the population predictable?** NeuroHorizon's per-bin forecast information "
-        f"stays above {PREDICTABLE_BPS} bits/spike up to {pred['limit_ms']:.0f} ms ahead and halves by "
-        f"{pred['half_life_ms']:.0f} ms (first bin: {pred['first_bin_bps']:.3f} bits/spike).",
+        predictability_text(pred),
         *lines,
     ]
     sections = [Section(title="Forecast quality per horizon", tables=[table], figures=[figs["decay"]],

@@ -3,7 +3,7 @@
     write_report(out_dir, title=..., summary=[...], sections=[Section(...)], metadata={...})
 
 Text is escaped (HTML entities in .html, a backslash before '<' in .md), so paragraphs may hold
-arbitrary strings. Tables format floats to 3 significant digits and show NaN as "–".
+arbitrary strings; in summaries and paragraphs **bold** and `code` are rendered in the .html too. Tables format floats to 3 significant digits and show NaN as "–".
 """
 
 from __future__ import annotations
@@ -215,14 +215,14 @@ def _html(title, summary, sections, anchors, figures, meta) -> str:
         f"<h1>{e(title)}</h1>",
     ]
     if summary:
-        out.append('<ul class="summary">' + "".join(f"<li>{e(s)}</li>" for s in summary) + "</ul>")
+        out.append('<ul class="summary">' + "".join(f"<li>{_inline(s)}</li>" for s in summary) + "</ul>")
     toc = "".join(f'<li><a href="#{a}">{e(s.title)}</a></li>' for s, a in zip(sections, anchors))
     out.append(
         f'<nav><strong>Contents</strong><ol>{toc}<li><a href="#run-metadata">Run metadata</a></li></ol></nav>'
     )
     for s, a in zip(sections, anchors):
         out.append(f'<h2 id="{a}">{e(s.title)}</h2>')
-        out += [f"<p>{e(p)}</p>" for p in s.paragraphs]
+        out += [f"<p>{_inline(p)}</p>" for p in s.paragraphs]
         out += [_html_table(t) for t in s.tables]
         out += [_html_figure(p, c) for p, c in figures[id(s)]]
     rows = "".join(
@@ -232,6 +232,12 @@ def _html(title, summary, sections, anchors, figures, meta) -> str:
     out.append(f'<h2 id="run-metadata">Run metadata</h2><table class="meta">{rows}</table>')
     out.append("</body></html>")
     return "\n".join(out) + "\n"
+
+
+def _inline(text: str) -> str:
+    """Escaped text with Markdown's **bold** and `code` as HTML (the .md twin keeps them as written)."""
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(str(text)))
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
 
 
 def _html_table(t: Table) -> str:
