@@ -125,6 +125,11 @@ def test_forecast_api_and_command(trained, tmp_path):
     assert (out / "forecast.png").exists()
     assert main(["forecast", str(trained), "--data", str(h5), "--start", "nan"]) == 2
     assert len(list((trained / "forecasts").iterdir())) == 1  # nothing half-written
+    # without --data: the run's own data, regenerated with the run's source options (n_neurons=20, ...)
+    assert main(["forecast", str(trained), "--start", str(start), "--samples", "2"]) == 0
+    newest = max((trained / "forecasts").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    np.testing.assert_array_equal(np.load(newest / "forecast.npz")["actual"], saved["actual"])
+    assert main(["forecast", str(trained), "--samples", "0"]) == 2
 
 
 def test_forecast_never_counts_unrecorded_time_as_silence(trained):

@@ -74,6 +74,10 @@ def test_missing_recipe_data_says_where_it_looked_and_how_to_choose(tmp_path, mo
     assert str(tmp_path / "pmd_reach_yu2009") in message
     assert "NEUROHORIZON_DATA=/path/to/data" in message
     assert "NEUROHORIZON_DATA" in DATA_HELP
+    # a mistyped folder is an error, not a silent fall-back to ../shared/data
+    monkeypatch.setenv("NEUROHORIZON_DATA", str(tmp_path / "typo"))
+    with pytest.raises(FileNotFoundError, match=r"NEUROHORIZON_DATA=.*typo: no such folder"):
+        recipes.load_recipe("pmd_reach_yu2009")
 
 
 # -------------------------------------------------------------- 4. help examples, names
@@ -274,3 +278,26 @@ def test_bad_model_overrides_are_clear_errors_before_any_run_folder(tmp_path, ca
     assert main(["--runs-dir", str(tmp_path / "runs"), "train", "model.preset=tiny", override]) == 2
     assert re.search(match, capsys.readouterr().err)
     assert not (tmp_path / "runs").exists()
+
+
+def test_messages_name_the_real_problem(tmp_path, capsys):
+    from neurohorizon.evaluation.loading import load_run
+    from neurohorizon.training.run import train_run
+
+    # an unknown likelihood is named as such, before the rate prior's need for a log-rate one
+    code = main(["--runs-dir", str(tmp_path / "r"), "train", "loss.likelihood=gauss", "data.rate_prior=psth",
+                 "data.align_event=go_cue"])
+    assert code == 2 and "gauss" in capsys.readouterr().err.lower()
+    # a folder that holds run folders (the demo's) is not itself a run
+    cfg = load_config(None, ["model.preset=tiny", "train.max_steps=2", "train.eval_every=2", "train.batch_size=4",
+                             "data.train_windows_per_epoch=8", "data.options.n_neurons=8",
+                             "data.options.trials_per_condition=3"])
+    run = train_run(cfg, runs_dir=tmp_path / "outer", quiet=True)
+    with pytest.raises(FileNotFoundError, match=rf"outer: not a run folder \(no last.pt\); it holds .*{run.name}"):
+        load_run(tmp_path / "outer")
+    with pytest.raises(ValueError, match="checkpoint 'bset'"):
+        load_run(run, which="bset")
+    # resuming a finished run says so instead of silently doing nothing
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 0
+    assert "already trained its train.max_steps=2 steps" in capsys.readouterr().out

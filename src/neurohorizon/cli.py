@@ -127,8 +127,13 @@ def results_table(metrics: dict) -> str:
 def cmd_forecast(args) -> None:
     from neurohorizon.evaluation.forecast import forecast_to_files
 
-    out = forecast_to_files(Path(args.run), data=args.data, start=args.start, n_samples=args.samples,
-                            session=args.session, unknown_units=args.unknown_units, device=args.device)
+    if args.samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {args.samples}")
+    if args.option and not args.data:
+        raise ValueError("--option sets options of --data; without --data the run's own data and options are used")
+    out = forecast_to_files(Path(args.run), data=args.data, options=_options(args.option), start=args.start,
+                            n_samples=args.samples, session=args.session, unknown_units=args.unknown_units,
+                            device=args.device)
     print(f"forecast written to {out}")
 
 
@@ -178,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder created by `train`")
     p.add_argument("--data", help="evaluate on other data (default: the run's own test split)")
     p.add_argument("--unknown-units", choices=["known-only", "error"], default="error", help=UNKNOWN_UNITS_HELP)
-    p.add_argument("--samples", type=int, default=20, help="sampled trajectories for calibration")
+    p.add_argument("--samples", type=int, default=20, help="sampled trajectories for calibration (default 20)")
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     p.add_argument("--baseline-seconds", type=float, default=BASELINE_SECONDS,
                    help="training-time budget in seconds of each trained baseline (the GLMs, GRU and NDT); "
@@ -189,10 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("forecast", help="forecast from a trained run; writes NPZ and a figure")
     p.add_argument("run", help="run folder created by `train`")
-    p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--data", help="data to forecast (default: the run's own data, with its source options). "
+                   + DATA_HELP)
+    p.add_argument("--option", "-o", action="append", help="source option key=value for --data")
     p.add_argument("--start", type=float, help="forecast onset in s (default: the latest possible)")
     p.add_argument("--session", help="session id when DATA has several")
-    p.add_argument("--samples", type=int, default=10, help="sampled trajectories (default 10)")
+    p.add_argument("--samples", type=int, default=10, help="sampled trajectories, >= 1 (default 10)")
     p.add_argument("--unknown-units", choices=["known-only", "error"], default="error", help=UNKNOWN_UNITS_HELP)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_forecast)

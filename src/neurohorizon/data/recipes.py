@@ -5,7 +5,8 @@
     adn_peyrache2015     mouse ADN head-direction cells (NWB) through `read_nwb`
 
 Usage: `load_recipe("pmd_reach_yu2009", which="ex1")`. The data root defaults to the first
-existing of $NEUROHORIZON_DATA, ./../shared/data (from the CWD) and <repo>/../shared/data;
+existing of $NEUROHORIZON_DATA (which must exist when set), ./../shared/data (from the CWD) and
+<repo>/../shared/data;
 the last only exists next to a source checkout, so an installed package needs one of the others.
 """
 
@@ -33,6 +34,9 @@ def data_root(root: str | Path | None = None) -> Path:
     """The shared data folder: `root` if given, else the first default that exists."""
     if root is not None:
         return Path(root)
+    chosen = os.environ.get(DATA_ENV)
+    if chosen and not Path(chosen).is_dir():  # a typo must not silently read another folder
+        raise FileNotFoundError(f"{DATA_ENV}={chosen}: no such folder")
     candidates = _default_roots()
     for c in candidates:
         if c.is_dir():

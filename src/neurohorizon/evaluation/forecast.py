@@ -98,15 +98,19 @@ def _inside_one_span(spans: np.ndarray, t0: float, t1: float) -> bool:
     return bool(((spans[:, 0] <= t0 + 1e-9) & (t1 <= spans[:, 1] + 1e-9)).any())
 
 
-def forecast_to_files(run_dir: Path, *, data: str, start: float | None, n_samples: int,
-                      session: str | None = None, unknown_units: str = "error",
+def forecast_to_files(run_dir: Path, *, data: str | None, start: float | None, n_samples: int,
+                      options: dict | None = None, session: str | None = None, unknown_units: str = "error",
                       device: str = "auto") -> Path:
-    """`neurohorizon forecast`: forecast.npz and forecast.png in a new folder of the run."""
+    """`neurohorizon forecast`: forecast.npz and forecast.png in a new folder of the run. `data`
+    None forecasts the run's own data (its source and source options)."""
     from neurohorizon.data.sources import load_data
     from neurohorizon.evaluation import figures
     from neurohorizon.runs import new_run_dir, removed_on_failure
 
-    recordings = load_data(data)
+    run = load_run(run_dir, device=device)
+    if data is None:
+        data, options = run.cfg.data.source, run.cfg.data.options
+    recordings = load_data(data, **(options or {}))
     if session is not None:
         recordings = [r for r in recordings if r.session_id == session]
         if not recordings:
@@ -114,7 +118,6 @@ def forecast_to_files(run_dir: Path, *, data: str, start: float | None, n_sample
     elif len(recordings) > 1:
         ids = [r.session_id for r in recordings]
         raise ValueError(f"{data} holds {len(ids)} sessions; choose one with --session ({ids[:5]} ...)")
-    run = load_run(run_dir, device=device)
     fc = forecast(run, recordings[0], start=start, n_samples=n_samples, unknown_units=unknown_units)
     out = new_run_dir(Path(run_dir) / "forecasts", "forecast")
     with removed_on_failure(out):  # no half-written forecast stays behind

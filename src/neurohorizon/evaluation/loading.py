@@ -37,6 +37,10 @@ def load_run(run_dir: str | Path, *, device: str = "auto", which: str = "best") 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: run folder not found")
+    if not (run_dir / "last.pt").exists():
+        inside = sorted(p.name for p in run_dir.iterdir() if (p / "last.pt").exists())
+        raise FileNotFoundError(f"{run_dir}: not a run folder (no last.pt)"
+                                + (f"; it holds the run folder(s) {inside}" if inside else ""))
     if which not in ("best", "last"):
         raise ValueError(f"checkpoint {which!r}: use 'best' (chosen by validation rollout) or 'last'")
     path = run_dir / f"{which}.pt"

@@ -67,6 +67,7 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
         vocab = UnitVocab.from_dict({"tokens": state["vocab"]})  # unit i keeps unit i's weights
     window_spec(cfg.data)  # a horizon that is not whole bins fails before anything is written
     check_model_overrides(cfg.model.overrides)
+    build_likelihood(cfg.loss.likelihood, **cfg.loss.options)  # an unknown name is said before what needs it
     if check_rate_prior(cfg.data) and cfg.loss.likelihood not in LOG_RATE_LIKELIHOODS:
         raise ValueError(f"data.rate_prior needs a log-rate likelihood {LOG_RATE_LIKELIHOODS}, "
                          f"not {cfg.loss.likelihood!r}")
@@ -92,6 +93,10 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
         with removed_on_failure(run_dir, remove=dist_utils.rank() == 0):
             _write_run_files(cfg, data, model, run_dir, quiet)
             trainer = Trainer(model=model, likelihood=likelihood, data=data, cfg=cfg, run_dir=run_dir, device=device)
+    if resume is not None and trainer.state.step >= cfg.train.max_steps and dist_utils.rank() == 0:
+        print(f"{resume} already trained its train.max_steps={cfg.train.max_steps} steps; nothing to do "
+              "(start a new run to train longer)")
+        return trainer.run_dir
     trainer.fit(stop_after=stop_after)
     return trainer.run_dir
 

@@ -445,6 +445,7 @@ class Trainer:
             self.save("best.pt")
         self.save("last.pt")
         if self.rank == 0:
-            tqdm.write(f"step {self.state.step}: validation rollout {score:.4f} bits/spike, teacher-forced "
-                       f"{metrics.get('val_teacher_forced_bps', math.nan):.4f}"
+            tf = metrics.get("val_teacher_forced_bps", math.nan)  # none for the parallel decoder
+            tqdm.write(f"step {self.state.step}: validation rollout {score:.4f} bits/spike"
+                       + (f", teacher-forced {tf:.4f}" if math.isfinite(tf) else "")
                        + (" (best so far: best.pt)" if best else f" (best: step {self.state.best_step})"))
