@@ -301,3 +301,12 @@ def test_messages_name_the_real_problem(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--resume", str(run)]) == 0
     assert "already trained its train.max_steps=2 steps" in capsys.readouterr().out
+
+
+def test_atomic_text_writes_keep_the_old_file_when_a_write_fails(tmp_path):
+    from neurohorizon.runs import write_text_atomic
+
+    path = write_text_atomic(tmp_path / "splits.json", '{"old": 1}')
+    with pytest.raises(UnicodeEncodeError):
+        write_text_atomic(path, '{"new": "\ud800"}')  # fails while writing
+    assert path.read_text() == '{"old": 1}' and sorted(p.name for p in tmp_path.iterdir()) == ["splits.json"]

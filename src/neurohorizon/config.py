@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from neurohorizon.runs import write_text_atomic
+
 
 class ConfigError(ValueError):
     """A bad config file or override; the message names the key."""
@@ -154,7 +156,7 @@ def to_dict(cfg) -> dict:
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def apply_override(cfg: RunConfig, item: str) -> None:

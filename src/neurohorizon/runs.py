@@ -47,6 +47,19 @@ def new_file_mode() -> int:
     return 0o666 & ~umask
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to a temporary file beside `path`, then rename it over `path`: a reader (a
+    resume, a study continuing) sees the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 @contextmanager
 def removed_on_failure(folder: Path, *, remove: bool = True):
     """Remove `folder`, which the caller just created, if the work inside fails (Ctrl-C included):

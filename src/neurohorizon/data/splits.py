@@ -22,6 +22,7 @@ from neurohorizon.data.windows import (
     sequential_windows,
     trial_windows,
 )
+from neurohorizon.runs import write_text_atomic
 
 SPLITS = ("train", "valid", "test")
 
@@ -82,7 +83,7 @@ class Splits:
 
     def to_json(self, path: str | Path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1))
         return path
 
     @classmethod

@@ -23,6 +23,7 @@ from neurohorizon.data.binning import (
     bin_spikes_at_edges,
     n_bins,
 )
+from neurohorizon.runs import write_text_atomic
 
 PAD_TOKEN = "NA"
 
@@ -117,7 +118,7 @@ class UnitVocab:
 
     def to_json(self, path: str | Path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict()))
+        write_text_atomic(path, json.dumps(self.to_dict()))
         return path
 
     @classmethod

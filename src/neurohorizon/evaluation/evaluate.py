@@ -23,7 +23,7 @@ from neurohorizon.evaluation.evaluation_report import write_evaluation_report
 from neurohorizon.evaluation.loading import LoadedRun, load_run, match_units
 from neurohorizon.evaluation.metrics import fraction_of_oracle, summarize_forecast
 from neurohorizon.evaluation.predict import predict_dataset, predict_forecaster
-from neurohorizon.runs import new_run_dir, removed_on_failure
+from neurohorizon.runs import new_run_dir, removed_on_failure, write_text_atomic
 
 MODEL = "NeuroHorizon"
 
@@ -192,7 +192,7 @@ def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, split, n_
         "null": "fp_bps: per-neuron mean of the evaluated spikes (NLB); fp_bps_train_null: training-split mean",
         "results": results,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=1))
     write_evaluation_report(out, metrics, predictions, title=f"NeuroHorizon evaluation — {metrics['data']}")
 
 

@@ -12,13 +12,14 @@ import base64
 import html
 import json
 import math
-import os
 import re
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from numbers import Integral, Real
 from pathlib import Path
+
+from neurohorizon.runs import write_text_atomic
 
 MISSING = "–"
 MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
@@ -162,8 +163,8 @@ def write_report(
     meta = dict(metadata or {})
     meta.setdefault("generated", datetime.now().isoformat(timespec="seconds"))
 
-    _atomic_write(html_path, _html(title, summary, sections, anchors, figures, meta))
-    _atomic_write(md_path, _markdown(title, summary, sections, anchors, local, meta))
+    write_text_atomic(html_path, _html(title, summary, sections, anchors, figures, meta))
+    write_text_atomic(md_path, _markdown(title, summary, sections, anchors, local, meta))
     return html_path, md_path
 
 
@@ -180,12 +181,6 @@ def _localise(path: Path, out_dir: Path) -> Path:
     if not dest.exists():
         shutil.copy2(path, dest)
     return dest.relative_to(root)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _meta_text(v) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 from neurohorizon.config import RunConfig, apply_override, load_config
 from neurohorizon.data.binning import STANDARD_HORIZONS, horizon_label
 from neurohorizon.data.prepare import window_spec
-from neurohorizon.runs import new_run_dir
+from neurohorizon.runs import new_run_dir, write_text_atomic
 
 GAP_THRESHOLD = 0.10  # teacher-forced/rollout gap, relative to |rollout|
 LATE_STEP = 30  # the knowledge base's "step 30+" PSTH-correlation check
@@ -82,9 +82,7 @@ def run_cell(name: str, cfg: RunConfig, study_dir: Path, recordings, log=print) 
               "decoder": cfg.model.decoder, "likelihood": cfg.loss.likelihood,
               "sampling": cfg.sampling.kind, "metrics": metrics["results"]["NeuroHorizon"]}
     result_path.parent.mkdir(exist_ok=True)
-    tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    tmp.replace(result_path)  # atomic: a half-written cell is never mistaken for a finished one
+    write_text_atomic(result_path, json.dumps(result))  # a half-written cell is never taken for a finished one
     return result
 
 
@@ -190,7 +188,7 @@ def run_study(data: str, *, runs_dir="runs", horizons=(12, 25, 50), resume: str 
         window_spec(cfg.data)
     if not resume:
         study_dir = new_run_dir(runs_dir, f"study-{data.replace(':', '-').replace('/', '_')}")
-        (study_dir / "study.json").write_text(json.dumps({
+        write_text_atomic(study_dir / "study.json", json.dumps({
             "data": data, "horizons": list(horizons), "options": options or {}, "preset": preset,
             "minutes_per_cell": minutes_per_cell, "likelihoods": list(likelihoods), "max_steps": max_steps,
             "overrides": list(overrides)}))
@@ -198,7 +196,7 @@ def run_study(data: str, *, runs_dir="runs", horizons=(12, 25, 50), resume: str 
     for name, cfg in configs.items():
         cells[name] = run_cell(name, cfg, study_dir, recordings, log=log)
     signals = decision_signals(cells, horizons)
-    (study_dir / "study_results.json").write_text(json.dumps({"cells": cells, "signals": signals},
+    write_text_atomic(study_dir / "study_results.json", json.dumps({"cells": cells, "signals": signals},
                                                              indent=1, default=float))
     write_study_report(study_dir, cells, signals, horizons, data=data)
     return study_dir
