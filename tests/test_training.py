@@ -76,6 +76,22 @@ def test_worker_processes_build_the_same_batches(tmp_path, reach, one_thread):
     assert len(losses(inline)) == 5 and losses(inline) == losses(workers)  # 24 windows / 8: 3 steps an epoch
 
 
+def test_categorical_runs_start_at_each_units_count_histogram(tmp_path, reach):
+    from neurohorizon.training.run import log_class_frequencies
+
+    items = [{"units": np.array([1, 2]), "target_counts": np.array([[0, 3], [1, 0], [0, 9]], np.float32)}]
+    freqs = log_class_frequencies(items, n_vocab=3, n_classes=3).exp()  # classes 0, 1, >= 2; +0.5 each
+    np.testing.assert_allclose(freqs[1].numpy(), np.array([2.5, 1.5, 0.5]) / 4.5, rtol=1e-6)
+    np.testing.assert_allclose(freqs[2].numpy(), np.array([1.5, 0.5, 2.5]) / 4.5, rtol=1e-6)
+    np.testing.assert_allclose(freqs[0].numpy(), np.full(3, 1 / 3), rtol=1e-6)  # padding: no data, uniform
+    # a uniform start over 10 classes scored about -25 bits/spike at the first validation
+    run = train_run(tiny_cfg("loss.likelihood=categorical", "train.max_steps=2", "train.eval_every=2"),
+                    runs_dir=tmp_path, recordings=[reach], quiet=True)
+    with open(run / "valid_log.csv") as handle:
+        first = next(csv.DictReader(handle))
+    assert float(first["val_rollout_bps"]) > -0.5
+
+
 def test_a_resume_on_other_units_is_a_clear_error(tmp_path, reach):
     half = train_run(tiny_cfg(), runs_dir=tmp_path, recordings=[reach], quiet=True, stop_after=2)
     other = generate("reach", **{**SMALL_REACH, "n_neurons": SMALL_REACH["n_neurons"] + 2})

@@ -21,15 +21,30 @@ from neurohorizon.training.trainer import Trainer
 LOG_RATE_LIKELIHOODS = ("poisson", "negbin", "zip")  # first param is a log-rate
 
 
+def _unit_targets(dataset, max_windows: int):
+    """(units (N,), target counts (T, N) float64) of the first `max_windows` windows."""
+    for i in range(min(len(dataset), max_windows)):
+        item = dataset[i]
+        yield torch.as_tensor(item["units"]), torch.as_tensor(item["target_counts"], dtype=torch.float64)
+
+
 def log_mean_counts(dataset, n_vocab: int, max_windows: int = 2048) -> torch.Tensor:
     """(V,) log of each unit's mean count per bin over training windows (floor 1e-3)."""
     sums, bins = torch.zeros(n_vocab, dtype=torch.float64), torch.zeros(n_vocab, dtype=torch.float64)
-    for i in range(min(len(dataset), max_windows)):
-        item = dataset[i]
-        units = torch.as_tensor(item["units"])
-        sums.index_add_(0, units, torch.as_tensor(item["target_counts"], dtype=torch.float64).sum(0))
-        bins.index_add_(0, units, torch.full(units.shape, float(item["target_counts"].shape[0]), dtype=torch.float64))
+    for units, counts in _unit_targets(dataset, max_windows):
+        sums.index_add_(0, units, counts.sum(0))
+        bins.index_add_(0, units, torch.full(units.shape, float(counts.shape[0]), dtype=torch.float64))
     return torch.log((sums / bins.clamp_min(1)).clamp_min(1e-3)).float()
+
+
+def log_class_frequencies(dataset, n_vocab: int, n_classes: int, max_windows: int = 2048) -> torch.Tensor:
+    """(V, C) log frequency of each count class 0..C-1 (the last one: C-1 or more) per unit over
+    training windows, with half a count added to every class so none starts impossible."""
+    hist = torch.full((n_vocab, n_classes), 0.5, dtype=torch.float64)
+    for units, counts in _unit_targets(dataset, max_windows):
+        classes = torch.nn.functional.one_hot(counts.clamp(0, n_classes - 1).long(), n_classes)  # (T, N, C)
+        hist.index_add_(0, units, classes.sum(0).double())
+    return (hist / hist.sum(1, keepdim=True)).log().float()
 
 
 def pick_device(name: str) -> torch.device:
@@ -88,6 +103,10 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
     else:
         if cfg.loss.likelihood in LOG_RATE_LIKELIHOODS and data.prior is None:
             model.init_unit_bias(log_mean_counts(data.train, len(data.vocab)))
+        elif cfg.loss.likelihood == "categorical":  # start at each unit's count histogram, not uniform
+            freqs = log_class_frequencies(data.train, len(data.vocab), likelihood.n_params)
+            for c in range(likelihood.n_params):
+                model.init_unit_bias(freqs[:, c], param=c)
         # claimed after the data and the model: bad settings leave no empty run folder
         run_dir = _claim_run_dir(runs_dir, run_name(cfg))
         with removed_on_failure(run_dir, remove=dist_utils.rank() == 0):
