@@ -29,6 +29,14 @@ def test_help_lists_every_subcommand(capsys):
         assert "usage" in capsys.readouterr().out
 
 
+def test_runs_dir_goes_before_or_after_the_command():
+    parse = build_parser().parse_args
+    assert parse(["inspect", "--runs-dir", "/tmp/x", "synthetic:lorenz"]).runs_dir == "/tmp/x"
+    assert parse(["--runs-dir", "/tmp/y", "inspect", "synthetic:lorenz"]).runs_dir == "/tmp/y"
+    assert parse(["train", "model.preset=tiny", "--runs-dir", "/tmp/z"]).runs_dir == "/tmp/z"
+    assert parse(["study", "synthetic:reach"]).runs_dir == "runs"
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny model trained for a few steps through `neurohorizon train`."""
@@ -239,3 +247,35 @@ def test_a_failed_evaluation_leaves_no_folder_and_psths_use_condition_labels(tra
     monkeypatch.setattr(figures, "plot_psths", spy)
     evaluate.evaluate_run(trained, baselines=False, n_samples=2, log=lambda *a: None)
     assert seen["conditions"] and all(str(c).startswith("reach_") for c in seen["conditions"])
+
+
+def test_held_out_sessions_are_reported_alone_and_by_name(tmp_path, capsys):
+    from neurohorizon.data.io import save_recording
+    from neurohorizon.evaluation.evaluate import evaluate_run
+
+    folder = tmp_path / "sessions"
+    folder.mkdir()
+    day1, other = (generate("reach", **{**SMALL, "seed": seed}) for seed in (1, 2))
+    local = [u.split("/", 1)[1] for u in other.unit_ids]  # day 2 records day 1's neurons again
+    day2 = Recording.from_arrays(session_id="day2", unit_namespace=day1.session_id, spike_times=other.spike_times,
+                                 unit_ids=local, spike_units=other.spike_units, domain=other.domain,
+                                 trials=other.trials)
+    recs = [day1, day2]
+    for rec in recs:
+        save_recording(rec, folder / f"{rec.session_id}.h5")
+    held = recs[1].session_id
+    assert main(["--runs-dir", str(tmp_path / "runs"), "train", "model.preset=tiny", "train.max_steps=2",
+                 "train.eval_every=2", "train.batch_size=8", "data.train_windows_per_epoch=16",
+                 f"data.source={folder}", "data.align_event=go_cue", f"data.holdout_sessions=[{held}]"]) == 0
+    run = next((tmp_path / "runs").iterdir())
+    out = evaluate_run(run, baselines=["mean_rate"], n_samples=2, log=lambda *a: None)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert sorted(metrics["sessions"].values()) == sorted(r.session_id for r in recs)
+    assert metrics["held_out_sessions"] == [held]
+    key = next(k for k, name in metrics["sessions"].items() if name == held)
+    block = metrics["results"]["NeuroHorizon"]["12"]
+    assert block["held_out"]["rollout"]["fp_bps"] == pytest.approx(block["sessions"][key]["rollout"]["fp_bps"])
+    assert "Held-out sessions" in (out / "report.html").read_text()
+    from neurohorizon.cli import results_table
+
+    assert "the 1 held-out session(s) alone, never trained on:" in results_table(metrics)

@@ -111,14 +111,23 @@ def cmd_evaluate(args) -> None:
 
 
 def results_table(metrics: dict) -> str:
-    """Rollout bits/spike per method and horizon, as plain text for the console."""
+    """Rollout bits/spike per method and horizon, as plain text for the console; again over the
+    held-out sessions alone when the run has some."""
+    split = metrics.get("split", "test")
+    text = _table(metrics, "pooled", f"rollout forecast bits/spike (NLB null), "
+                  f"{'test windows' if split == 'test' else split}:")
+    held = metrics.get("held_out_sessions") or []
+    if held:
+        text += "\n" + _table(metrics, "held_out", f"the {len(held)} held-out session(s) alone, never trained on:")
+    return text
+
+
+def _table(metrics: dict, block: str, title: str) -> str:
     horizons = list(metrics["horizons"])
     width = max(len(m) for m in metrics["results"]) + 2
-    split = metrics.get("split", "test")
-    lines = [f"rollout forecast bits/spike (NLB null), {'test windows' if split == 'test' else split}:",
-             " " * width + "".join(f"{metrics['horizons'][h]:>20}" for h in horizons)]
+    lines = [title, " " * width + "".join(f"{metrics['horizons'][h]:>20}" for h in horizons)]
     for method, per_h in metrics["results"].items():
-        vals = [per_h.get(h, {}).get("pooled", {}).get("rollout", {}).get("fp_bps") for h in horizons]
+        vals = [per_h.get(h, {}).get(block, {}).get("rollout", {}).get("fp_bps") for h in horizons]
         lines.append(f"{method:<{width}}" + "".join(f"{v:>20.3f}" if v is not None else f"{'—':>20}"
                                                     for v in vals))
     return "\n".join(lines)
@@ -158,8 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--runs-dir", default="runs", help="where run folders are created (default: runs)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # --runs-dir also after the command (`neurohorizon train --runs-dir X ...`); SUPPRESS keeps the
+    # value given before it when it is not repeated
+    runs = argparse.ArgumentParser(add_help=False)
+    runs.add_argument("--runs-dir", default=argparse.SUPPRESS, help="where run folders are created (default: runs)")
 
-    p = sub.add_parser("inspect", help="statistics, figures and a likelihood recommendation for DATA")
+    p = sub.add_parser("inspect", parents=[runs], help="statistics, figures and a likelihood recommendation for DATA")
     p.add_argument("data", help=DATA_HELP)
     p.add_argument("--bin-size-ms", type=float, default=20.0, help="bin size in ms (default 20)")
     p.add_argument("--option", "-o", action="append", help="source option key=value, e.g. n_neurons=80")
@@ -172,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("train", help="train a model from a YAML config plus key=value overrides")
+    p = sub.add_parser("train", parents=[runs], help="train a model from a YAML config plus key=value overrides")
     p.add_argument("config", nargs="?", help="YAML config file, e.g. a copy of the demo's "
                    "(src/neurohorizon/configs/demo.yaml in the source tree); omitted = built-in defaults")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=500 model.preset=tiny")
@@ -204,12 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_forecast)
 
-    p = sub.add_parser("demo", help="generate, inspect, train, evaluate and report on synthetic reach data")
+    p = sub.add_parser("demo", parents=[runs], help="generate, inspect, train, evaluate and report on synthetic reach data")
     p.add_argument("--minutes", type=float, default=9.0, help="training time cap in minutes (default 9)")
     p.add_argument("--quick", action="store_true", help="a 1-minute smoke version")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("study", help="the horizon study: teacher forcing vs scheduled sampling vs parallel")
+    p = sub.add_parser("study", parents=[runs], help="the horizon study: teacher forcing vs scheduled sampling vs parallel")
     p.add_argument("data", help=DATA_HELP)
     p.add_argument("--horizons", type=int, nargs="+", default=[12, 25, 50], help="horizons in bins")
     p.add_argument("--likelihoods", nargs="*", default=[], help="extra loss families to compare")

@@ -105,6 +105,18 @@ def evaluate_predictions(predictions: dict, *, horizons, bin_size, null_rates, c
     return results
 
 
+def add_held_out_pooling(results: dict, held: list[str]) -> None:
+    """results[method][h]["held_out"]: pooled over the sessions the run never trained on (keys of
+    "sessions"), the number that says how the model transfers to a new session."""
+    if not held:
+        return
+    for per_h in results.values():
+        for block in per_h.values():
+            sessions = {k: v for k, v in block["sessions"].items() if k in held}
+            if sessions:
+                block["held_out"] = pool_sessions(sessions)
+
+
 def pool_sessions(per_session: dict) -> dict:
     """Spike-weighted pooling over sessions; exact for bits/spike, a weighted mean otherwise."""
     weights = np.array([v["n_spikes"] for v in per_session.values()], dtype=float)
@@ -182,6 +194,9 @@ def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, split, n_
     null_rates = train_null_rates(prepared.train) if data is None else {}
     results = evaluate_predictions(predictions, horizons=horizons, bin_size=prepared.spec.bin_size,
                                    null_rates=null_rates)
+    names = {str(i): rec.session_id for i, rec in enumerate(test.recordings)}
+    held = [k for k, name in names.items() if name in set(run.splits.holdout_sessions)]
+    add_held_out_pooling(results, held)
     metrics = {
         "run": str(run.run_dir), "checkpoint": str(run.checkpoint), "step": run.step,
         "data": data or run.cfg.data.source, "split": split,
@@ -190,6 +205,7 @@ def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, split, n_
         "bin_size_s": prepared.spec.bin_size,
         "horizons": {str(h): horizon_label(h, prepared.spec.bin_size) for h in horizons},
         "null": "fp_bps: per-neuron mean of the evaluated spikes (NLB); fp_bps_train_null: training-split mean",
+        "sessions": names, "held_out_sessions": [names[k] for k in held],
         "results": results,
     }
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=1))

@@ -122,6 +122,16 @@ def _margin(best: str, second: str, finite: dict, h: int, predictions: dict | No
     return text + (": within sampling error)" if lo <= 0 else ")")
 
 
+def held_out_table(results: dict, horizons: list[int], bin_size: float, sessions: list[str]) -> Table | None:
+    """Rollout bits/spike over the held-out sessions alone (never trained on)."""
+    if not sessions:
+        return None
+    cols = ["method"] + [horizon_label(h, bin_size) for h in horizons]
+    rows = [[m] + [_get(results[m], str(h), "held_out", "rollout", "fp_bps") for h in horizons] for m in results]
+    return Table(columns=cols, rows=rows, highlight_max=cols[1:],
+                 caption=f"Forecast bits/spike (rollout, NLB null) on the {len(sessions)} held-out session(s)")
+
+
 def gap_table(results: dict, horizons: list[int], bin_size: float) -> Table | None:
     rows = []
     for h in horizons:
@@ -247,6 +257,12 @@ def write_evaluation_report(out: Path, metrics: dict, predictions: dict, *, titl
                         paragraphs=["Bits/spike: NLB definition, null = per-neuron mean of the evaluated "
                                     "spikes; a null model scores 0. Horizons are whole bins: 12 bins are "
                                     "240 ms (the '250 ms' horizon)."])]
+    held = held_out_table(results, horizons, bin_size, metrics.get("held_out_sessions") or [])
+    if held is not None:
+        sections.append(Section(title="Held-out sessions", tables=[held], paragraphs=[
+            "Sessions the run never trained on (data.holdout_sessions): "
+            + ", ".join(metrics["held_out_sessions"]) + ". The table above pools them with the test time of "
+            "the training sessions; this one says how the model transfers to a new session."]))
     gaps = gap_table(results, horizons, bin_size)
     if gaps is not None:
         sections.append(Section(title="Teacher forcing vs rollout", tables=[gaps], paragraphs=[
