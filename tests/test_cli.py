@@ -68,6 +68,7 @@ def test_evaluate_writes_metrics_figures_and_report(trained):
         assert np.isfinite(pooled["oracle"]["oracle_fp_bps"]) and pooled["oracle"]["oracle_fp_bps"] > 0
         # go-cue windows of synthetic reach also get the causal ceiling (best forecast from the past)
         causal = pooled["oracle"]["causal_oracle_fp_bps"]
+        assert len(pooled["oracle"]["causal_oracle_per_bin_fp_bps"]) == int(h)
         assert np.isfinite(causal) and pooled["oracle"]["fraction_of_causal_oracle"] == pytest.approx(
             pooled["rollout"]["fp_bps"] / causal)
         # the null model scores ~0 with the NLB null (the training-mean null differs slightly)

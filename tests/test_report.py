@@ -153,6 +153,25 @@ def test_plot_calibration(tmp_path, rng):
         )
 
 
+def test_decay_shows_the_causal_oracle_and_fano_falls_back_to_predicted_only(tmp_path, monkeypatch):
+    seen = {}  # what each figure shows, read before _save clears it
+    real_save = F._save
+
+    def save(fig, path):
+        seen["legend"] = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+        seen["axes"] = [(ax.get_title(), sum(p.get_height() for p in ax.patches)) for ax in fig.axes]
+        return real_save(fig, path)
+
+    monkeypatch.setattr(F, "_save", save)
+    F.plot_decay({"m": np.full(50, 0.1)}, bin_size=BIN, path=tmp_path / "d.png", oracle=np.full(50, 0.5),
+                 causal_oracle=np.full(50, 0.3))
+    assert "oracle (true rates)" in seen["legend"] and "causal oracle (best from the past)" in seen["legend"]
+    F.plot_calibration(nominal=[0.5], coverage={"per-neuron": [0.4]}, fano_pred=np.r_[1.1, 1.2, np.nan],
+                       fano_obs=np.full(3, np.nan), path=tmp_path / "c.png")
+    # both finite neurons, as a histogram of the predicted Fano factors
+    assert seen["axes"][1] == ("predicted Fano factor per neuron (n=2)", 2)
+
+
 def test_plot_calibration_all_nan_fano(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no RuntimeWarnings from empty reductions

@@ -213,3 +213,12 @@ def test_sessions_that_share_unit_ids_are_counted_once_as_distinct_units():
     assert summary["n_units"] == 16 and summary["n_distinct_units"] == 10
     assert _unit_count(summary) == "16 unit recordings (10 distinct units)"
     assert _unit_count(recording_stats([a], 0.02)["overall"]["summary"]) == "6 units"
+
+
+def test_a_mixed_over_and_under_dispersed_population_is_said():
+    rec, _ = family("poisson")
+    stats = recording_stats([rec], BS)
+    stats["overall"]["summary"].update(frac_overdispersed=0.47, frac_underdispersed=0.47, median_dispersion_index=1.0)
+    choice, reasons = recommend_likelihood(stats)
+    assert choice == "poisson" and "mixed population: 47% of units over- and 47% under-dispersed" in reasons[-1]
+    assert not any("mixed" in r for r in recommend_likelihood(recording_stats([rec], BS))[1])

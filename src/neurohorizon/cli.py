@@ -32,8 +32,10 @@ typical use (RUN: the run folder `train` prints, e.g. runs/reach-20261126-101500
   neurohorizon inspect synthetic:reach                data statistics and likelihood advice
   neurohorizon train data.source=synthetic:reach model.preset=tiny train.max_steps=500
   neurohorizon evaluate RUN --baseline-seconds 30     metrics and figures against the baselines
-  neurohorizon forecast RUN --data synthetic:reach --samples 20
+  neurohorizon forecast RUN --samples 20               forecast the run's own data (or --data DATA)
   neurohorizon study synthetic:reach                  teacher forcing vs scheduled sampling vs parallel
+
+errors are one line; NEUROHORIZON_DEBUG=1 shows the full traceback.
 """
 
 
@@ -52,13 +54,14 @@ def _options(items: list[str]) -> dict:
 def cmd_inspect(args) -> None:
     from neurohorizon.data.sources import load_data
     from neurohorizon.evaluation.inspect import inspect_data
-    from neurohorizon.runs import new_run_dir, source_name
+    from neurohorizon.runs import new_run_dir, removed_on_failure, source_name
 
     if not args.bin_size_ms > 0:  # before any folder is made
         raise ValueError(f"--bin-size-ms must be positive, got {args.bin_size_ms}")
     recordings = load_data(args.data, **_options(args.option))
     out = new_run_dir(args.runs_dir, f"inspect-{source_name(args.data)}")
-    inspect_data(recordings, out, bin_size=args.bin_size_ms / 1000, name=args.data)
+    with removed_on_failure(out):  # Ctrl-C or a failure leaves no half-written inspection
+        inspect_data(recordings, out, bin_size=args.bin_size_ms / 1000, name=args.data)
     print(f"inspection written to {out}")
 
 
@@ -246,7 +249,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
         return _leave_torchrun(130)
     except (ValueError, OSError, RuntimeError, KeyError) as err:  # OSError: missing, existing, not a folder...
-        print(f"error: {err}", file=sys.stderr)
+        if os.environ.get("NEUROHORIZON_DEBUG"):  # the full traceback, e.g. for a bug report
+            raise
+        print(f"error: {err}" + ("" if isinstance(err, ValueError | OSError) else
+                                 f" ({type(err).__name__}; NEUROHORIZON_DEBUG=1 shows the traceback)"),
+              file=sys.stderr)
         return 2
     return _leave_torchrun(0)
 

@@ -283,6 +283,9 @@ def recording_stats(
 
 
 # -------------------------------------------------------------- recommendation
+MIXED_FRACTION = 0.3  # over- and under-dispersed units both at least this common: say so
+
+
 def recommend_likelihood(stats: dict) -> tuple[str, list[str]]:
     """Pick "poisson" | "negbin" | "zip" | "categorical" from `recording_stats` output.
 
@@ -338,6 +341,10 @@ def recommend_likelihood(stats: dict) -> tuple[str, list[str]]:
         )
     else:
         reasons.append(_poisson_reason(disp, over, under))
+    if over >= MIXED_FRACTION and under >= MIXED_FRACTION:  # the median hides two populations
+        reasons.append(f"mixed population: {over:.0%} of units over- and {under:.0%} under-dispersed, so no "
+                       "single dispersion fits; Poisson is the compromise. negbin (loss.options.dispersion="
+                       "per_neuron) fits only the over-dispersed ones; categorical fits both, given enough data")
     return "poisson", reasons
 
 

@@ -142,7 +142,8 @@ def pool_sessions(per_session: dict) -> dict:
             if val is not None:
                 out.setdefault(block, {})[key] = val
     for path in (("oracle", "oracle_fp_bps"), ("oracle", "oracle_per_bin_fp_bps"), ("oracle", "causal_oracle_fp_bps"),
-                 ("oracle", "r2_vs_true_pooled"), ("psth", "psth_r2"), ("psth", "corr_per_step")):
+                 ("oracle", "causal_oracle_per_bin_fp_bps"), ("oracle", "r2_vs_true_pooled"), ("psth", "psth_r2"),
+                 ("psth", "corr_per_step")):
         val = pool(path)
         if val is not None:
             out.setdefault(path[0], {})[path[1]] = val

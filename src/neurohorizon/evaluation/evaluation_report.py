@@ -166,10 +166,11 @@ def _figures(out: Path, metrics: dict, predictions: dict, horizons, bin_size) ->
     tf_curve = _get(results.get(MODEL, {}), longest, "pooled", "teacher_forced", "per_bin_fp_bps", default=None)
     if tf_curve is not None:
         curves[f"{MODEL} (teacher-forced)"] = np.asarray(tf_curve, dtype=float)
-    oracle = _get(results.get(MODEL, {}), longest, "pooled", "oracle", "oracle_per_bin_fp_bps", default=None)
+    ceilings = {name: _get(results.get(MODEL, {}), longest, "pooled", "oracle", f"{name}_per_bin_fp_bps",
+                           default=None) for name in ("oracle", "causal_oracle")}
     figs["decay"] = figures.plot_decay(curves, bin_size=bin_size, path=out / "figures" / "decay.png",
-                                       oracle=None if oracle is None else np.asarray(oracle, dtype=float),
-                                       horizons=horizons)
+                                       horizons=horizons, **{k: None if v is None else np.asarray(v, dtype=float)
+                                                              for k, v in ceilings.items()})
     g, i = example_window(predictions[MODEL])
     samples = g.get("samples")
     figs["raster"] = figures.plot_forecast_raster(

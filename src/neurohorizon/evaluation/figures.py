@@ -89,6 +89,7 @@ def plot_decay(
     bin_size: float,
     path,
     oracle: np.ndarray | None = None,
+    causal_oracle: np.ndarray | None = None,
     title: str = "Forecast quality vs time ahead",
     horizons: Sequence[int] = STANDARD_HORIZONS,
 ) -> Path:
@@ -97,6 +98,8 @@ def plot_decay(
     curves: name -> (T,) per-bin bits/spike (NaN allowed: gaps in the line). Bin k (0-based) is
     plotted at its end, (k + 1) * bin_size, so the last bin of a 12-bin forecast sits at 240 ms.
     oracle: (T,) per-bin bits/spike of the true rates (synthetic data), drawn black dashed.
+    causal_oracle: (T,) per-bin bits/spike of the causal oracle (the best forecast from the past),
+        drawn grey dashed.
     """
     ms = _ms(bin_size)
     if not curves:
@@ -108,17 +111,12 @@ def plot_decay(
         y = _array(curve, f"plot_decay curve {name!r}", 1)
         t_max = max(t_max, len(y))
         ax.plot((np.arange(len(y)) + 1) * ms, y, label=name, color=next(colors), **_method_style(name))
-    if oracle is not None:
-        y = _array(oracle, "plot_decay oracle", 1)
-        t_max = max(t_max, len(y))
-        ax.plot(
-            (np.arange(len(y)) + 1) * ms,
-            y,
-            color="black",
-            ls="--",
-            lw=1.5,
-            label="oracle (true rates)",
-        )
+    for ceiling, color, label in ((oracle, "black", "oracle (true rates)"),
+                                  (causal_oracle, "0.45", "causal oracle (best from the past)")):
+        if ceiling is not None:
+            y = _array(ceiling, f"plot_decay {label}", 1)
+            t_max = max(t_max, len(y))
+            ax.plot((np.arange(len(y)) + 1) * ms, y, color=color, ls="--", lw=1.5, label=label)
     ax.axhline(0.0, color="0.4", lw=0.9, ls="-", label="null (per-neuron mean rate) = 0")
     shown = [h for h in horizons if h <= t_max]
     for h in shown:
@@ -385,6 +383,19 @@ def _psth_legend(fig, conds, colors) -> None:
 
 
 # ------------------------------------------------------------------ calibration
+def _predicted_fano_only(ax, fano_pred: np.ndarray) -> None:
+    """No observed Fano factor (fewer than 2 windows per condition): the predicted ones alone."""
+    ax.hist(fano_pred, bins=min(30, max(5, len(fano_pred) // 3)), color="tab:purple", alpha=0.7)
+    ax.axvline(1, color="0.5", ls=":", lw=1, label="1 = Poisson")
+    ax.axvline(float(np.mean(fano_pred)), color="tab:purple", lw=1.5, label=f"mean {np.mean(fano_pred):.2f}")
+    ax.set(xlabel="predicted Fano factor (from samples)", ylabel="neurons",
+           title=f"predicted Fano factor per neuron (n={len(fano_pred)})")
+    ax.text(0.98, 0.97, "no observed Fano factor:\nit needs >= 2 windows per condition", transform=ax.transAxes,
+            ha="right", va="top", fontsize=8, color="0.35")
+    ax.legend(fontsize=8, loc="center right")
+    ax.grid(alpha=0.25)
+
+
 def plot_calibration(
     *,
     nominal: list[float],
@@ -425,6 +436,10 @@ def plot_calibration(
     if fp.shape != fo.shape:
         raise ValueError(f"plot_calibration: fano_pred {fp.shape} vs fano_obs {fo.shape}")
     ok = np.isfinite(fp) & np.isfinite(fo)
+    if not ok.any() and np.isfinite(fp).any():
+        _predicted_fano_only(ax_fano, fp[np.isfinite(fp)])
+        fig.suptitle(title)
+        return _save(fig, path)
     ax_fano.scatter(fo[ok], fp[ok], s=14, alpha=0.7, color="tab:purple", edgecolor="none")
     hi = max(2.0, float(np.max(np.r_[fp[ok], fo[ok]]))) * 1.05 if ok.any() else 2.0
     ax_fano.plot([0, hi], [0, hi], color="0.5", ls=":", lw=1, label="identity")

@@ -448,6 +448,8 @@ def summarize_forecast(
             if causal_expected is not None:
                 causal = bits_per_spike(_np(causal_expected, "causal_expected"), target)
                 out["oracle"]["causal_oracle_fp_bps"] = causal
+                out["oracle"]["causal_oracle_per_bin_fp_bps"] = per_bin_fp_bps(
+                    _np(causal_expected, "causal_expected"), target)
                 out["oracle"]["fraction_of_causal_oracle"] = fraction_of_oracle(out["rollout"]["fp_bps"], causal)
     if conditions is not None and (np.asarray(conditions) >= 0).any():
         truth = true_expected if "oracle" in out else target
