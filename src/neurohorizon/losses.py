@@ -285,8 +285,8 @@ def build_likelihood(name: str, **options) -> Likelihood:
         raise ValueError(f"bad options {options} for likelihood {name!r}: {err}") from None
 
 
-def reduce_nll(nll: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean NLL over valid entries: sum(nll * mask) / mask.sum() with the mask broadcast.
+def masked_nll_sum(nll: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of nll over valid entries, their number), without a device sync.
 
     nll (B, T, N); mask (B, N) unit_mask (treated as (B, 1, N)) or any bool/float shape that
     broadcasts to nll. Padded entries are dropped with `where`, so NaN/inf there cannot leak.
@@ -297,11 +297,16 @@ def reduce_nll(nll: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         mask = torch.broadcast_to(mask, nll.shape)
     except RuntimeError:
         raise ValueError(
-            f"reduce_nll: mask shape {tuple(mask.shape)} does not broadcast to nll shape "
+            f"masked_nll_sum: mask shape {tuple(mask.shape)} does not broadcast to nll shape "
             f"{tuple(nll.shape)}"
         ) from None
     weight = mask.to(nll.dtype)
-    total = weight.sum()
-    if total.item() == 0:
+    return torch.where(weight > 0, nll * weight, torch.zeros_like(nll)).sum(), weight.sum()
+
+
+def reduce_nll(nll: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean NLL over valid entries (see `masked_nll_sum`); an all-padding mask is an error."""
+    total, count = masked_nll_sum(nll, mask)
+    if count.item() == 0:
         raise ValueError("reduce_nll: mask selects no entries (every unit is padding)")
-    return torch.where(weight > 0, nll * weight, torch.zeros_like(nll)).sum() / total
+    return total / count

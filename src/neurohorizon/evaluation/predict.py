@@ -14,6 +14,7 @@ import torch
 
 from neurohorizon.data.windows import collate
 from neurohorizon.evaluation.metrics import bits_per_spike
+from neurohorizon.losses import masked_nll_sum
 
 
 def eval_indices(n: int, max_windows: int | None) -> np.ndarray:
@@ -78,10 +79,9 @@ def predict_dataset(
         n_steps = batch["target_counts"].shape[1]
         out = model.rollout(dev, likelihood, n_steps=n_steps, feedback=feedback,
                             n_samples=n_samples if sampled else 1, generator=generator)
-        mask = dev["unit_mask"][:, None, :].float()
         nll = likelihood.nll(out["params"][0].float(), dev["target_counts"], full=True)
-        nll_sum += float((nll * mask).sum())
-        nll_count += float(mask.sum() * n_steps)
+        total, count = masked_nll_sum(nll, dev["unit_mask"])
+        nll_sum, nll_count = nll_sum + float(total), nll_count + float(count)
         tf = None
         if teacher_forced and getattr(model, "decoder_kind", "autoregressive") == "autoregressive":
             tf = likelihood.mean(model(dev, dev["target_counts"]).float()).cpu().numpy()

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from neurohorizon.config import RunConfig, SamplingConfig, to_dict
 from neurohorizon.data.windows import collate
 from neurohorizon.evaluation.predict import pooled_bps, predict_dataset
+from neurohorizon.losses import masked_nll_sum
 from neurohorizon.model.feedback import feedback_counts
 from neurohorizon.training import distributed as dist_utils
 from neurohorizon.training.checkpoint import load_checkpoint, save_checkpoint
@@ -201,10 +202,8 @@ class Trainer:
         return inputs
 
     def loss(self, batch, params):
-        mask = batch["unit_mask"][:, None, :].expand_as(batch["target_counts"]).float()
         nll = self.likelihood.nll(params.float(), batch["target_counts"])
-        total = (nll * mask).sum()
-        count = mask.sum()
+        total, count = masked_nll_sum(nll, batch["unit_mask"])
         count = dist_utils.all_reduce_sum(count.detach())  # normalise by the GLOBAL batch
         return total / count.clamp_min(1.0) * self.world
 

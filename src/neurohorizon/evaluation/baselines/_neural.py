@@ -16,7 +16,7 @@ from abc import abstractmethod
 import torch
 from torch import nn
 
-from neurohorizon.losses import build_likelihood, reduce_nll
+from neurohorizon.losses import build_likelihood, masked_nll_sum, reduce_nll
 
 from ._data import forever, iter_batches
 from .base import Baseline
@@ -153,10 +153,9 @@ class NeuralBaseline(Baseline):
         total, count = 0.0, 0.0
         for batch in iter_batches(dataset, 256):
             params, _ = self._params(batch)
-            nll = self.likelihood.nll(params, batch["target_counts"].float())
-            w = batch["unit_mask"][:, None, :].float().expand_as(nll)
-            total += float((nll * w).sum())
-            count += float(w.sum())
+            nll_sum, n = masked_nll_sum(self.likelihood.nll(params, batch["target_counts"].float()),
+                                        batch["unit_mask"])
+            total, count = total + float(nll_sum), count + float(n)
         return total / max(count, 1.0)
 
     def _check(self, batch: dict) -> None:
