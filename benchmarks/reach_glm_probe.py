@@ -43,6 +43,16 @@ def window_arrays(ds, prior, spec) -> dict:
     return {k: np.stack(v).astype(np.float64) for k, v in out.items()}
 
 
+def dense_windows(data, epochs: int) -> dict:
+    """window_arrays over `epochs` redraws of the training set's random windows (its own
+    leave-one-out prior), i.e. what the trainer sees rather than one window per trial."""
+    parts = []
+    for epoch in range(epochs):
+        data.train.resample(100 + epoch)
+        parts.append(window_arrays(data.train, data.train.prior, data.spec))
+    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+
+
 def deviation_features(a: dict) -> np.ndarray:
     dev = a["context"] - a["context_prior"]  # (n, Tc, N)
     n, T, N = dev.shape
@@ -73,24 +83,32 @@ def scores(x, log_prior, y, shape, weights=None) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="benchmarks/results/reach_glm_probe.json")
+    parser.add_argument("--dense-epochs", type=int, default=0,
+                        help="fit on this many epochs of the trainer's random training windows (4096 each, "
+                             "anywhere in the training trials) instead of the 224 go-cue windows; slow")
+    parser.add_argument("--grid", default="2,4,8:1e-3,1e-2,1e-1,1",
+                        help="ranks:ridges to fit, e.g. 4:1e-3 (default: the full grid)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cfg = load_config(DEMO, [])
     data = prepare_data(cfg.data)
     spec = data.spec
-    splits = {"train": window_arrays(data.train_aligned, data.prior.leave_one_out(), spec),
+    splits = {"train": dense_windows(data, args.dense_epochs) if args.dense_epochs else
+              window_arrays(data.train_aligned, data.prior.leave_one_out(), spec),
               "valid": window_arrays(data.valid, data.prior, spec),
               "test": window_arrays(data.test, data.prior, spec)}
     feats = {k: deviation_features(a) for k, a in splits.items()}
     mu, sd = feats["train"].mean(0), feats["train"].std(0) + 1e-6
-    t = {k: (torch.tensor((feats[k] - mu) / sd), torch.tensor(np.log(a["prior"])).flatten(1),
+    t = {k: (torch.tensor((feats[k] - mu) / sd), torch.tensor(np.log(np.maximum(a["prior"], 1e-6))).flatten(1),
              torch.tensor(a["target"]).flatten(1), a["target"].shape) for k, a in splits.items()}
     result = {"data": cfg.data.source, "n_windows": {k: len(a["target"]) for k, a in splits.items()},
               "features": int(feats["train"].shape[1]), "null": "NLB (per-neuron mean of the evaluated spikes)",
               "prior_alone": {k: scores(*t[k]) for k in ("train", "valid", "test")}, "glm": []}
-    for rank in (2, 4, 8):
-        for ridge in (1e-3, 1e-2, 1e-1, 1.0):
-            w = fit_glm(*t["train"][:3], rank, ridge)
+    ranks, ridges = ([float(x) for x in part.split(",")] for part in args.grid.split(":"))
+    result["train_windows"] = f"{args.dense_epochs} epochs of random windows" if args.dense_epochs else "go cue"
+    for rank in map(int, ranks):
+        for ridge in ridges:
+            w = fit_glm(*t["train"][:3], rank, ridge, iters=400 if args.dense_epochs else 600)
             row = {"rank": rank, "ridge": ridge, **{k: scores(*t[k], w) for k in ("valid", "test")}}
             result["glm"].append(row)
             print(json.dumps(row), flush=True)
