@@ -328,3 +328,12 @@ def test_reduce_nll_gradient_ignores_padding():
     reduce_nll(nll, mask).backward()
     assert (params.grad[0, :, 1] == 0).all()
     assert (params.grad[mask[:, None, :].expand(2, 3, 4)] != 0).all()
+
+
+def test_likelihoods_say_what_the_model_builder_needs():
+    from neurohorizon.losses import build_likelihood
+
+    assert [build_likelihood(n).log_rate_first for n in ("poisson", "negbin", "zip", "categorical")] == [
+        True, True, True, False]
+    assert build_likelihood("negbin", dispersion="per_neuron").unit_only_params == 1
+    assert build_likelihood("negbin").unit_only_params == 0 == build_likelihood("poisson").unit_only_params

@@ -40,6 +40,8 @@ class Likelihood(nn.Module, ABC):
 
     name: str = "likelihood"
     n_params: int = 1
+    log_rate_first: bool = False  # params[..., 0] is a log-rate (a rate prior or bias can start it)
+    unit_only_params: int = 0  # trailing params the model makes per unit only, broadcast over bins
 
     def _check(self, params: torch.Tensor, counts: torch.Tensor | None = None) -> None:
         if params.dim() == 0 or params.shape[-1] != self.n_params:
@@ -83,6 +85,7 @@ class Poisson(Likelihood):
     """Poisson with log-rate parameter r (P=1), r clamped to [-10, 10]: nll = exp(r) - k r."""
 
     name = "poisson"
+    log_rate_first = True
     n_params = 1
 
     def nll(self, params, counts, *, full=False):
@@ -114,6 +117,7 @@ class NegativeBinomial(Likelihood):
 
     name = "negbin"
     n_params = 2
+    log_rate_first = True
 
     def __init__(self, *, dispersion: str = "predicted"):
         super().__init__()
@@ -122,6 +126,7 @@ class NegativeBinomial(Likelihood):
                 f"negbin dispersion must be 'predicted' or 'per_neuron', got {dispersion!r}"
             )
         self.dispersion = dispersion
+        self.unit_only_params = 1 if dispersion == "per_neuron" else 0  # log theta per neuron
 
     def _split(self, params):
         self._check(params)
@@ -170,6 +175,7 @@ class ZeroInflatedPoisson(Likelihood):
     """
 
     name = "zip"
+    log_rate_first = True
     n_params = 2
 
     def _split(self, params):

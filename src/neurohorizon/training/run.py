@@ -18,8 +18,6 @@ from neurohorizon.training import distributed as dist_utils
 from neurohorizon.training.checkpoint import load_checkpoint
 from neurohorizon.training.trainer import Trainer
 
-LOG_RATE_LIKELIHOODS = ("poisson", "negbin", "zip")  # first param is a log-rate
-
 
 def _unit_targets(dataset, max_windows: int):
     """(units (N,), target counts (T, N) float64) of the first `max_windows` windows."""
@@ -62,9 +60,8 @@ def pick_device(name: str) -> torch.device:
 
 def build_model(cfg: RunConfig, vocab_tokens: list[str], likelihood):
     """The model from the config's preset, decoder and overrides (plain kwargs, no config object)."""
-    unit_only = 1 if cfg.loss.options.get("dispersion") == "per_neuron" else 0
     return from_config(
-        cfg.model.preset, vocab_tokens, n_params=likelihood.n_params, unit_only_params=unit_only,
+        cfg.model.preset, vocab_tokens, n_params=likelihood.n_params, unit_only_params=likelihood.unit_only_params,
         decoder=cfg.model.decoder, bin_size=cfg.data.bin_size_ms / 1000, event_names=cfg.data.events,
         rate_prior=cfg.data.rate_prior != "none", **cfg.model.overrides,
     )
@@ -82,9 +79,9 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
         vocab = UnitVocab.from_dict({"tokens": state["vocab"]})  # unit i keeps unit i's weights
     window_spec(cfg.data)  # a horizon that is not whole bins fails before anything is written
     check_model_overrides(cfg.model.overrides)
-    build_likelihood(cfg.loss.likelihood, **cfg.loss.options)  # an unknown name is said before what needs it
-    if check_rate_prior(cfg.data) and cfg.loss.likelihood not in LOG_RATE_LIKELIHOODS:
-        raise ValueError(f"data.rate_prior needs a log-rate likelihood {LOG_RATE_LIKELIHOODS}, "
+    likelihood = build_likelihood(cfg.loss.likelihood, **cfg.loss.options)  # an unknown name is said first
+    if check_rate_prior(cfg.data) and not likelihood.log_rate_first:
+        raise ValueError(f"data.rate_prior needs a log-rate likelihood (poisson, negbin, zip), "
                          f"not {cfg.loss.likelihood!r}")
     device = pick_device(cfg.train.device)
     dist_utils.init_from_env(device.type)
@@ -94,14 +91,13 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
         _check_same_units(recordings, vocab, Path(resume) / "last.pt")
     data = prepare_data(cfg.data, recordings=recordings, splits=splits, vocab=vocab)
     cfg.data.events = list(data.events)  # "EVENT@condition" expanded: saved, and what the model gets
-    likelihood = build_likelihood(cfg.loss.likelihood, **cfg.loss.options)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, data.vocab.tokens, likelihood).to(device)
     if resume is not None:
         trainer = Trainer(model=model, likelihood=likelihood, data=data, cfg=cfg, run_dir=Path(resume), device=device)
         trainer.resume(Path(resume) / "last.pt")
     else:
-        if cfg.loss.likelihood in LOG_RATE_LIKELIHOODS and data.prior is None:
+        if likelihood.log_rate_first and data.prior is None:
             model.init_unit_bias(log_mean_counts(data.train, len(data.vocab)))
         elif cfg.loss.likelihood == "categorical":  # start at each unit's count histogram, not uniform
             freqs = log_class_frequencies(data.train, len(data.vocab), likelihood.n_params)

@@ -140,7 +140,7 @@ class NeuralBaseline(Baseline):
 
     def _init_bias(self, mean_rate: MeanRate) -> None:
         """Start the log-rate parameter at each unit's log mean rate (faster, stabler start)."""
-        if self.likelihood.name not in ("poisson", "negbin", "zip"):
+        if not self.likelihood.log_rate_first:
             return
         rate = (mean_rate.total / mean_rate.bins.clamp(min=1)).clamp(min=1e-3)
         with torch.no_grad():
