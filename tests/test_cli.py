@@ -122,8 +122,9 @@ def test_forecast_api_and_command(trained, tmp_path):
     np.testing.assert_array_equal(fc.samples, again.samples)  # seeded
     beyond = forecast(trained, rec, n_samples=2)  # default onset: the end of the recording
     assert np.isnan(beyond.actual).all()
-    for bad in (float("nan"), 0.1, rec.domain[1] + 1):
-        with pytest.raises(ValueError, match="needs 500 ms of context inside the recording"):
+    for bad, why in ((float("nan"), "not a number"), (0.1, "the earliest onset is"),
+                     (rec.domain[1] + 1, "past the recording's end")):
+        with pytest.raises(ValueError, match=f"needs 500 ms of context inside the recording .*{why}"):
             forecast(trained, rec, start=bad)
     h5 = tmp_path / "rec.h5"
     rec.save(h5)

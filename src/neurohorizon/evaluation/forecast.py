@@ -53,9 +53,11 @@ def forecast(run: str | Path | LoadedRun, recording: Recording, *, start: float 
     d0, d1 = recording.domain
     start = d1 if start is None else float(start)
     if not (start - spec.context_s >= d0 - 1e-9 and start <= d1 + 1e-9):  # NaN fails too
+        why = ("it is past the recording's end" if start > d1 else f"the earliest onset is {d0 + spec.context_s:.3f} s"
+               if start - spec.context_s < d0 else "it is not a number")
         raise ValueError(
             f"{recording.source}: forecast onset {start:.3f} s needs {spec.context_s * 1000:g} ms of "
-            f"context inside the recording [{d0:.3f}, {d1:.3f}] s"
+            f"context inside the recording [{d0:.3f}, {d1:.3f}] s ({why}; the latest onset is {d1:.3f} s)"
         )
     spans = _recorded_spans(recording)
     if not _inside_one_span(spans, start - spec.context_s, start):
