@@ -40,12 +40,6 @@ class PreparedData:
     prior: ConditionPrior | None = None  # data.rate_prior=psth
 
 
-def resolve_mode(recordings: list[Recording], mode: str) -> str:
-    if mode != "auto":
-        return mode
-    return "trials" if all(r.trials is not None and len(r.trials.start) for r in recordings) else "continuous"
-
-
 def window_spec(cfg: DataConfig, horizon_ms: float | None = None) -> WindowSpec:
     return WindowSpec.from_ms(
         context_ms=cfg.context_ms, horizon_ms=horizon_ms or cfg.horizon_ms, bin_size_ms=cfg.bin_size_ms
@@ -67,12 +61,12 @@ def prepare_data(
     if not any(len(r.spike_times) for r in recordings):
         raise ValueError(f"{cfg.source}: no unit has a single spike; there is nothing to forecast")
     spec = window_spec(cfg)
-    mode = resolve_mode(recordings, cfg.mode)
-    if splits is None:
+    if splits is None:  # make_splits resolves mode "auto" (held-out sessions need no trials)
         splits = make_splits(
             recordings, spec, seed=cfg.split_seed, fractions=tuple(cfg.fractions),
-            holdout_sessions=tuple(cfg.holdout_sessions), mode=mode,
+            holdout_sessions=tuple(cfg.holdout_sessions), mode=cfg.mode,
         )
+    mode = splits.mode
     vocab = vocab or UnitVocab.from_recordings(recordings)
     offset = cfg.align_offset_ms / 1000
     events = resolve_events(cfg.events, recordings)
