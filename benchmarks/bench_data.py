@@ -23,7 +23,7 @@ import torch
 
 from neurohorizon.data.binning import bin_recording
 from neurohorizon.data.recording import Recording
-from neurohorizon.data.windows import ForecastDataset, UnitVocab, WindowSpec, make_loader
+from neurohorizon.data.windows import ForecastDataset, UnitVocab, WindowSpec, collate
 
 
 def synthetic(n_units: int, duration: float, seed: int = 0) -> Recording:
@@ -84,19 +84,13 @@ def bench_binning() -> dict:
 def bench_loader(n_windows: int = 8192) -> dict:
     rec = synthetic(100, 600.0, seed=1)
     spec = WindowSpec(0.02, 25, 50)
-    ds = ForecastDataset(
-        [rec],
-        None,
-        spec,
-        UnitVocab.from_recordings([rec]),
-        random_windows_per_epoch=n_windows,
-        intervals=[(0, 0.0, 600.0)],
-    )
-    loader = make_loader(ds, batch_size=32, shuffle=True, seed=0)
+    ds = ForecastDataset([rec], spec=spec, vocab=UnitVocab.from_recordings([rec]),
+                         random_windows_per_epoch=n_windows, intervals=[(0, 0.0, 600.0)])
 
-    def epoch():
-        ds.set_epoch(0)
-        return sum(len(b["start"]) for b in loader)
+    def epoch():  # as the trainer does it: redraw the windows, shuffle, collate batches of 32
+        ds.resample(0)
+        order = np.random.default_rng(0).permutation(len(ds))
+        return sum(len(collate([ds[int(i)] for i in order[lo:lo + 32]])["start"]) for lo in range(0, len(ds), 32))
 
     seconds, n = best_of(epoch)
     return {

@@ -103,7 +103,7 @@ def test_dataset_items_carry_the_priors_expected_counts():
     prior, units = fit(rec)
     spec = WindowSpec(bin_size=BIN, context_bins=10, horizon_bins=20)
     onsets = [float(rec.trials.events["go"][8]), 1.5]  # at a trial's event; between trials
-    ds = ForecastDataset([rec], [Window(0, t) for t in onsets], spec, UnitVocab.from_recordings([rec]), prior=prior)
+    ds = ForecastDataset([rec], windows=[Window(0, t) for t in onsets], spec=spec, vocab=UnitVocab.from_recordings([rec]), prior=prior)
     for i, t in enumerate(onsets):
         np.testing.assert_array_equal(ds[i]["prior_counts"], prior.expected(rec, units, t + np.arange(20) * BIN))
     assert collate([ds[0], ds[1]])["prior_counts"].shape == (2, 20, 2)

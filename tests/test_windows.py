@@ -131,7 +131,7 @@ def test_dataset_item_matches_independent_binning():
     recs = [make_rec("a", 4, seed=1), make_rec("b", 6, seed=2)]
     vocab = UnitVocab.from_recordings(recs)
     windows = [Window(0, 3.21357, -1), Window(1, 10.0, 2)]
-    ds = ForecastDataset(recs, windows, SPEC, vocab)
+    ds = ForecastDataset(recs, windows=windows, spec=SPEC, vocab=vocab)
     for w in windows:
         it = ds[windows.index(w)]
         rec = recs[w.rec]
@@ -156,7 +156,7 @@ def test_true_expected_integrates_the_fine_rate():
     rates = np.stack([5 + 4 * np.sin(2 * np.pi * (k + 1) * t) for k in range(n)], 1) + 1.0
     rec = make_rec("a", n, duration=dur, true_rate=(rates, fs, 0.0))
     ds = ForecastDataset(
-        [rec], [Window(0, 5.0), Window(0, 7.3456)], SPEC, UnitVocab.from_recordings([rec])
+        [rec], windows=[Window(0, 5.0), Window(0, 7.3456)], spec=SPEC, vocab=UnitVocab.from_recordings([rec])
     )
     it = ds[0]
     # independent: explicit sum of rate * dt over the 4 fine samples of each 20 ms bin
@@ -171,7 +171,7 @@ def test_true_expected_integrates_the_fine_rate():
 def test_collate_pads_units_and_spikes():
     recs = [make_rec("a", 3, seed=1), make_rec("b", 7, seed=2)]
     vocab = UnitVocab.from_recordings(recs)
-    ds = ForecastDataset(recs, [Window(0, 2.0), Window(1, 5.0, 1)], SPEC, vocab)
+    ds = ForecastDataset(recs, windows=[Window(0, 2.0), Window(1, 5.0, 1)], spec=SPEC, vocab=vocab)
     items = [ds[0], ds[1]]
     b = collate(items)
     S = max(len(it["spike_times"]) for it in items)
@@ -191,7 +191,7 @@ def test_random_windows_resampled_each_epoch():
     rec = make_rec("a", 5, duration=30.0)
     vocab = UnitVocab.from_recordings([rec])
     ds = ForecastDataset(
-        [rec], None, SPEC, vocab, random_windows_per_epoch=64, intervals=[(0, 0.0, 30.0)], seed=7
+        [rec], windows=None, spec=SPEC, vocab=vocab, random_windows_per_epoch=64, intervals=[(0, 0.0, 30.0)], seed=7
     )
     first = list(ds.windows)
     ds.resample(1)
@@ -210,8 +210,8 @@ def test_anchored_training_windows_mix_jittered_anchors_into_each_epoch():
     vocab = UnitVocab.from_recordings([rec])
     anchors = [Window(0, t, c) for t, c in ((0.52, 0), (5.0, 1), (12.34, 2), (28.9, 0))]
     common = dict(random_windows_per_epoch=200, intervals=[(0, 0.0, 30.0)], seed=3, grid=0.005)
-    plain = ForecastDataset([rec], None, SPEC, vocab, **common)
-    ds = ForecastDataset([rec], None, SPEC, vocab, anchors=anchors, anchor_fraction=0.25,
+    plain = ForecastDataset([rec], windows=None, spec=SPEC, vocab=vocab, **common)
+    ds = ForecastDataset([rec], windows=None, spec=SPEC, vocab=vocab, anchors=anchors, anchor_fraction=0.25,
                          anchor_jitter_s=0.05, **common)
     assert ds.windows[:150] == random_windows([(0, 0.0, 30.0)], SPEC, 150, np.random.default_rng(3), grid=0.005)
     tail = ds.windows[150:]
@@ -232,9 +232,9 @@ def test_anchored_training_windows_mix_jittered_anchors_into_each_epoch():
     assert ds.windows == again and again != tail
     assert plain.windows != ds.windows
     with pytest.raises(ValueError, match="anchor_fraction must be in"):
-        ForecastDataset([rec], None, SPEC, vocab, anchors=anchors, anchor_fraction=1.5, **common)
+        ForecastDataset([rec], windows=None, spec=SPEC, vocab=vocab, anchors=anchors, anchor_fraction=1.5, **common)
     with pytest.raises(ValueError, match="needs anchor windows"):
-        ForecastDataset([rec], None, SPEC, vocab, anchor_fraction=0.5, **common)
+        ForecastDataset([rec], windows=None, spec=SPEC, vocab=vocab, anchor_fraction=0.5, **common)
 
 def test_oracle_matches_synthetic_generator_on_split_windows():
     synthetic = pytest.importorskip("neurohorizon.data.synthetic")
@@ -245,7 +245,7 @@ def test_oracle_matches_synthetic_generator_on_split_windows():
     vocab = UnitVocab.from_recordings([rec])
     for split in ("train", "test"):  # random onsets (drawn on the 5 ms grid) and tiled ones
         windows = windows_for_split([rec], splits, split, SPEC, seed=2, n_random=20)
-        ds = ForecastDataset([rec], windows, SPEC, vocab)
+        ds = ForecastDataset([rec], windows=windows, spec=SPEC, vocab=vocab)
         for i in range(0, len(ds), max(1, len(ds) // 5)):
             it, w = ds[i], windows[i]
             ref = synthetic.expected_counts(rec, start=w.onset, n_steps=50)
@@ -262,7 +262,7 @@ def test_condition_typed_events_tell_which_condition_was_cued():
     events = resolve_events(["target_on", "go_cue@condition"], [rec])
     assert events == ["target_on", "go_cue@condition=left", "go_cue@condition=right"]
     assert resolve_events(events, [rec]) == events  # already expanded: unchanged (resume, load)
-    ds = ForecastDataset([rec], [Window(0, t) for t in (1.7, 4.7, 9.7)], SPEC, UnitVocab.from_recordings([rec]),
+    ds = ForecastDataset([rec], windows=[Window(0, t) for t in (1.7, 4.7, 9.7)], spec=SPEC, vocab=UnitVocab.from_recordings([rec]),
                          events=events[1:])
     assert [list(ds[i]["event_types"]) for i in range(3)] == [[1], [2], [1]]
     with pytest.raises(ValueError, match="no recording has trial condition labels"):
@@ -270,7 +270,7 @@ def test_condition_typed_events_tell_which_condition_was_cued():
             start=trials.start, end=trials.end, events=trials.events))])
     with pytest.raises(ValueError, match="needs trial condition labels; this data has none"):
         ForecastDataset([make_rec(trials=Trials(start=trials.start, end=trials.end, events=trials.events))],
-                        [Window(0, 1.7)], SPEC, UnitVocab.from_recordings([rec]), events=events[1:])
+                        windows=[Window(0, 1.7)], spec=SPEC, vocab=UnitVocab.from_recordings([rec]), events=events[1:])
 
 
 def test_events_in_context_are_returned_with_their_types():
@@ -283,7 +283,7 @@ def test_events_in_context_are_returned_with_their_types():
     rec = make_rec(trials=trials)
     vocab = UnitVocab.from_recordings([rec])
     # onset 1.7 (the go cue itself counts as happened); context [1.2, 1.7] holds both events
-    ds = ForecastDataset([rec], [Window(0, 1.7), Window(0, 4.7), Window(0, 10.0)], SPEC, vocab,
+    ds = ForecastDataset([rec], windows=[Window(0, 1.7), Window(0, 4.7), Window(0, 10.0)], spec=SPEC, vocab=vocab,
                          events=["target_on", "go_cue"])
     it = ds[0]
     assert it["event_times"] == pytest.approx([-0.5, 0.0], abs=1e-6)
@@ -295,8 +295,8 @@ def test_events_in_context_are_returned_with_their_types():
     assert b["event_types"].tolist() == [[1, 2], [1, 0], [0, 0]]
     assert b["event_times"][1, 1] == 0.0
     # without events configured, batches still carry an all-padding column
-    assert collate([ForecastDataset([rec], [Window(0, 1.7)], SPEC, vocab)[0]])["event_types"].tolist() == [[0]]
+    assert collate([ForecastDataset([rec], windows=[Window(0, 1.7)], spec=SPEC, vocab=vocab)[0]])["event_types"].tolist() == [[0]]
     with pytest.raises(ValueError, match=r"no trial event\(s\) \['move'\].*available: \['go_cue', 'target_on'\]"):
-        ForecastDataset([rec], [Window(0, 1.7)], SPEC, vocab, events=["move"])
+        ForecastDataset([rec], windows=[Window(0, 1.7)], spec=SPEC, vocab=vocab, events=["move"])
     with pytest.raises(ValueError, match="no trial event"):
-        ForecastDataset([make_rec()], [Window(0, 1.7)], SPEC, vocab, events=["go_cue"])
+        ForecastDataset([make_rec()], windows=[Window(0, 1.7)], spec=SPEC, vocab=vocab, events=["go_cue"])

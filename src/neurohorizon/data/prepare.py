@@ -76,7 +76,7 @@ def prepare_data(
         windows = windows_for_split(recordings, splits, split, spec, seed=cfg.split_seed,
                                     event=cfg.align_event, offset_s=offset,
                                     mode="auto" if split != "train" else "trial")
-        return ForecastDataset(recordings, windows, spec, vocab, events=events, prior=prior)
+        return ForecastDataset(recordings, windows=windows, spec=spec, vocab=vocab, events=events, prior=prior)
 
     intervals = splits.all_intervals("train")
     if not intervals:
@@ -86,7 +86,7 @@ def prepare_data(
         if cfg.train_anchor_fraction > 0 and aligned is None:
             raise ValueError("data.train_anchor_fraction > 0 needs data.align_event, the trial event to anchor to")
         train_prior = prior.leave_one_out() if prior is not None and cfg.rate_prior_leave_one_out else prior
-        train = ForecastDataset(recordings, [], spec, vocab, random_windows_per_epoch=cfg.train_windows_per_epoch,
+        train = ForecastDataset(recordings, windows=[], spec=spec, vocab=vocab, random_windows_per_epoch=cfg.train_windows_per_epoch,
                                 intervals=intervals, seed=cfg.split_seed, events=events, prior=train_prior,
                                 anchors=_anchors(aligned, splits, spec, cfg), anchor_fraction=cfg.train_anchor_fraction,
                                 anchor_jitter_s=cfg.train_anchor_jitter_ms / 1000)

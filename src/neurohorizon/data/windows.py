@@ -353,9 +353,9 @@ class ForecastDataset(Dataset):
 
     Args:
         recordings: list of Recording.
-        windows: list of Window (ignored and drawn when `random_windows_per_epoch` is set).
-        spec: WindowSpec.
+        spec: WindowSpec: context and horizon bins.
         vocab: UnitVocab covering every unit of `recordings`.
+        windows: list of Window (None, and drawn, when `random_windows_per_epoch` is set).
         random_windows_per_epoch: if set, draw this many random windows from `intervals`
             and redraw on `resample(seed)` (the trainer calls it each epoch) so each epoch sees fresh windows.
         intervals: (rec, start, end) allowed spans for random windows.
@@ -374,10 +374,10 @@ class ForecastDataset(Dataset):
     def __init__(
         self,
         recordings,
-        windows,
+        *,
         spec: WindowSpec,
         vocab: UnitVocab,
-        *,
+        windows=None,
         random_windows_per_epoch: int | None = None,
         intervals=None,
         seed: int = 0,

@@ -233,7 +233,7 @@ def _eval_data(run: LoadedRun, data: str | None, unknown_units: str):
         raise ValueError(f"{data}: no window to evaluate (the run's own sessions have no test windows)")
     split = ("test split of the run's sessions" if len(seen) == len(recordings) else
              "all windows" if not seen else "test split of the run's sessions, all windows of the others")
-    test = ForecastDataset(recordings, windows, prepared.spec, run.vocab, events=run.cfg.data.events,
+    test = ForecastDataset(recordings, windows=windows, spec=prepared.spec, vocab=run.vocab, events=run.cfg.data.events,
                            prior=prepared.prior)
     return prepared, test, split
 

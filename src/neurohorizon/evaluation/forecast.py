@@ -66,7 +66,7 @@ def forecast(run: str | Path | LoadedRun, recording: Recording, *, start: float 
                          "choose an onset whose context lies inside one of them")
     beyond = start + spec.horizon_s > d1 + 1e-9
     source = keep_units(recording, np.ones(recording.n_units, bool), drop_truth=True) if beyond else recording
-    item = ForecastDataset([source], [Window(0, start)], spec, run.vocab, events=run.cfg.data.events,
+    item = ForecastDataset([source], windows=[Window(0, start)], spec=spec, vocab=run.vocab, events=run.cfg.data.events,
                             prior=run.prior)[0]
     batch = {k: v.to(run.device) if torch.is_tensor(v) else v for k, v in collate([item]).items()}
     generator = torch.Generator(device=run.device).manual_seed(seed)
