@@ -271,23 +271,24 @@ class NeuroHorizon(nn.Module):
         missing = [k for k in BATCH_KEYS if k not in batch]
         if missing:
             raise KeyError(f"NeuroHorizon batch is missing keys {missing}")
-        n_vocab = len(self.unit_emb.vocab)
-        for key in ("units", "spike_units"):
-            idx = batch[key]
-            if idx.numel() and (int(idx.max()) >= n_vocab or int(idx.min()) < 0):
-                raise ValueError(
-                    f"batch[{key!r}] has indices outside the model vocabulary [0, {n_vocab})"
-                )
         if self.event_names and "event_types" not in batch:
             raise KeyError(f"this model is conditioned on events {list(self.event_names)}: "
                            "the batch needs event_times and event_types")
-        types = batch.get("event_types")
-        if self.event_names and types.numel() and int(types.max()) > len(self.event_names):
-            raise ValueError(f"batch['event_types'] exceeds the model's {len(self.event_names)} event types")
         if self.rate_prior and "prior_counts" not in batch:
             raise KeyError("this model forecasts around a rate prior: the batch needs prior_counts (B, T, N)")
-        if not bool(batch["unit_mask"].any(dim=1).all()):
-            raise ValueError("every batch row needs at least one real unit (unit_mask)")
+        n_vocab = len(self.unit_emb.vocab)
+        checks = {  # message -> bad?, fetched from the device in one transfer (one GPU sync, not six)
+            f"batch[{key!r}] has indices outside the model vocabulary [0, {n_vocab})":
+                ((batch[key] >= n_vocab) | (batch[key] < 0)).any()
+            for key in ("units", "spike_units")}
+        if self.event_names:
+            checks[f"batch['event_types'] exceeds the model's {len(self.event_names)} event types"] = (
+                batch["event_types"] > len(self.event_names)).any()
+        checks["every batch row needs at least one real unit (unit_mask)"] = ~batch["unit_mask"].any(dim=1).all()
+        bad = torch.stack(list(checks.values())).tolist()
+        for message, failed in zip(checks, bad):
+            if failed:
+                raise ValueError(message)
 
     def _prepare(self, batch: dict) -> dict:
         """Everything the decoder needs that does not depend on the future bins."""
