@@ -329,3 +329,17 @@ def test_compiled_rollout_matches_eager():
                       generator=torch.Generator().manual_seed(5)) for c in (False, True)]
     torch.testing.assert_close(runs[1]["params"], runs[0]["params"], atol=1e-5, rtol=1e-5)
     assert torch.equal(runs[1]["counts"], runs[0]["counts"])
+
+
+def test_bad_batches_are_clear_errors():
+    m, b = model(), make_batch()
+    n_vocab = len(m.unit_emb.vocab)
+    for key, value in (("units", n_vocab), ("spike_units", -1)):
+        bad = {**b, key: b[key].clone()}
+        bad[key][0, 0] = value
+        with pytest.raises(ValueError, match=rf"batch\['{key}'\] has indices outside the model vocabulary"):
+            m(bad, b["target_counts"])
+    empty_row = {**b, "unit_mask": b["unit_mask"].clone()}
+    empty_row["unit_mask"][1] = False
+    with pytest.raises(ValueError, match="every batch row needs at least one real unit"):
+        m(empty_row, b["target_counts"])
