@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from neurohorizon.data.binning import bin_recording
+from neurohorizon.data.dataset import ForecastDataset, collate
 from neurohorizon.data.recording import Recording
-from neurohorizon.data.windows import ForecastDataset, UnitVocab, WindowSpec, collate
+from neurohorizon.data.windows import UnitVocab, WindowSpec
 
 
 def synthetic(n_units: int, duration: float, seed: int = 0) -> Recording:

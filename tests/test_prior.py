@@ -97,7 +97,8 @@ def test_the_model_adds_the_log_prior_to_the_log_rate_and_caches_it_exactly():
 
 
 def test_dataset_items_carry_the_priors_expected_counts():
-    from neurohorizon.data.windows import ForecastDataset, Window, WindowSpec, collate
+    from neurohorizon.data.dataset import ForecastDataset, collate
+    from neurohorizon.data.windows import Window, WindowSpec
 
     rec = trials_recording()
     prior, units = fit(rec)

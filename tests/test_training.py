@@ -140,8 +140,8 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, reach, monkey
 
 
 def test_scheduled_sampling_feeds_back_model_predictions(tmp_path, reach):
+    from neurohorizon.data.dataset import collate
     from neurohorizon.data.prepare import prepare_data
-    from neurohorizon.data.windows import collate
     from neurohorizon.losses import build_likelihood
     from neurohorizon.model.feedback import feedback_counts
     from neurohorizon.training.run import build_model

@@ -4,15 +4,13 @@ import pytest
 import torch
 
 from neurohorizon.data.binning import BinningError
+from neurohorizon.data.dataset import ForecastDataset, collate, resolve_events
 from neurohorizon.data.recording import Recording, Trials
 from neurohorizon.data.windows import (
-    ForecastDataset,
     UnitVocab,
     Window,
     WindowSpec,
-    collate,
     random_windows,
-    resolve_events,
     sequential_windows,
     trial_windows,
 )

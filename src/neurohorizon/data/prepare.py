@@ -13,6 +13,7 @@ import numpy as np
 
 from neurohorizon.config import DataConfig
 from neurohorizon.data.binning import BinningError
+from neurohorizon.data.dataset import ForecastDataset, resolve_events
 from neurohorizon.data.prior import ConditionPrior
 from neurohorizon.data.recording import Recording
 from neurohorizon.data.splits import (
@@ -22,7 +23,7 @@ from neurohorizon.data.splits import (
     outside_other_splits,
     windows_for_split,
 )
-from neurohorizon.data.windows import ForecastDataset, UnitVocab, WindowSpec, resolve_events
+from neurohorizon.data.windows import UnitVocab, WindowSpec
 
 
 @dataclass

@@ -220,8 +220,8 @@ def _eval_data(run: LoadedRun, data: str | None, unknown_units: str):
     prepared = prepare_data(run.cfg.data, splits=run.splits, vocab=run.vocab)
     if data is None:
         return prepared, prepared.test, "test"
+    from neurohorizon.data.dataset import ForecastDataset
     from neurohorizon.data.sources import load_data
-    from neurohorizon.data.windows import ForecastDataset
 
     recordings = match_units(load_data(data), run.vocab, unknown_units)
     windows, seen = [], []

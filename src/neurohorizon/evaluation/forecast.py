@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from neurohorizon.data.dataset import ForecastDataset, collate
 from neurohorizon.data.recording import Recording
-from neurohorizon.data.windows import ForecastDataset, Window, collate
+from neurohorizon.data.windows import Window
 from neurohorizon.evaluation.loading import LoadedRun, keep_units, load_run, match_units
 
 

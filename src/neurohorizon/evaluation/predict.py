@@ -12,7 +12,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from neurohorizon.data.windows import collate
+from neurohorizon.data.dataset import collate
 from neurohorizon.evaluation.metrics import bits_per_spike
 from neurohorizon.losses import masked_nll_sum
 

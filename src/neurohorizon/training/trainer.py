@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from neurohorizon.config import RunConfig, SamplingConfig, to_dict
-from neurohorizon.data.windows import collate
+from neurohorizon.data.dataset import collate
 from neurohorizon.evaluation.predict import pooled_bps, predict_dataset
 from neurohorizon.losses import masked_nll_sum
 from neurohorizon.model.feedback import feedback_counts

@@ -2,7 +2,7 @@
 
 A "dataset" here is any of: one collated batch (dict of tensors), a list of such batches,
 or a map-style dataset of window items (e.g. `ForecastDataset`) batched with
-`neurohorizon.data.windows.collate`.
+`neurohorizon.data.dataset.collate`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def iter_batches(data, batch_size: int = 64, *, shuffle: bool = False, rng=None)
         )
     if len(data) == 0:
         raise ValueError(f"baselines: empty dataset {type(data).__name__}")
-    from neurohorizon.data.windows import collate
+    from neurohorizon.data.dataset import collate
 
     order = rng.permutation(len(data)) if shuffle else np.arange(len(data))
     for lo in range(0, len(order), batch_size):
