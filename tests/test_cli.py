@@ -281,3 +281,40 @@ def test_held_out_sessions_are_reported_alone_and_by_name(tmp_path, capsys):
     from neurohorizon.cli import results_table
 
     assert "the 1 held-out session(s) alone, never trained on:" in results_table(metrics)
+
+
+def test_evaluate_edge_cases_from_the_second_review(tmp_path):
+    """--data drops the same cross-split windows as the default evaluation; a baseline that cannot
+    forecast a held-out session is left out, not fatal; a held-out session without trials is
+    scored on tiled windows; a run shorter than 12 bins is scored at its own horizon."""
+    from neurohorizon.data.io import save_recording
+    from neurohorizon.evaluation.evaluate import evaluate_run
+
+    folder = tmp_path / "sessions"
+    folder.mkdir()
+    reach = generate("reach", **SMALL)
+    lorenz = generate("lorenz", n_neurons=12, duration=40.0, seed=3)
+    for rec in (reach, lorenz):
+        save_recording(rec, folder / f"{rec.session_id}.h5")
+    common = ["model.preset=tiny", "train.max_steps=2", "train.eval_every=2", "train.batch_size=8",
+              "data.train_windows_per_epoch=16", "data.horizon_ms=200", "data.context_ms=200"]
+    assert main(["--runs-dir", str(tmp_path / "a"), "train", *common, f"data.source={folder / reach.session_id}.h5",
+                 "data.align_event=end", "data.horizon_ms=300"]) == 0  # 0.2-0.4 s gaps: some reach the next trial
+    run = next((tmp_path / "a").iterdir())
+    lines = []
+    with pytest.warns(UserWarning, match="dropped"):
+        out = evaluate_run(run, baselines=False, n_samples=2, log=lines.append)
+    n_default = int(lines[0].split(" on ")[1].split()[0])
+    with pytest.warns(UserWarning, match="dropped"):
+        assert _evaluated(run, folder / f"{reach.session_id}.h5")[0] == n_default
+    assert main(["--runs-dir", str(tmp_path / "b"), "train", *common, f"data.source={folder}", "data.align_event=go_cue",
+                 f"data.holdout_sessions=[{lorenz.session_id}]"]) == 0
+    run = next((tmp_path / "b").iterdir())
+    lines = []
+    with pytest.warns(UserWarning, match="no trials to align 'test' windows"):
+        out = evaluate_run(run, baselines=["mean_rate", "persistence"], n_samples=2, log=lines.append)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert any("baseline mean_rate left out" in str(line) for line in lines)
+    assert set(metrics["results"]) == {"NeuroHorizon", "persistence"}
+    assert list(metrics["horizons"]) == ["10"]  # 200 ms: 10 bins, scored at its own horizon
+    assert np.isfinite(metrics["results"]["NeuroHorizon"]["10"]["held_out"]["rollout"]["fp_bps"])

@@ -403,3 +403,10 @@ def test_report_html_renders_bold_and_code_and_escapes_the_rest(tmp_path):
     html = html_path.read_text()
     assert "best is <strong>psth</strong> &lt;b&gt;, run <code>neurohorizon x</code>" in html and "**" not in html
     assert "**psth**" in md_path.read_text()
+
+
+def test_inline_markup_never_bolds_inside_code():
+    from neurohorizon.evaluation.report import _inline
+
+    assert _inline("`**x**` and **y**") == "<code>**x**</code> and <strong>y</strong>"
+    assert _inline("**a`b**c`") == "**a<code>b**c</code>"  # unbalanced: left as text, tags nest

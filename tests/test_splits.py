@@ -257,3 +257,14 @@ def test_jittered_training_anchors_stay_out_of_other_splits():
         i = int(np.argmin(abs(go - w.onset)))
         neighbours_train = all(split_of.get(j, "train") == "train" for j in (i - 1, i + 1))
         assert (w in jittered) == neighbours_train
+
+
+def test_when_every_anchor_is_dropped_the_error_says_so():
+    from neurohorizon.config import load_config
+    from neurohorizon.data.prepare import prepare_data
+
+    rec = trial_rec(per_condition=(10, 10, 10))
+    cfg = load_config(None, ["data.align_event=go_cue", "data.mode=trials", "data.train_anchor_fraction=0.5",
+                             "data.train_anchor_jitter_ms=100000"])
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="every training anchor.*lower data.train_anchor"):
+        prepare_data(cfg.data, recordings=[rec])

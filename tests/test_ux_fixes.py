@@ -310,3 +310,14 @@ def test_atomic_text_writes_keep_the_old_file_when_a_write_fails(tmp_path):
     with pytest.raises(UnicodeEncodeError):
         write_text_atomic(path, '{"new": "\ud800"}')  # fails while writing
     assert path.read_text() == '{"old": 1}' and sorted(p.name for p in tmp_path.iterdir()) == ["splits.json"]
+
+
+def test_a_run_stores_its_data_file_as_an_absolute_path(tmp_path, monkeypatch):
+    from neurohorizon.training.run import train_run
+
+    save_recording(generate("reach", n_neurons=8, trials_per_condition=3, seed=1), tmp_path / "rec.h5")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["model.preset=tiny", "train.max_steps=1", "train.eval_every=1", "train.batch_size=4",
+                             "data.train_windows_per_epoch=8", "data.source=rec.h5"])
+    run = train_run(cfg, runs_dir=tmp_path / "runs", quiet=True)
+    assert load_config(run / "config.yaml").data.source == str(tmp_path / "rec.h5")  # forecast works from anywhere

@@ -190,8 +190,8 @@ class ForecastDataset(Dataset):
             return []
         pick = rng.integers(0, len(self.anchors), n)
         shift = rng.uniform(-self.anchor_jitter_s, self.anchor_jitter_s, n)
-        if self.grid:
-            shift = np.round(shift / self.grid) * self.grid
+        if self.grid:  # toward zero: |shift| stays within the jitter that the anchors were checked with
+            shift = np.trunc(shift / self.grid) * self.grid
         out = []
         for i, dt in zip(pick, shift):
             w = self.anchors[i]

@@ -108,8 +108,13 @@ def _anchors(aligned: ForecastDataset | None, splits: Splits, spec, cfg: DataCon
     if aligned is None or cfg.train_anchor_fraction == 0:
         return []
     names = [r.source for r in aligned.recordings]
-    return outside_other_splits(aligned.windows, splits, "train", spec, names,
+    kept = outside_other_splits(aligned.windows, splits, "train", spec, names,
                                 margin_s=cfg.train_anchor_jitter_ms / 1000, what="jittered anchor windows")
+    if not kept:
+        raise ValueError(f"data.train_anchor_fraction={cfg.train_anchor_fraction:g}: every training anchor, jittered "
+                         f"by up to {cfg.train_anchor_jitter_ms:g} ms, reaches into another split's trials; lower "
+                         "data.train_anchor_jitter_ms")
+    return kept
 
 
 def _window_does_not_fit(err: ValueError) -> bool:

@@ -320,12 +320,19 @@ def windows_for_split(
     if mode == "trial":
         if event is None:
             raise ValueError("trial windows need an `event` (e.g. 'go_cue' or 'start')")
-        out = []
+        out, untrialed = [], []
         for i, rec in enumerate(recordings):
             idx = splits.trials(split, i)
             if len(idx):
                 out += trial_windows(rec, spec, event, offset_s, idx, rec_index=i)
+            elif split != "train" and (rec.trials is None or not len(rec.trials.start)) and splits.intervals(split, i):
+                untrialed.append(i)  # e.g. a held-out session without trials: scored on tiled windows
         out = outside_other_splits(out, splits, split, spec, names)
+        if untrialed:
+            warnings.warn(f"{', '.join(names[i] for i in untrialed)}: no trials to align {split!r} windows to "
+                          f"{event!r}; tiled windows over its {split!r} time are used instead", stacklevel=2)
+            out += sequential_windows([(i, a, b) for i in untrialed for a, b in splits.intervals(split, i)],
+                                      spec, names=names)
         if not out:
             raise ValueError(f"split {split!r} has no trials to anchor windows on")
         return out

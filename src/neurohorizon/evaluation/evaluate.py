@@ -188,8 +188,12 @@ def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, split, n_
     names = default_baselines(prepared.mode) if baselines is True else list(baselines or [])
     log_baseline_plan(names, baseline_budget_s, log)
     for name, forecaster in fit_baselines(names, prepared, time_budget_s=baseline_budget_s, log=log).items():
-        predictions[name] = predict_forecaster(forecaster, test)["groups"]
-    horizons = [h for h in horizons if h <= prepared.spec.horizon_bins]
+        try:
+            predictions[name] = predict_forecaster(forecaster, test)["groups"]
+        except (KeyError, ValueError) as err:  # e.g. units of a held-out session it never saw
+            log(f"  baseline {name} left out: it cannot forecast every evaluated window ({err})")
+    # a run forecasting fewer than 12 bins is scored at its own horizon
+    horizons = [h for h in horizons if h <= prepared.spec.horizon_bins] or [prepared.spec.horizon_bins]
     attach_causal_oracle(predictions, test.recordings, bin_size=prepared.spec.bin_size, log=log)
     # session indices of other data do not index the run's recordings: no training null there
     null_rates = train_null_rates(prepared.train) if data is None else {}
@@ -241,7 +245,8 @@ def _eval_data(run: LoadedRun, data: str | None, unknown_units: str):
 def _session_windows(run: LoadedRun, spec, rec, i: int, own: int | None) -> list:
     """Windows of recording `rec` (index i of the evaluated data): the run's test split when the
     run was trained on this session (its index `own` in the run's splits), else all of it."""
-    from neurohorizon.data.windows import sequential_windows, trial_windows
+    from neurohorizon.data.splits import outside_other_splits
+    from neurohorizon.data.windows import Window, sequential_windows, trial_windows
 
     event, offset = run.cfg.data.align_event, run.cfg.data.align_offset_ms / 1000
     if event is not None and rec.trials is not None:
@@ -249,6 +254,15 @@ def _session_windows(run: LoadedRun, spec, rec, i: int, own: int | None) -> list
         if trials is not None and len(trials) and trials.max() >= len(rec.trials.start):
             raise ValueError(f"{rec.source}: session {rec.session_id!r} has {len(rec.trials.start)} trials, but "
                              f"the run's test split of that session uses trial {trials.max()}: not the same data")
-        return trial_windows(rec, spec, event, offset, trials, rec_index=i) if trials is None or len(trials) else []
+        if trials is None:
+            return trial_windows(rec, spec, event, offset, rec_index=i)
+        if not len(trials):
+            return []
+        # as the run's own test split is cut (splits.windows_for_split): windows reaching into
+        # the run's training or validation trials are dropped
+        names = [rec.source] * len(run.splits.sessions)
+        kept = outside_other_splits(trial_windows(rec, spec, event, offset, trials, rec_index=own), run.splits,
+                                    "test", spec, names)
+        return [Window(i, w.onset, w.condition) for w in kept]
     spans = [tuple(rec.domain)] if own is None else run.splits.intervals("test", own)
     return sequential_windows([(i, a, b) for a, b in spans], spec, names=[rec.source]) if spans else []

@@ -230,9 +230,12 @@ def _html(title, summary, sections, anchors, figures, meta) -> str:
 
 
 def _inline(text: str) -> str:
-    """Escaped text with Markdown's **bold** and `code` as HTML (the .md twin keeps them as written)."""
-    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(str(text)))
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    """Escaped text with Markdown's `code` and, outside code, **bold** as HTML (the .md twin
+    keeps them as written)."""
+    parts = re.split(r"`([^`]+)`", str(text))  # even indices: prose; odd: code spans
+    return "".join(f"<code>{html.escape(part)}</code>" if i % 2 else
+                   re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(part))
+                   for i, part in enumerate(parts))
 
 
 def _html_table(t: Table) -> str:

@@ -78,6 +78,8 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
         splits = Splits.from_json(Path(resume) / "splits.json")
         vocab = UnitVocab.from_dict({"tokens": state["vocab"]})  # unit i keeps unit i's weights
     window_spec(cfg.data)  # a horizon that is not whole bins fails before anything is written
+    if resume is None and recordings is None and Path(cfg.data.source).exists():
+        cfg.data.source = str(Path(cfg.data.source).resolve())  # evaluate/forecast work from any folder
     check_model_overrides(cfg.model.overrides)
     likelihood = build_likelihood(cfg.loss.likelihood, **cfg.loss.options)  # an unknown name is said first
     if check_rate_prior(cfg.data) and not likelihood.log_rate_first:

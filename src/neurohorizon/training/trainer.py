@@ -163,8 +163,9 @@ class Trainer:
 
     def _collated(self, index_lists: list[list[int]]):
         """Batches of the given windows, built here or, with train.num_workers > 0, ahead of time by
-        worker processes (the same items, so runs and resumes stay exact; made per epoch, after the
-        windows are redrawn, so the workers see this epoch's windows)."""
+        worker processes (the same items: with one thread the same losses to the bit; with more, the
+        last float bit can differ. Made per epoch, after the windows are redrawn, so the workers see
+        this epoch's windows)."""
         workers = self.cfg.train.num_workers
         if workers == 0:
             return (collate([self.data.train[i] for i in idx]) for idx in index_lists)
