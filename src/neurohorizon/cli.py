@@ -79,26 +79,22 @@ def cmd_import(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from neurohorizon.training.run import train_run
-
-    run_dir = _train(args, train_run)
-    if _rank() == 0:  # torchrun: once, not once per rank
-        print(f"run folder: {run_dir}")
-
-
-def _train(args, train_run) -> Path:
     from neurohorizon.config import load_config
+    from neurohorizon.training.run import train_run
 
     if args.resume:
         given = [x for x in (args.config, *args.overrides) if x is not None]
         if given:  # a resumed run continues exactly as configured; a change would break that silently
             raise ValueError(f"--resume continues {args.resume} with its saved config.yaml; it takes no config "
                              f"or overrides (got {given}). Start a new run to change settings.")
-        return train_run(None, runs_dir=args.runs_dir, resume=Path(args.resume))
-    config, overrides = args.config, list(args.overrides)
-    if config is not None and "=" in config and not Path(config).exists():
-        config, overrides = None, [config, *overrides]  # no YAML file: only overrides
-    return train_run(load_config(config, overrides), runs_dir=args.runs_dir)
+        run_dir = train_run(None, runs_dir=args.runs_dir, resume=Path(args.resume))
+    else:
+        config, overrides = args.config, list(args.overrides)
+        if config is not None and "=" in config and not Path(config).exists():
+            config, overrides = None, [config, *overrides]  # no YAML file: only overrides
+        run_dir = train_run(load_config(config, overrides), runs_dir=args.runs_dir)
+    if _rank() == 0:  # torchrun: once, not once per rank
+        print(f"run folder: {run_dir}")
 
 
 def cmd_evaluate(args) -> None:
