@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch_brain.nn import InfiniteVocabEmbedding, RotaryCrossAttention, RotaryTimeEmbedding
 
-from neurohorizon.model.cuda_graph import GraphedStep, cached_graph, graph_key
 from neurohorizon.model.encoder import (
     FeedForward,
     SpikeEncoder,
@@ -34,32 +33,10 @@ from neurohorizon.model.encoder import (
     rotary_cis,
     rotate,
 )
-from neurohorizon.model.feedback import FEEDBACK_MODES, feedback_counts
+from neurohorizon.model.rollout import KVCache, rollout
 
 DECODERS = ("autoregressive", "parallel", "causal")
 BATCH_KEYS = ("spike_times", "spike_units", "spike_mask", "context_counts", "units", "unit_mask")
-
-
-class KVCache:
-    """Keys/values of past bins for one self-attention layer, in buffers of fixed length so a
-    decoding step has the same shapes at every bin (what lets ``torch.compile`` reuse one graph).
-
-    Args:
-        shape: (B, H, max_len, Dh) of the buffers. dtype, device: those of the keys (bf16
-            under autocast).
-    """
-
-    def __init__(self, shape: tuple, *, dtype: torch.dtype, device: torch.device):
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
-        self.slots = torch.arange(shape[2], device=device)
-
-    def append(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> tuple:
-        """Store k, v (B, H, 1, Dh) at bin ``pos`` (1,) -> all keys, values and the (1, 1, 1,
-        max_len) mask of bins <= pos; later slots hold stale or zero entries the mask hides."""
-        self.k.index_copy_(2, pos, k)
-        self.v.index_copy_(2, pos, v)
-        return self.k, self.v, (self.slots <= pos).view(1, 1, 1, -1)
 
 
 class CausalSelfAttention(nn.Module):
@@ -411,122 +388,14 @@ class NeuroHorizon(nn.Module):
             prev = torch.cat([last, future_inputs[:, :-1]], dim=1)
         return self._decode(prep, self._bins(0, T, _device(batch)), prev)
 
-    @torch.inference_mode()
-    def rollout(
-        self,
-        batch: dict,
-        likelihood,
-        *,
-        n_steps: int,
-        feedback: str = "mean",
-        n_samples: int = 1,
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-        compile: bool = False,
-        cuda_graph: bool = False,
-    ) -> dict:
-        """Free-running forecast of ``n_steps`` bins without ground-truth future.
-
-        The encoder runs once; the ``n_samples`` trajectories run batched. Each new bin's params
-        give ``likelihood.mean`` (feedback="mean") or ``likelihood.sample(.., generator)``
-        (feedback="sample"), which becomes the next input. Non-autoregressive decoders run one
-        pass; their "counts" are samples (feedback="sample") or means. Call ``model.eval()``
-        first unless dropout noise is wanted. ``use_cache=False`` recomputes every earlier bin
-        at each step (the reference the cache is tested against). ``compile=True`` runs the
-        cached step through ``torch.compile`` (one trace per batch shape, then lower latency
-        for closed-loop use). ``cuda_graph=True`` (CUDA, cached) replays the step as a CUDA
-        graph recorded once per batch shape and length (model/cuda_graph.py): on a GPU a
-        rollout is launch-bound, and the graph removes most of that cost.
-        Returns dict(params (S, B, T, N, P), counts (S, B, T, N) fed-back values,
-        mean (S, B, T, N) expected counts).
+    def rollout(self, batch: dict, likelihood, **options) -> dict:
+        """Free-running forecast without ground-truth future (``model/rollout.py``): the
+        encoder runs once, then each bin's prediction is fed back as the next bin's input.
+        Options: n_steps, feedback, n_samples, generator, use_cache, compile, cuda_graph.
+        Returns dict(params (S, B, T, N, P), counts (S, B, T, N), mean (S, B, T, N)).
         """
-        if feedback not in FEEDBACK_MODES:
-            raise ValueError(f"feedback must be one of {FEEDBACK_MODES}, got {feedback!r}")
-        if n_samples < 1 or n_steps < 1:
-            raise ValueError("n_samples and n_steps must be >= 1")
-        if likelihood.n_params != self.n_params:
-            raise ValueError(f"likelihood has {likelihood.n_params} params, model {self.n_params}")
-        S = n_samples
-        bins = self._bins(0, n_steps, _device(batch))
-        prep = _repeat(self._prepare(batch), S)
-
-        def emit(params):
-            # the same feedback rule as scheduled-sampling training (model/feedback.py)
-            fed = feedback_counts(likelihood, params, feedback, generator).to(params.dtype)
-            return (fed if feedback == "mean" else likelihood.mean(params)), fed
-
-        if self.decoder != "autoregressive":
-            params = self._decode(prep, bins)
-            mean, counts = emit(params)
-            return _split(S, params=params, counts=counts, mean=mean)
-
-        prev = batch["context_counts"][:, -1].repeat(S, 1)  # (S*B, N)
-        step = self._compiled_step() if compile else self._step
-        k0 = prep["lat_kv"][0][0]  # latent keys: the dtype self-attention keys will have
-
-        def make_caches():
-            return [KVCache((k0.shape[0], self.heads, n_steps, k0.shape[-1]), dtype=k0.dtype,
-                            device=k0.device) for _ in self.blocks]
-
-        caches = make_caches() if use_cache and not cuda_graph else None
-        if cuda_graph:
-            if not use_cache or k0.device.type != "cuda":
-                raise ValueError("cuda_graph=True needs a model on a CUDA device and use_cache=True")
-            step = self._graphed_step(step, prep, prev, n_steps, make_caches, compile)
-        inputs, out_params, out_mean, out_fed = [], [], [], []
-        for t in range(n_steps):
-            inputs.append(prev)
-            if use_cache:
-                params = step(prep, prev, bins[t : t + 1], caches)
-            else:  # full recomputation over all bins so far (reference path)
-                params = self._decode(prep, bins[: t + 1], torch.stack(inputs, dim=1), last_only=True)[:, 0]
-            mean, prev = emit(params)
-            out_params.append(params)
-            out_mean.append(mean)
-            out_fed.append(prev)
-        return _split(
-            S,
-            params=torch.stack(out_params, 1),
-            counts=torch.stack(out_fed, 1),
-            mean=torch.stack(out_mean, 1),
-        )
-
-    def _graphed_step(self, step, prep: dict, prev: torch.Tensor, n_steps: int, make_caches, compiled: bool):
-        """The CUDA-graph replay of ``step`` for these shapes, with this rollout's prep loaded."""
-        key = graph_key(self, prep, prev, n_steps, compiled)
-        store = self.__dict__.setdefault("_cuda_graphs", {})
-        graphed = cached_graph(store, key, lambda: GraphedStep(step=step, prep=prep, prev=prev,
-                                                                make_caches=make_caches))
-        graphed.load(prep)
-        return graphed
-
-    def _compiled_step(self):
-        """``_step`` through torch.compile, built once per model and device type."""
-        device = next(self.parameters()).device.type
-        compiled = self.__dict__.setdefault("_compiled_steps", {})
-        if device not in compiled:
-            # on CPU the C++ wrapper saves ~0.1 ms of Python per step (bench_model.py)
-            compiled[device] = torch.compile(self._step, options={"cpp_wrapper": device == "cpu"})
-        return compiled[device]
+        return rollout(self, batch, likelihood, **options)
 
 
 def _device(batch: dict) -> torch.device:
     return batch["units"].device
-
-
-def _repeat(prep: dict, S: int) -> dict:
-    """Tile every batch-first tensor in prep S times along the batch (sample-major order)."""
-    if S == 1:
-        return prep
-
-    def rep(x):
-        return x.repeat(S, *([1] * (x.dim() - 1)))
-
-    out = {k: rep(v) for k, v in prep.items() if k != "lat_kv"}
-    out["lat_kv"] = [(rep(k), rep(v)) for k, v in prep["lat_kv"]]
-    return out
-
-
-def _split(S: int, **tensors: torch.Tensor) -> dict:
-    """(S*B, ...) -> (S, B, ...)."""
-    return {k: v.unflatten(0, (S, -1)) for k, v in tensors.items()}
