@@ -395,6 +395,9 @@ def test_predictability_reads_the_first_fall_below_the_threshold():
     assert "at or below 0.01 bits/spike from the first bin on" in predictability_text(pred)
     flat = predictability(np.full(50, 0.1), 0.02)
     assert flat["limit_ms"] == 1000 and "without halving" in predictability_text(flat)
+    silent_first = predictability(np.r_[np.nan, np.full(49, 0.1)], 0.02)
+    assert "first bin: no spikes to score" in predictability_text(silent_first)
+    assert "nan" not in predictability_text(silent_first)
 
 
 def test_report_html_renders_bold_and_code_and_escapes_the_rest(tmp_path):

@@ -47,7 +47,9 @@ def predictability_text(pred: dict) -> str:
     head = "**How far ahead is the population predictable?** "
     if not np.isfinite(pred["limit_ms"]):
         return head + "No per-bin forecast information was computed."
-    first = f"first bin: {pred['first_bin_bps']:.3f} bits/spike; {pred['smooth_ms']:.0f} ms running mean"
+    first_bps = pred["first_bin_bps"]  # NaN when no test window has a spike in the first bin
+    first = (f"first bin: {first_bps:.3f} bits/spike" if np.isfinite(first_bps) else "first bin: no spikes to score")
+    first += f"; {pred['smooth_ms']:.0f} ms running mean"
     if pred["limit_ms"] == 0:
         return head + (f"NeuroHorizon's per-bin forecast information is at or below {PREDICTABLE_BPS} bits/spike "
                        f"from the first bin on ({first}).")

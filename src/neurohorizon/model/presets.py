@@ -11,20 +11,24 @@ from torch import nn
 
 from neurohorizon.model.neurohorizon import NeuroHorizon
 
+_DEFAULT = {name: p.default for name, p in inspect.signature(NeuroHorizon).parameters.items()}
+
 
 @dataclass(frozen=True)
 class ModelConfig:
-    dim: int = 64
-    depth_enc: int = 1
-    depth_dec: int = 1
-    heads: int = 4
-    latent_step: float = 0.05  # s between encoder latent groups
-    n_latents_per_step: int = 4
-    ffn_mult: int = 4
-    dropout: float = 0.0
-    decoder: str = "autoregressive"
-    bin_size: float = 0.02
-    max_bins: int = 128
+    """The size and shape of a NeuroHorizon; unset fields take the model's own defaults."""
+
+    dim: int = _DEFAULT["dim"]
+    depth_enc: int = _DEFAULT["depth_enc"]
+    depth_dec: int = _DEFAULT["depth_dec"]
+    heads: int = _DEFAULT["heads"]
+    latent_step: float = _DEFAULT["latent_step"]  # s between encoder latent groups
+    n_latents_per_step: int = _DEFAULT["n_latents_per_step"]
+    ffn_mult: int = _DEFAULT["ffn_mult"]
+    dropout: float = _DEFAULT["dropout"]
+    decoder: str = _DEFAULT["decoder"]
+    bin_size: float = _DEFAULT["bin_size"]
+    max_bins: int = _DEFAULT["max_bins"]
 
 
 PRESETS: dict[str, ModelConfig] = {
