@@ -55,8 +55,8 @@ def test_resume_continues_exactly(tmp_path, reach, one_thread, predictions_from)
     cfg = tiny_cfg("sampling.kind=linear", "sampling.n=6", "train.unit_dropout=0.2",
                    f"sampling.predictions_from={predictions_from}")
     full = train_run(cfg, runs_dir=tmp_path / "a", recordings=[reach], quiet=True)
-    half = train_run(cfg, runs_dir=tmp_path / "b", recordings=[reach], quiet=True, stop_after=4)
-    assert load_checkpoint(half / "last.pt")["step"] == 4
+    half = train_run(cfg, runs_dir=tmp_path / "b", recordings=[reach], quiet=True, stop_after=3)
+    assert load_checkpoint(half / "last.pt")["step"] == 3  # off the validation grid (every 4 steps)
     train_run(None, resume=half, recordings=[reach])
     a, b = load_checkpoint(full / "last.pt"), load_checkpoint(half / "last.pt")
     assert a["step"] == b["step"] == 8
@@ -64,6 +64,9 @@ def test_resume_continues_exactly(tmp_path, reach, one_thread, predictions_from)
         if torch.is_tensor(value):
             assert torch.equal(value, b["model"][key]), key
     assert losses(full) == losses(half)  # every step's loss, before and after the resume
+    # the same validations, so the same best.pt (a pause adds no validation point)
+    assert (full / "valid_log.csv").read_text() == (half / "valid_log.csv").read_text()
+    assert load_checkpoint(full / "best.pt")["step"] == load_checkpoint(half / "best.pt")["step"]
 
 
 def test_worker_processes_build_the_same_batches(tmp_path, reach, one_thread):

@@ -316,10 +316,17 @@ class Trainer:
         with self._stop_on_interrupt():
             self._loop(batches, end, deadline, first, bar)
         bar.close()
-        if self.state.step % tc.eval_every != 0:
+        if self._paused(end, deadline):  # validating here would add a point the whole run never has
+            self.save("last.pt")
+        elif self.state.step % tc.eval_every != 0:
             self._evaluate_and_checkpoint()
         self.logger.close()
         return self.state
+
+    def _paused(self, end: int, deadline: float) -> bool:
+        """Stopped by `stop_after` before the run's own end (max_steps, the schedules, max_minutes)."""
+        tc, st = self.cfg.train, self.state
+        return end < tc.max_steps and st.schedule_step < tc.max_steps - 1e-6 and not self._time_up(deadline)
 
     @contextmanager
     def _stop_on_interrupt(self):
