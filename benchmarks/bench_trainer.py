@@ -7,12 +7,14 @@ Two comparisons, each run A/B/.../A so drift on a shared machine shows up as a g
   Hopper, which re-planned at every step because the number of context spikes changes per batch).
 - ``levers``: the trainer's own options, ``train.num_workers`` (batches built ahead in worker
   processes) and ``train.compile`` (torch.compile), vs the defaults.
+- ``batch``: batch sizes 16 / 64 / 128 of the small preset, and the base preset at 64 (windows/s).
 
-Two rates per round: ``step_per_s`` times ``Trainer.train_step`` alone; ``loop_per_s`` times the
-whole loop between steps, batch building included (what num_workers changes). ``--profile``
+Rates per round: ``step_per_s`` times ``Trainer.train_step`` alone; ``loop_per_s`` times the
+whole loop between steps, batch building included (what num_workers changes); ``windows_per_s``
+is the loop's rate times the batch size. ``--profile``
 adds a cProfile of the default settings (the functions with the most own time).
 
-    python benchmarks/bench_trainer.py [--compare attention|levers] [--steps 300] [--profile] [--out FILE]
+    python benchmarks/bench_trainer.py [--compare attention|levers|batch] [--steps 300] [--profile] [--out FILE]
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ COMPARISONS = {
     "attention": [("no-plan kernels", [], False), ("cuDNN allowed", [], True), ("no-plan kernels", [], False)],
     "levers": [("defaults", [], False), ("num_workers=4", ["train.num_workers=4"], False),
                ("compile", ["train.compile=true"], False), ("defaults", [], False)],
+    "batch": [("small, batch 16", [], False), ("small, batch 64", ["train.batch_size=64"], False),
+              ("small, batch 128", ["train.batch_size=128"], False),
+              ("base, batch 64", ["model.preset=base", "train.batch_size=64"], False),
+              ("small, batch 16", [], False)],
 }
 
 
@@ -74,9 +80,10 @@ def timed_run(steps: int, *, skip: int, overrides: list[str], cudnn: bool, runs_
     with open(run / "train_log.csv") as handle:
         rows = list(csv.DictReader(handle))
     n = len(starts) - 1 - skip
+    loop_per_s = n / (starts[-1] - starts[skip])
     return {"overrides": overrides, "cudnn_allowed": cudnn,
-            "step_per_s": (len(durations) - skip) / sum(durations[skip:]),
-            "loop_per_s": n / (starts[-1] - starts[skip]), "final_loss": float(rows[-1]["loss"])}
+            "step_per_s": (len(durations) - skip) / sum(durations[skip:]), "loop_per_s": loop_per_s,
+            "windows_per_s": loop_per_s * cfg.train.batch_size, "final_loss": float(rows[-1]["loss"])}
 
 
 def top_functions(profile: cProfile.Profile, n: int = 25) -> list[dict]:
@@ -100,16 +107,16 @@ def main() -> None:
         for name, overrides, cudnn in COMPARISONS[args.compare]:
             result = timed_run(args.steps, skip=args.skip, overrides=overrides, cudnn=cudnn, runs_dir=Path(tmp))
             rounds.append({"name": name, **result})
-            print(f"{name:>16}: {result['step_per_s']:.2f} steps/s in the step, {result['loop_per_s']:.2f} in the loop",
-                  flush=True)
+            print(f"{name:>16}: {result['step_per_s']:.2f} steps/s in the step, {result['loop_per_s']:.2f} in the loop "
+                  f"({result['windows_per_s']:.0f} windows/s)", flush=True)
         profile = None
         if args.profile:
             profile = cProfile.Profile()
             timed_run(args.steps, skip=args.skip, overrides=[], cudnn=False, runs_dir=Path(tmp), profile=profile)
-    base = min(r["loop_per_s"] for r in rounds if r["name"] == rounds[0]["name"])
+    base = min(r["windows_per_s"] for r in rounds if r["name"] == rounds[0]["name"])
     out = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
            "threads": torch.get_num_threads(), "steps": args.steps, "skip": args.skip, "rounds": rounds,
-           "loop_speedup_vs_first_setting": {r["name"]: r["loop_per_s"] / base for r in rounds}}
+           "windows_per_s_vs_first_setting": {r["name"]: r["windows_per_s"] / base for r in rounds}}
     if profile is not None:
         out["profile_top_own_time"] = top_functions(profile)
     path = Path(args.out) if args.out else RESULTS / ("gpu" if cuda else "") / f"train_{args.compare}.json"
