@@ -8,13 +8,14 @@ Two comparisons, each run A/B/.../A so drift on a shared machine shows up as a g
 - ``levers``: the trainer's own options, ``train.num_workers`` (batches built ahead in worker
   processes) and ``train.compile`` (torch.compile), vs the defaults.
 - ``batch``: batch sizes 16 / 64 / 128 of the small preset, and the base preset at 64 (windows/s).
+- ``workers``: batch 128 with the batches built in the loop vs by 8 worker processes.
 
 Rates per round: ``step_per_s`` times ``Trainer.train_step`` alone; ``loop_per_s`` times the
 whole loop between steps, batch building included (what num_workers changes); ``windows_per_s``
 is the loop's rate times the batch size. ``--profile``
 adds a cProfile of the default settings (the functions with the most own time).
 
-    python benchmarks/bench_trainer.py [--compare attention|levers|batch] [--steps 300] [--profile] [--out FILE]
+    python benchmarks/bench_trainer.py [--compare attention|levers|batch|workers] [--steps 300] [--profile] [--out FILE]
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ COMPARISONS = {
               ("small, batch 128", ["train.batch_size=128"], False),
               ("base, batch 64", ["model.preset=base", "train.batch_size=64"], False),
               ("small, batch 16", [], False)],
+    "workers": [("batch 128", ["train.batch_size=128"], False),
+                ("batch 128, num_workers=8", ["train.batch_size=128", "train.num_workers=8"], False),
+                ("batch 128", ["train.batch_size=128"], False)],
 }
 
 
