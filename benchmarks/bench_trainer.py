@@ -1,6 +1,6 @@
 """Trainer steps/s on the demo data (small preset, batch 16), for settings compared in one process.
 
-Two comparisons, each run A/B/.../A so drift on a shared machine shows up as a gap between the A's:
+Comparisons, each run A/B/.../A so drift on a shared machine shows up as a gap between the A's:
 
 - ``attention``: the encoder's variable-length cross-attention restricted to kernels that need no
   plan (``encoder.VARIABLE_LENGTH_ATTENTION``) vs cuDNN attention allowed (PyTorch's default on
@@ -13,7 +13,8 @@ Two comparisons, each run A/B/.../A so drift on a shared machine shows up as a g
 Rates per round: ``step_per_s`` times ``Trainer.train_step`` alone; ``loop_per_s`` times the
 whole loop between steps, batch building included (what num_workers changes); ``windows_per_s``
 is the loop's rate times the batch size. ``--profile``
-adds a cProfile of the default settings (the functions with the most own time).
+adds a cProfile of the timed steps of the default settings (the functions with the most own time).
+Ratios are to the mean of the first setting's rounds; their spread is recorded too.
 
     python benchmarks/bench_trainer.py [--compare attention|levers|batch|workers] [--steps 300] [--profile] [--out FILE]
 """
@@ -63,9 +64,13 @@ def timed_run(steps: int, *, skip: int, overrides: list[str], cudnn: bool, runs_
     step = run_module.Trainer.train_step
 
     def timed(self, batch):
+        if profile is not None and len(starts) == skip:  # from the first timed step on
+            profile.enable()
         starts.append(time.perf_counter())
         out = step(self, batch)  # ends in .item(): the GPU work is done when it returns
         durations.append(time.perf_counter() - starts[-1])
+        if profile is not None and len(starts) == steps:  # not the final validation
+            profile.disable()
         return out
 
     run_module.Trainer.train_step = timed
@@ -73,8 +78,6 @@ def timed_run(steps: int, *, skip: int, overrides: list[str], cudnn: bool, runs_
         cfg = load_config(DEMO, [f"train.max_steps={steps}", "train.eval_every=100000", "train.max_minutes=0",
                                  "train.checkpoint_every=100000", "sampling.warmup=50", "sampling.n=100",
                                  *overrides])
-        if profile is not None:
-            profile.enable()
         run = run_module.train_run(cfg, runs_dir=runs_dir, quiet=True)
     finally:
         if profile is not None:
@@ -117,10 +120,13 @@ def main() -> None:
         if args.profile:
             profile = cProfile.Profile()
             timed_run(args.steps, skip=args.skip, overrides=[], cudnn=False, runs_dir=Path(tmp), profile=profile)
-    base = min(r["windows_per_s"] for r in rounds if r["name"] == rounds[0]["name"])
+    repeats = [r["windows_per_s"] for r in rounds if r["name"] == rounds[0]["name"]]
+    base = sum(repeats) / len(repeats)
     out = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
            "threads": torch.get_num_threads(), "steps": args.steps, "skip": args.skip, "rounds": rounds,
-           "windows_per_s_vs_first_setting": {r["name"]: r["windows_per_s"] / base for r in rounds}}
+           "first_setting_spread": [min(repeats) / base, max(repeats) / base]}
+    for r in rounds:
+        r["windows_per_s_vs_first_setting_mean"] = r["windows_per_s"] / base
     if profile is not None:
         out["profile_top_own_time"] = top_functions(profile)
     path = Path(args.out) if args.out else RESULTS / ("gpu" if cuda else "") / f"train_{args.compare}.json"

@@ -21,7 +21,7 @@ timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail 
 
 echo "== trainer steps/s: num_workers and torch.compile vs the defaults, with a profile"
 timeout 300 $PY benchmarks/bench_trainer.py --compare levers --profile --steps $([ "$DEVICE" = cpu ] && echo 16 || echo 200) \
-  --skip $([ "$DEVICE" = cpu ] && echo 4 || echo 50) --out "$OUT/train_levers.json" 2>/dev/null | grep "steps/s"
+  --skip $([ "$DEVICE" = cpu ] && echo 4 || echo 60) --out "$OUT/train_levers.json" 2>/dev/null | grep "steps/s"
 
 echo "== the reach demo trained on CUDA ($MINUTES min cap), then evaluated without baselines"
 RUNS=$(mktemp -d)

@@ -20,7 +20,7 @@ from neurohorizon.data.stats import describe_trials, recommend_likelihood, recor
 from neurohorizon.data.synthetic import generate
 from neurohorizon.data.windows import UnitVocab
 from neurohorizon.evaluation.loading import keep_units, match_units
-from neurohorizon.training.checkpoint import save_checkpoint
+from neurohorizon.training.checkpoint import load_checkpoint, save_checkpoint
 from neurohorizon.training.run import run_name, train_run
 
 SMALL = {"n_neurons": 12, "trials_per_condition": 4, "seed": 2}
@@ -300,7 +300,16 @@ def test_messages_name_the_real_problem(tmp_path, capsys):
     # resuming a finished run says so instead of silently doing nothing
     capsys.readouterr()
     assert main(["train", "--resume", str(run)]) == 0
-    assert "already trained its train.max_steps=2 steps" in capsys.readouterr().out
+    assert "already finished its schedules (step 2, train.max_steps=2)" in capsys.readouterr().out
+    # so does one whose schedules ended early to fit train.max_minutes, without validating again
+    state = load_checkpoint(run / "last.pt")
+    state["config"]["train"].update(max_steps=3, eval_every=3)  # 2 steps did the schedules' 3
+    state["train_state"]["schedule_step"] = 3.0
+    save_checkpoint(state, run / "last.pt")
+    rows = (run / "valid_log.csv").read_text()
+    assert main(["train", "--resume", str(run)]) == 0
+    assert "already finished its schedules (step 2, train.max_steps=3)" in capsys.readouterr().out
+    assert (run / "valid_log.csv").read_text() == rows
 
 
 def test_atomic_text_writes_keep_the_old_file_when_a_write_fails(tmp_path):

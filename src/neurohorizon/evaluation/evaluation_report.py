@@ -48,7 +48,7 @@ def predictability_text(pred: dict) -> str:
     if not np.isfinite(pred["limit_ms"]):
         return head + "No per-bin forecast information was computed."
     first_bps = pred["first_bin_bps"]  # NaN when no test window has a spike in the first bin
-    first = (f"first bin: {first_bps:.3f} bits/spike" if np.isfinite(first_bps) else "first bin: no spikes to score")
+    first = "first bin: no spikes to score" if np.isnan(first_bps) else f"first bin: {first_bps:.3f} bits/spike"
     first += f"; {pred['smooth_ms']:.0f} ms running mean"
     if pred["limit_ms"] == 0:
         return head + (f"NeuroHorizon's per-bin forecast information is at or below {PREDICTABLE_BPS} bits/spike "

@@ -110,10 +110,10 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
         with removed_on_failure(run_dir, remove=dist_utils.rank() == 0):
             _write_run_files(cfg, data, model, run_dir, quiet)
             trainer = Trainer(model=model, likelihood=likelihood, data=data, cfg=cfg, run_dir=run_dir, device=device)
-    if resume is not None and trainer.state.step >= cfg.train.max_steps:  # every rank returns, rank 0 says so
+    if resume is not None and trainer.schedules_done():  # every rank returns, rank 0 says so
         if dist_utils.rank() == 0:
-            print(f"{resume} already trained its train.max_steps={cfg.train.max_steps} steps; nothing to do "
-                  "(start a new run to train longer)")
+            print(f"{resume} already finished its schedules (step {trainer.state.step}, train.max_steps="
+                  f"{cfg.train.max_steps}); nothing to do (start a new run to train longer)")
         return trainer.run_dir
     trainer.fit(stop_after=stop_after)
     return trainer.run_dir

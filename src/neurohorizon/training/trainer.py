@@ -325,8 +325,12 @@ class Trainer:
 
     def _paused(self, end: int, deadline: float) -> bool:
         """Stopped by `stop_after` before the run's own end (max_steps, the schedules, max_minutes)."""
-        tc, st = self.cfg.train, self.state
-        return end < tc.max_steps and st.schedule_step < tc.max_steps - 1e-6 and not self._time_up(deadline)
+        return end < self.cfg.train.max_steps and not self.schedules_done() and not self._time_up(deadline)
+
+    def schedules_done(self) -> bool:
+        """The LR cosine and the sampling schedule have run their course: max_steps steps, or
+        fewer steps advanced faster to fit train.max_minutes (`_fit_schedules_to_time`)."""
+        return self.state.schedule_step >= self.cfg.train.max_steps - 1e-6
 
     @contextmanager
     def _stop_on_interrupt(self):
@@ -363,8 +367,7 @@ class Trainer:
 
     def _loop(self, batches, end: int, deadline: float, first: int, bar) -> None:
         tc = self.cfg.train
-        while (self.state.step < end and self.state.schedule_step < tc.max_steps - 1e-6
-               and not self._time_up(deadline)):
+        while self.state.step < end and not self.schedules_done() and not self._time_up(deadline):
             epoch, b, batch = next(batches)
             row = self.train_step(batch)
             self.state.step += 1
