@@ -275,10 +275,13 @@ def test_categorical_sizes_and_overflow_class():
 def test_categorical_truncation_report():
     lik = Categorical(max_count=3)
     counts = torch.tensor([[0.0, 3.0, 4.0], [9.0, 1.0, 2.0]])
-    assert lik.truncation_report(counts) == {"n_truncated": 2, "n_total": 6, "fraction": 2 / 6}
+    assert lik.truncation_report(counts) == {"max_count": lik.max_count, "n_truncated": 2, "n_total": 6,
+                                             "fraction": 2 / 6}
     mask = torch.tensor([[True, True, False], [True, True, True]])
     rep = lik.truncation_report(counts, mask)
-    assert rep == {"n_truncated": 1, "n_total": 5, "fraction": 0.2}
+    assert rep == {"max_count": 3, "n_truncated": 1, "n_total": 5, "fraction": 0.2}
+    assert lik.truncation_text(rep, counts="test") == ("categorical likelihood: 1 of 5 test counts (20 %) exceed "
+                                                       "K=3 and fall in the overflow class; raise loss.options.max_count")
 
 
 # -------------------------------------------------------------------- API and errors

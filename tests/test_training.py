@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -93,6 +94,27 @@ def test_categorical_runs_start_at_each_units_count_histogram(tmp_path, reach):
     with open(run / "valid_log.csv") as handle:
         first = next(csv.DictReader(handle))
     assert float(first["val_rollout_bps"]) > -0.5
+
+
+def test_categorical_runs_report_the_counts_their_k_truncates(tmp_path, reach, capsys):
+    """K=1 truncates every count of 2 or more: said at training start, and in metrics.json and the
+    report of an evaluation, counted independently here from the test windows."""
+    import json
+
+    from neurohorizon.evaluation.evaluate import _eval_data, evaluate_run
+    from neurohorizon.evaluation.loading import load_run
+
+    run = train_run(tiny_cfg("loss.likelihood=categorical", "loss.options.max_count=1", "train.max_steps=2",
+                             "train.eval_every=2"), runs_dir=tmp_path, recordings=[reach])
+    assert re.search(r"categorical likelihood: [\d,]+ of [\d,]+ training target counts .* exceed K=1 .* on 24 training windows",
+                     capsys.readouterr().out)
+    out = evaluate_run(run, baselines=False, n_samples=2, log=lambda *a: None)
+    report = json.loads((out / "metrics.json").read_text())["count_truncation"]
+    _, test, _ = _eval_data(load_run(run), None, "error")
+    targets = np.concatenate([test[i]["target_counts"].ravel() for i in range(len(test))])
+    assert report == {"max_count": 1, "n_truncated": int((targets > 1).sum()), "n_total": targets.size,
+                      "fraction": pytest.approx((targets > 1).mean())}
+    assert report["n_truncated"] > 0 and "exceed K=1 and fall in the overflow class" in (out / "report.md").read_text()
 
 
 def test_a_resume_on_other_units_is_a_clear_error(tmp_path, reach):

@@ -264,10 +264,19 @@ class Categorical(Likelihood):
         n_total = int(valid.sum())
         n_trunc = int(((counts > self.max_count) & valid).sum())
         return {
+            "max_count": self.max_count,
             "n_truncated": n_trunc,
             "n_total": n_total,
             "fraction": n_trunc / n_total if n_total else 0.0,
         }
+
+    @staticmethod
+    def truncation_text(report: dict, *, counts: str) -> str:
+        """One line for a `truncation_report` of `counts` (e.g. "training target")."""
+        advice = "; raise loss.options.max_count" if report["fraction"] > 0.01 else ""
+        return (f"categorical likelihood: {report['n_truncated']:,} of {report['n_total']:,} {counts} counts "
+                f"({100 * report['fraction']:.3g} %) exceed K={report['max_count']} and fall in the overflow "
+                f"class{advice}")
 
     def extra_repr(self):
         return f"n_params={self.n_params}, max_count={self.max_count}"

@@ -183,6 +183,9 @@ def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, split, n_
     model_preds = predict_dataset(run.model, run.likelihood, test, device=run.device, feedback=feedback,
                                   n_samples=n_samples, keep_samples=True, seed=run.cfg.train.seed)
     predictions = {MODEL: model_preds["groups"]}
+    truncation = count_truncation(run.likelihood, model_preds["groups"])
+    if truncation is not None:
+        log("  " + run.likelihood.truncation_text(truncation, counts="evaluated"))
     for session, group in predictions[MODEL].items():  # condition indices -> the data's labels
         group["condition_names"] = condition_labels(test.recordings[session])
     names = default_baselines(prepared.mode) if baselines is True else list(baselines or [])
@@ -213,8 +216,18 @@ def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, split, n_
         "sessions": names, "held_out_sessions": [names[k] for k in held],
         "results": results,
     }
+    if truncation is not None:
+        metrics["count_truncation"] = truncation
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=1))
     write_evaluation_report(out, metrics, predictions, title=f"NeuroHorizon evaluation — {metrics['data']}")
+
+
+def count_truncation(likelihood, groups: dict) -> dict | None:
+    """A categorical likelihood's `truncation_report` of the evaluated target counts (real units
+    only); None for the other likelihoods."""
+    if not hasattr(likelihood, "truncation_report"):
+        return None
+    return likelihood.truncation_report(torch.as_tensor(np.concatenate([g["target"].ravel() for g in groups.values()])))
 
 
 def _eval_data(run: LoadedRun, data: str | None, unknown_units: str):

@@ -10,6 +10,7 @@ from neurohorizon.data.binning import horizon_label
 from neurohorizon.evaluation import figures
 from neurohorizon.evaluation.metrics import paired_bps_difference
 from neurohorizon.evaluation.report import Section, Table, write_report
+from neurohorizon.losses import Categorical
 
 MODEL = "NeuroHorizon"
 PREDICTABLE_BPS = 0.01  # per-bin bits/spike below which a bin is treated as unpredictable
@@ -256,6 +257,8 @@ def write_evaluation_report(out: Path, metrics: dict, predictions: dict, *, titl
         predictability_text(pred),
         *lines,
     ]
+    if "count_truncation" in metrics:  # categorical likelihood: counts above K are one overflow class
+        summary.append(Categorical.truncation_text(metrics["count_truncation"], counts="evaluated") + ".")
     sections = [Section(title="Forecast quality per horizon", tables=[table], figures=[figs["decay"]],
                         paragraphs=["Bits/spike: NLB definition, null = per-neuron mean of the evaluated "
                                     "spikes; a null model scores 0. Horizons are whole bins: 12 bins are "

@@ -45,6 +45,14 @@ def log_class_frequencies(dataset, n_vocab: int, n_classes: int, max_windows: in
     return (hist / hist.sum(1, keepdim=True)).log().float()
 
 
+def training_truncation(likelihood, dataset, max_windows: int = 2048) -> str:
+    """How many training target counts a categorical likelihood's K truncates, as one line."""
+    counts = torch.cat([c.flatten() for _, c in _unit_targets(dataset, max_windows)])
+    windows = min(len(dataset), max_windows)
+    text = likelihood.truncation_text(likelihood.truncation_report(counts), counts="training target")
+    return f"{text} (checked on {windows} training windows)"
+
+
 def pick_device(name: str) -> torch.device:
     """auto | cpu | cuda | cuda:N; asking for CUDA where there is none is a clear error."""
     if name == "auto":
@@ -109,6 +117,8 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
         run_dir = _claim_run_dir(runs_dir, run_name(cfg))
         with removed_on_failure(run_dir, remove=dist_utils.rank() == 0):
             _write_run_files(cfg, data, model, run_dir, quiet)
+            if hasattr(likelihood, "truncation_report") and not quiet and dist_utils.rank() == 0:
+                print(training_truncation(likelihood, data.train))
             trainer = Trainer(model=model, likelihood=likelihood, data=data, cfg=cfg, run_dir=run_dir, device=device)
     if resume is not None and trainer.schedules_done():  # every rank returns, rank 0 says so
         if dist_utils.rank() == 0:
