@@ -135,6 +135,19 @@ def decoder_matvecs_fn(model, *, n_steps: int = 50):
     return run
 
 
+def weight_bytes_fn(model, *, n_steps: int = 50):
+    """Per bin, one matrix-vector product through a single matrix holding as many floats as all
+    the decoder Linears: the weight reads alone, without one call per layer."""
+    device = next(model.parameters()).device
+    numel = sum(lin.weight.numel() for lin in step_linears(model))
+    weights, x = torch.randn(numel // 256, 256, device=device), torch.randn(256, device=device)
+
+    def run():
+        for _ in range(n_steps):
+            torch.mv(weights, x)
+    return run
+
+
 def batch1_latency(model, lik, batch, *, repeats: int) -> dict:
     """The batch-1 50-bin rollout variants, their floor and their ratios, timed interleaved."""
     device = batch["units"].device
@@ -145,6 +158,7 @@ def batch1_latency(model, lik, batch, *, repeats: int) -> dict:
         "full_forward_each_bin": full_forward_fn(model, lik, batch),
         "encoder": lambda: model._prepare(batch),
         "decoder_matvecs": decoder_matvecs_fn(model),
+        "weight_bytes": weight_bytes_fn(model),
     }
     if device.type == "cuda":  # launch-bound: the step as a CUDA graph (eager and compiled)
         fns["cuda_graph"] = rollout_fn(model, lik, batch, cuda_graph=True)
@@ -167,6 +181,9 @@ def batch1_latency(model, lik, batch, *, repeats: int) -> dict:
             "decoder_weights_mb": sum(lin.weight.numel() for lin in step_linears(model)) * 4 / 2**20,
         },
         "kv_cache_speedup_bound": ms["recompute"] / floor,
+        # the same weights read by one call per bin: what is left of the floor without per-call costs
+        "rollout50_weight_bytes_ms": ms["weight_bytes"],
+        "kv_cache_speedup_bound_weight_bytes": ms["recompute"] / (enc + ms["weight_bytes"]),
     }
     if device.type == "cuda":
         out["rollout50_ms_cuda_graph"] = ms["cuda_graph"]

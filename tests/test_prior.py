@@ -143,6 +143,26 @@ def test_leave_one_out_equals_a_fit_without_the_windows_own_trial(seed):
     assert prior.expected(rec, units, own)[:, 0].mean() > loo.expected(rec, units, own, rec_index=0)[:, 0].mean()
 
 
+def test_leave_one_out_tables_are_cached_per_trial_within_a_memory_bound():
+    """Each trial's leave-one-out rows are computed once and reused by every window in it; the
+    cache holds at most CACHE_BYTES, and an evicted trial is recomputed to the same values."""
+    rec = trials_recording(seed=3)
+    prior, units = fit(rec)
+    windows = [rec.trials.start[j] + k * BIN + np.arange(30) * BIN for j in range(8) for k in (0, 7, 21)]
+    direct = prior.leave_one_out()
+    direct._trial_rows = lambda rec, ri, j, units, c, r: direct._without_trial(rec, ri, j, units, c, r)
+    want = [direct.expected(rec, units, w, rec_index=0) for w in windows]
+    cached, small = prior.leave_one_out(), prior.leave_one_out()
+    for _ in range(2):  # the second pass reads the tables the first one made (or remade)
+        for w, expect in zip(windows, want):
+            np.testing.assert_array_equal(cached.expected(rec, units, w, rec_index=0), expect)
+    assert len(cached._tables) == 8  # one table per fitted trial the windows touched
+    small.CACHE_BYTES = 2 * next(iter(cached._tables.values()))[1].nbytes
+    for w, expect in zip(windows * 2, want * 2):
+        np.testing.assert_array_equal(small.expected(rec, units, w, rec_index=0), expect)
+        assert small._table_bytes <= small.CACHE_BYTES and len(small._tables) <= 2
+
+
 def test_leave_one_out_leaves_unfitted_trials_alone_and_needs_the_fit():
     rec = trials_recording(test_rate=50.0)
     prior, units = fit(rec)  # trial 9 (18-19 s) is not in the fit

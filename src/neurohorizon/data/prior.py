@@ -84,13 +84,14 @@ class ConditionPrior:
         label_index = {label: c for c, label in enumerate(self.labels)}
         return np.array([label_index.get(str(c), -1) for c in tr.condition], dtype=np.int64)
 
-    def expected(self, rec, units: np.ndarray, starts: np.ndarray, conditions=None, rec_index=None) -> np.ndarray:
+    def expected(self, rec, units: np.ndarray, starts: np.ndarray, conditions=None, rec_index=None,
+                 *, located=None) -> np.ndarray:
         """(T, N) prior expected counts of the bins starting at `starts` (T,) for vocabulary
         units `units` (N,) of recording `rec`; `conditions`: its `trial_conditions` (computed
-        when not given). `rec_index` (its position among the fitted recordings) is unused here;
-        `LeaveOneOutPrior.expected` needs it."""
+        when not given); `located`: `locate`'s answer, when already known. `rec_index` (its
+        position among the fitted recordings) is unused here; `LeaveOneOutPrior.expected` needs it."""
         out = np.broadcast_to(self.unit_mean[units], (len(starts), len(units))).copy()
-        rows, trial, cond, r = self.locate(rec, starts, conditions)
+        rows, trial, cond, r = self.locate(rec, starts, conditions) if located is None else located
         out[rows] = self.table[cond[:, None], r[:, None], units[None, :]]
         return out
 
@@ -207,10 +208,15 @@ class LeaveOneOutPrior:
     """A fitted `ConditionPrior` minus each bin's own trial, for training windows (see the module
     docstring). Same interface as ConditionPrior; `expected` needs `rec_index`."""
 
+    CACHE_BYTES = 128 * 2**20  # per process (each DataLoader worker has its own)
+
     def __init__(self, prior: ConditionPrior):
         self.prior, self.stats = prior, prior.fit_stats
         self.weights = _gaussian_weights()
         self._own_totals = {}  # (recording, trial) -> (spikes per local unit, whole bins): fixed per trial
+        # (recording, trial) -> (first row, its leave-one-out table rows): the same for every window
+        # of the trial, so computed once (training windows revisit each trial many times an epoch)
+        self._tables, self._table_bytes = {}, 0
 
     def trial_conditions(self, rec) -> np.ndarray:
         return self.prior.trial_conditions(rec)
@@ -221,14 +227,32 @@ class LeaveOneOutPrior:
         if len(units) != rec.n_units:  # the trial's own spikes are counted per local unit
             raise ValueError(f"LeaveOneOutPrior.expected needs all {rec.n_units} units of {rec.source} in their "
                              f"order, got {len(units)}")
-        out = self.prior.expected(rec, units, starts, conditions)
-        rows, trial, cond, r = self.prior.locate(rec, starts, conditions)
+        located = self.prior.locate(rec, starts, conditions)
+        out = self.prior.expected(rec, units, starts, located=located)
+        rows, trial, cond, r = located
         fitted = self.stats.fitted[rec_index]
         for j in np.unique(trial):
             if fitted[j]:
                 pick = trial == j
-                out[rows[pick]] = self._without_trial(rec, rec_index, j, units, cond[pick][0], r[pick])
+                out[rows[pick]] = self._trial_rows(rec, rec_index, j, units, cond[pick][0], r[pick])
         return out
+
+    def _trial_rows(self, rec, rec_index, j, units, c, r) -> np.ndarray:
+        """`_without_trial` at rows r, from a table of every row trial j's bins can fall on."""
+        key = (rec_index, j)
+        if key not in self._tables:
+            a, b = _whole_bins(rec, j, self.prior.event, self.prior.bin_size, self.stats.r0)
+            first = max(a - 1, 0)  # a bin centred inside the trial lies at most one row outside [a, b)
+            rows = np.arange(first, min(b + 1, self.prior.table.shape[1]))
+            table = self._without_trial(rec, rec_index, j, units, c, rows).astype(np.float32)
+            while self._tables and self._table_bytes + table.nbytes > self.CACHE_BYTES:
+                self._table_bytes -= self._tables.pop(next(iter(self._tables)))[1].nbytes
+            self._tables[key], self._table_bytes = (first, table), self._table_bytes + table.nbytes
+        first, table = self._tables[key]
+        inside = (r >= first) & (r < first + len(table))
+        if inside.all():
+            return table[r - first]
+        return self._without_trial(rec, rec_index, j, units, c, r)  # not expected; exact all the same
 
     def _without_trial(self, rec, rec_index, j, units, c, r) -> np.ndarray:
         """(len(r), N) the table at rows r of condition c, recomputed without trial j's spikes."""
