@@ -324,8 +324,7 @@ def test_cuda_graph_rollout_needs_a_gpu_model_and_the_cache():
 
 
 def test_compiled_rollout_matches_eager():
-    """Also across batch shapes: from the third bin on the rollout skips torch.compile's guard
-    checks, and the graph for each shape must still be the one that runs."""
+    """Also across batch shapes in turn: the graph for each shape must be the one that runs."""
     m, b = model(), make_batch()
     for n_samples in (2, 3, 2):
         runs = [m.rollout(b, LIK, n_steps=6, feedback="sample", n_samples=n_samples, compile=c,

@@ -9,8 +9,6 @@ eagerly, through ``torch.compile``, or replayed as a CUDA graph (``model/cuda_gr
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 
 from neurohorizon.model.cuda_graph import GraphedStep, cached_graph, graph_key
@@ -108,9 +106,7 @@ def rollout(
             raise ValueError("cuda_graph=True needs a model on a CUDA device and use_cache=True")
         step = _graphed_step(model, step, prep, prev, n_steps, make_caches, compile)
     inputs, out_params, out_mean, out_fed = [], [], [], []
-
-    def advance(t):
-        nonlocal prev
+    for t in range(n_steps):
         inputs.append(prev)
         if use_cache:
             params = step(prep, prev, bins[t : t + 1], caches)
@@ -120,27 +116,8 @@ def rollout(
         out_params.append(params)
         out_mean.append(mean)
         out_fed.append(prev)
-
-    for t in range(min(n_steps, 2)):
-        advance(t)
-    with _guards_skipped(compile):
-        for t in range(2, n_steps):
-            advance(t)
     return _split(S, params=torch.stack(out_params, 1), counts=torch.stack(out_fed, 1),
                   mean=torch.stack(out_mean, 1))
-
-
-def _guards_skipped(compiled: bool):
-    """torch.compile checks its guards (input shapes, dtypes, ...) before every call of the
-    compiled step: ~25 us a bin, 6 % of a batch-1 CPU rollout. From the third bin on the inputs
-    are the same kind as at the second (prev is then the fed-back counts, not the context's
-    last bin), so the rollout skips those checks there (where this torch can)."""
-    if not compiled or not hasattr(torch.compiler, "set_stance"):
-        return nullcontext()
-    try:
-        return torch.compiler.set_stance(skip_guard_eval_unsafe=True)
-    except TypeError:  # a torch whose set_stance lacks the option
-        return nullcontext()
 
 
 def _graphed_step(model, step, prep: dict, prev: torch.Tensor, n_steps: int, make_caches, compiled: bool):
