@@ -90,3 +90,33 @@ def test_a_directory_or_binary_file_as_config_names_the_path(tmp_path):
     (tmp_path / "b.yaml").write_bytes(b"\xff\xfe\x00x")
     with pytest.raises(ConfigError, match=r"b.yaml: not a text \(UTF-8\) file"):
         load_config(tmp_path / "b.yaml")
+
+
+def test_train_help_lists_every_config_key_with_its_default_and_note(capsys):
+    """`neurohorizon train --help` ends with every key (read from the dataclasses), each a valid
+    override whose default is the value shown, and the notes written beside the fields."""
+    import dataclasses
+
+    import pytest
+    import yaml
+
+    from neurohorizon.cli import main
+    from neurohorizon.config import RunConfig, apply_override, key_reference
+
+    reference = key_reference()
+    keys = [line[2:47].strip() for line in reference.splitlines() if not line.startswith(" " * 48)]
+    expected = [f"{s.name}.{f.name}" for s in dataclasses.fields(RunConfig) if s.name != "name"
+                for f in dataclasses.fields(getattr(RunConfig(), s.name))]
+    assert [k.split("=", 1)[0] for k in keys] == expected
+    for item in keys:  # each shown default is a valid override that leaves the config as it was
+        cfg = RunConfig()
+        apply_override(cfg, item)
+        section, rest = item.split(".", 1)
+        name, text = rest.split("=", 1)
+        assert getattr(getattr(cfg, section), name) == getattr(getattr(RunConfig(), section), name), item
+        assert yaml.safe_load(text) == getattr(getattr(RunConfig(), section), name), item
+    assert "train.compile=false" in reference and "SLOWER on an H200" in reference
+    assert "sampling.feedback=sample" in reference and "what is fed back, in training AND" in reference
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "loss.likelihood=poisson" in capsys.readouterr().out

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from neurohorizon.config import key_reference
+
 DATA_HELP = (
     "data to use: 'synthetic:reach' or 'synthetic:lorenz' (built-in ground-truth generators), "
     "'recipe:NAME' for a shared dataset (pmd_reach_yu2009, aplysia_bruno2017, adn_peyrache2015) "
@@ -184,7 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("train", parents=[runs], help="train a model from a YAML config plus key=value overrides")
+    p = sub.add_parser("train", parents=[runs], help="train a model from a YAML config plus key=value overrides",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="config keys (section.key=default), settable in the YAML file or as overrides:\n"
+                              + key_reference())
     p.add_argument("config", nargs="?", help="YAML config file, e.g. a copy of the demo's "
                    "(src/neurohorizon/configs/demo.yaml in the source tree); omitted = built-in defaults")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=500 model.preset=tiny")

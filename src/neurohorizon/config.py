@@ -8,6 +8,8 @@ Only the CLI and the trainer read a `RunConfig`; the model receives plain keywor
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import textwrap
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,20 +27,20 @@ class ConfigError(ValueError):
 class DataConfig:
     source: str = "synthetic:reach"  # synthetic:NAME | recipe:NAME | path to .h5/.nwb | folder
     options: dict = field(default_factory=dict)  # passed to the source loader
-    bin_size_ms: float = 20.0
-    context_ms: float = 500.0
+    bin_size_ms: float = 20.0  # forecast bin width
+    context_ms: float = 500.0  # spikes before the forecast start the model sees
     horizon_ms: float = 1000.0  # longest trained horizon (50 bins)
     mode: str = "auto"  # auto | trials | continuous
     align_event: str | None = None  # trial event anchoring evaluation windows (e.g. go_cue)
-    align_offset_ms: float = 0.0
+    align_offset_ms: float = 0.0  # forecast start relative to align_event
     train_windows_per_epoch: int = 2048  # random training windows drawn anew each epoch
     # this fraction of them are training trials at align_event instead, onsets jittered within
     # +-train_anchor_jitter_ms: training weighted towards the alignment that is evaluated
     train_anchor_fraction: float = 0.0
-    train_anchor_jitter_ms: float = 0.0
-    split_seed: int = 0
-    fractions: list = field(default_factory=lambda: [0.7, 0.15, 0.15])
-    holdout_sessions: list = field(default_factory=list)
+    train_anchor_jitter_ms: float = 0.0  # see train_anchor_fraction
+    split_seed: int = 0  # seeds the train/valid/test split (of trials, or of time blocks)
+    fractions: list = field(default_factory=lambda: [0.7, 0.15, 0.15])  # train, valid, test
+    holdout_sessions: list = field(default_factory=list)  # session ids kept whole for the test split
     # trial events the model is told about when they fall in the context (e.g. [target_on,
     # go_cue]): experimenter-controlled cues a closed-loop system knows as they happen
     events: list = field(default_factory=list)
@@ -60,7 +62,7 @@ class ModelSection:
 @dataclass
 class LossConfig:
     likelihood: str = "poisson"  # poisson | negbin | zip | categorical
-    options: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # e.g. {max_count: 8} (categorical), {dispersion: per_neuron} (negbin)
 
 
 @dataclass
@@ -70,7 +72,7 @@ class SamplingConfig:
     kind: str = "constant"  # constant | linear | exponential | inverse_sigmoid
     unit: str = "step"  # step | epoch
     warmup: int = 0  # pure teacher forcing before decay starts
-    floor: float = 0.0
+    floor: float = 0.0  # epsilon never falls below this
     value: float = 1.0  # constant schedule (1.0 = teacher forcing only)
     n: int = 1000  # linear decay length
     k: float = 0.999  # exponential base (<1) or inverse-sigmoid k (>=1)
@@ -84,27 +86,27 @@ class SamplingConfig:
 
 @dataclass
 class TrainConfig:
-    seed: int = 0
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
+    seed: int = 0  # model initialisation, window draws, dropout and sampling
+    batch_size: int = 16  # windows per step (the global batch under DDP)
+    lr: float = 1e-3  # AdamW peak learning rate (warm-up, then cosine decay)
+    weight_decay: float = 1e-2  # AdamW
     # > 0: validate, select and ship an exponential moving average of the weights (decay per step);
     # the optimizer keeps training the raw weights, and checkpoints hold both (exact resume); the
     # likelihood's own parameters (e.g. a learned dispersion) are not averaged
     ema_decay: float = 0.0
-    warmup_steps: int = 100
-    max_steps: int = 2000
+    warmup_steps: int = 100  # linear learning-rate warm-up
+    max_steps: int = 2000  # training steps; the LR cosine spans them
     max_minutes: float = 0.0  # 0 = no wall-clock limit
     # when max_minutes will stop the run before max_steps, shorten the LR cosine and the
     # scheduled-sampling schedule to the steps the clock allows, so both still finish
     fit_to_time: bool = True
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # gradient-norm clipping
     unit_dropout: float = 0.0  # fraction of units removed from a training window
-    eval_every: int = 200
-    checkpoint_every: int = 200
-    log_every: int = 10
+    eval_every: int = 200  # steps between validations (teacher-forced and rollout; best.pt by rollout)
+    checkpoint_every: int = 200  # steps between last.pt saves
+    log_every: int = 10  # steps between train_log.csv rows
     rollout_samples: int = 8  # sampled trajectories per window in validation (feedback=sample)
-    max_eval_windows: int = 512
+    max_eval_windows: int = 512  # validation windows scored at most
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on GPU
     compile: bool = False  # torch.compile the model: ~3.8x SLOWER on an H200 (new shapes recompile; README)
@@ -119,6 +121,47 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def key_reference(width: int = 100) -> str:
+    """Every config key with its default (as YAML) and the note written beside or above it in
+    this file: the reference `neurohorizon train --help` prints, read from the source so it
+    cannot drift from the code."""
+    lines = []
+    for section in dataclasses.fields(RunConfig):
+        defaults = getattr(RunConfig(), section.name)
+        if not dataclasses.is_dataclass(defaults):
+            continue
+        notes = _field_notes(type(defaults))
+        for f in dataclasses.fields(defaults):
+            key = f"{section.name}.{f.name}={_yaml_value(getattr(defaults, f.name))}"
+            wrapped = textwrap.wrap(notes.get(f.name, ""), width - 48) or [""]
+            lines.append(f"  {key:<45} {wrapped[0]}".rstrip())
+            lines += [" " * 48 + more for more in wrapped[1:]]
+    return "\n".join(lines)
+
+
+def _yaml_value(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+
+def _field_notes(cls) -> dict:
+    """field name -> its inline `# comment`, else the comment block just above it."""
+    notes, above = {}, []
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # an install without .py sources: keys and defaults only
+        return notes
+    for line in source.splitlines()[1:]:
+        text = line.strip()
+        if text.startswith("#"):
+            above.append(text.lstrip("# "))
+            continue
+        name = text.split(":", 1)[0]
+        if ":" in text and name.isidentifier():
+            notes[name] = text.split("  # ", 1)[1] if "  # " in text else " ".join(above)
+        above = []
+    return notes
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
