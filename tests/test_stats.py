@@ -93,6 +93,13 @@ def test_rates_and_zero_fractions_match_direct_computation():
     np.testing.assert_allclose(per["zero_fraction"], (counts == 0).mean(0))
     assert stats["overall"]["summary"]["zero_fraction"] == pytest.approx((counts == 0).mean())
     assert per["unit_id"] == [f"s/{i}" for i in range(6)]
+    # what a categorical likelihood's K would truncate, from the same direct counts
+    assert stats["sessions"][0]["count_histogram"] == np.bincount(counts.astype(int).ravel()).tolist()
+    c = stats["overall"]["summary"]["counts"]
+    k = int(np.argmax([(counts > k).mean() <= 1e-3 for k in range(int(counts.max()) + 1)]))
+    assert c == {"max_count": int(counts.max()), "default_k": 8, "fraction_above_default_k": pytest.approx((counts > 8).mean()),
+                 "k_for_max_truncated": k, "max_truncated": 1e-3}
+    assert (counts > k).mean() <= 1e-3 < (counts > k - 1).mean()
 
 
 def modulated_trials(seed=0, n_per=40, n_units=10, poisson=True):
@@ -150,6 +157,8 @@ def test_categorical_only_for_very_large_data():
     stats["overall"]["summary"]["hours"] = 500.0
     choice, reasons = recommend_likelihood(stats)
     assert choice == "categorical" and any("500 h" in r for r in reasons)
+    k = stats["overall"]["summary"]["counts"]["k_for_max_truncated"]
+    assert any(f"loss.options.max_count={k} truncates at most 0.1 %" in r for r in reasons)
 
 
 def test_inspect_writes_report_and_refuses_overwrite(tmp_path, capsys):
@@ -158,6 +167,7 @@ def test_inspect_writes_report_and_refuses_overwrite(tmp_path, capsys):
     out = inspect_data([rec_t, rec_c], tmp_path, name="mix")
     printed = capsys.readouterr().out
     assert "recommended likelihood" in printed and "tr" in printed
+    assert "counts per 20 ms bin: up to" in printed and "(loss.options.max_count)" in printed
     for key in ("stats", "summary", "rates", "fano", "raster"):
         assert out["files"][key].exists() and out["files"][key].stat().st_size > 0
     data = json.loads(out["files"]["stats"].read_text(), parse_constant=lambda c: 1 / 0)

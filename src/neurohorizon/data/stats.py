@@ -206,9 +206,28 @@ def _session_stats(rec, bin_size, trial_event, fano_window, smooth_s) -> dict:
         "n_spikes": int(counts.sum()),
         "n_trials": 0 if tr is None else len(tr.start),
         "fano_window_s": bin_size if method == "trials" else fano_window,  # the counts the Fano factor uses
+        "count_histogram": np.bincount(counts.astype(np.int64).ravel()).tolist(),  # (unit, bin) cells per count
         "trials": trial_structure(rec),
         "summary": _summary(per, dur / 3600),
         "per_neuron": per,
+    }
+
+
+def count_summary(histograms: list, *, default_k: int = 8, max_truncated: float = 1e-3) -> dict:
+    """What a categorical likelihood (classes 0..K, one overflow class) would make of these
+    counts: the largest count per bin, the fraction of (unit, bin) counts above the default K,
+    and the smallest K that truncates at most `max_truncated` of them."""
+    hist = np.zeros(max(1, *(len(h) for h in histograms)), np.int64)
+    for h in histograms:
+        hist[: len(h)] += h
+    above = hist.sum() - np.cumsum(hist)  # above[k]: counts > k
+    total = max(int(hist.sum()), 1)
+    return {
+        "max_count": int(np.flatnonzero(hist)[-1]) if hist.any() else 0,
+        "default_k": default_k,
+        "fraction_above_default_k": float(above[default_k] / total) if default_k < len(above) else 0.0,
+        "k_for_max_truncated": int(np.argmax(above / total <= max_truncated)),
+        "max_truncated": max_truncated,
     }
 
 
@@ -272,6 +291,7 @@ def recording_stats(
     hours = sum(s["duration_s"] for s in sessions) / 3600
     summary = _summary(per, hours)  # n_units counts each session's units; some data share ids across sessions
     summary["n_distinct_units"] = len({str(u) for r in recordings for u in r.unit_ids})
+    summary["counts"] = count_summary([s["count_histogram"] for s in sessions])
     return {
         "bin_size": bin_size,
         "fano_window": fano_window,
@@ -319,6 +339,10 @@ def recommend_likelihood(stats: dict) -> tuple[str, list[str]]:
         reasons.append(
             f"{s['hours']:.0f} h of data: enough to learn a full categorical count distribution"
         )
+        if "counts" in s:
+            c = s["counts"]
+            reasons.append(f"loss.options.max_count={c['k_for_max_truncated']} truncates at most "
+                           f"{100 * c['max_truncated']:g} % of the counts (the largest is {c['max_count']})")
         return "categorical", reasons
     reasons.append(
         f"{s['hours']:.2f} h of data: limited, prefer a parametric likelihood"

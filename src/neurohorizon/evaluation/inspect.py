@@ -60,6 +60,7 @@ def summary_text(stats: dict, name: str, recommendation) -> str:
         f"median NB alpha {o['median_nb_alpha']:.3f}",
         f"  excess zeros vs Poisson {o['mean_excess_zeros_vs_poisson']:+.3f}; units with zeros "
         f"beyond NB {o['frac_excess_zeros_vs_nb']:.0%}",
+        _counts_line(o["counts"], stats["bin_size"]),
         f"  recommended likelihood: {recommendation[0]} (loss.likelihood={recommendation[0]})",
         *[f"    - {r}" for r in recommendation[1]],
     ]
@@ -69,6 +70,13 @@ def summary_text(stats: dict, name: str, recommendation) -> str:
     if trials:  # the names data.align_event and data.events accept
         lines += ["  trials (event names for data.align_event and data.events):", *trials]
     return "\n".join(lines)
+
+
+def _counts_line(c: dict, bin_size: float) -> str:
+    """The count range a categorical likelihood's K must cover."""
+    return (f"  counts per {bin_size * 1000:g} ms bin: up to {c['max_count']}; above K={c['default_k']} (the "
+            f"categorical default): {100 * c['fraction_above_default_k']:.3g} %; K truncating at most "
+            f"{100 * c['max_truncated']:g} %: {c['k_for_max_truncated']} (loss.options.max_count)")
 
 
 def _hist(ax, values, title, xlabel, ref=None):
