@@ -161,6 +161,11 @@ def test_leave_one_out_tables_are_cached_per_trial_within_a_memory_bound():
     for w, expect in zip(windows * 2, want * 2):
         np.testing.assert_array_equal(small.expected(rec, units, w, rec_index=0), expect)
         assert small._table_bytes <= small.CACHE_BYTES and len(small._tables) <= 2
+    none = prior.leave_one_out()
+    none.CACHE_BYTES = 1  # smaller than any table: nothing is kept, the values are the same
+    for w, expect in zip(windows, want):
+        np.testing.assert_array_equal(none.expected(rec, units, w, rec_index=0), expect)
+    assert not none._tables and none._table_bytes == 0
 
 
 def test_leave_one_out_leaves_unfitted_trials_alone_and_needs_the_fit():

@@ -239,20 +239,23 @@ class LeaveOneOutPrior:
 
     def _trial_rows(self, rec, rec_index, j, units, c, r) -> np.ndarray:
         """`_without_trial` at rows r, from a table of every row trial j's bins can fall on."""
-        key = (rec_index, j)
-        if key not in self._tables:
-            a, b = _whole_bins(rec, j, self.prior.event, self.prior.bin_size, self.stats.r0)
-            first = max(a - 1, 0)  # a bin centred inside the trial lies at most one row outside [a, b)
-            rows = np.arange(first, min(b + 1, self.prior.table.shape[1]))
-            table = self._without_trial(rec, rec_index, j, units, c, rows).astype(np.float32)
-            while self._tables and self._table_bytes + table.nbytes > self.CACHE_BYTES:
-                self._table_bytes -= self._tables.pop(next(iter(self._tables)))[1].nbytes
-            self._tables[key], self._table_bytes = (first, table), self._table_bytes + table.nbytes
-        first, table = self._tables[key]
-        inside = (r >= first) & (r < first + len(table))
-        if inside.all():
+        first, table = self._tables.get((rec_index, j)) or self._trial_table(rec, rec_index, j, units, c)
+        if ((r >= first) & (r < first + len(table))).all():
             return table[r - first]
         return self._without_trial(rec, rec_index, j, units, c, r)  # not expected; exact all the same
+
+    def _trial_table(self, rec, rec_index, j, units, c) -> tuple:
+        """(first row, leave-one-out rows of trial j from there), kept within CACHE_BYTES (oldest
+        out first; a table larger than the whole bound is used once and not kept)."""
+        a, b = _whole_bins(rec, j, self.prior.event, self.prior.bin_size, self.stats.r0)
+        first = max(a - 1, 0)  # a bin centred inside the trial lies at most one row outside [a, b)
+        rows = np.arange(first, min(b + 1, self.prior.table.shape[1]))
+        table = self._without_trial(rec, rec_index, j, units, c, rows).astype(np.float32)
+        if table.nbytes <= self.CACHE_BYTES:
+            while self._tables and self._table_bytes + table.nbytes > self.CACHE_BYTES:
+                self._table_bytes -= self._tables.pop(next(iter(self._tables)))[1].nbytes
+            self._tables[rec_index, j], self._table_bytes = (first, table), self._table_bytes + table.nbytes
+        return first, table
 
     def _without_trial(self, rec, rec_index, j, units, c, r) -> np.ndarray:
         """(len(r), N) the table at rows r of condition c, recomputed without trial j's spikes."""
