@@ -100,6 +100,8 @@ def test_rates_and_zero_fractions_match_direct_computation():
     assert c == {"max_count": int(counts.max()), "default_k": 8, "fraction_above_default_k": pytest.approx((counts > 8).mean()),
                  "k_for_max_truncated": k, "max_truncated": 1e-3}
     assert (counts > k).mean() <= 1e-3 < (counts > k - 1).mean()
+    from neurohorizon.losses import Categorical
+    assert c["default_k"] == Categorical().max_count  # the K a categorical run gets by default
 
 
 def modulated_trials(seed=0, n_per=40, n_units=10, poisson=True):

@@ -215,8 +215,9 @@ def _session_stats(rec, bin_size, trial_event, fano_window, smooth_s) -> dict:
 
 def count_summary(histograms: list, *, default_k: int = 8, max_truncated: float = 1e-3) -> dict:
     """What a categorical likelihood (classes 0..K, one overflow class) would make of these
-    counts: the largest count per bin, the fraction of (unit, bin) counts above the default K,
-    and the smallest K that truncates at most `max_truncated` of them."""
+    counts: the largest count per bin, the fraction of (unit, bin) counts above the default K
+    (`losses.Categorical`'s max_count; a test keeps the two equal), and the smallest K that
+    truncates at most `max_truncated` of them."""
     hist = np.zeros(max(1, *(len(h) for h in histograms)), np.int64)
     for h in histograms:
         hist[: len(h)] += h
