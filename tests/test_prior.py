@@ -183,3 +183,60 @@ def test_leave_one_out_needs_a_fitted_prior(tmp_path):
     prior.save(tmp_path / "prior.npz")
     with pytest.raises(ValueError, match="loaded from a file"):
         ConditionPrior.load(tmp_path / "prior.npz").leave_one_out()
+
+
+def reach_prior(rank, **fit_options):
+    """A small synthetic reach session (12 units, 4 directions x 5 trials) and its prior."""
+    from neurohorizon.data.synthetic.reach import make_reach
+
+    rec = make_reach(n_neurons=12, n_conditions=4, trials_per_condition=5, seed=2)
+    vocab = UnitVocab.from_recordings([rec])
+    spans = fit_options.pop("spans", [(0, 0.0, float(rec.trials.end[-1]))])
+    prior = ConditionPrior.fit([rec], spans, lambda r: vocab.index(r.unit_ids), bin_size=BIN,
+                               event="go_cue", rank=rank, **fit_options)
+    return rec, prior, vocab.index(rec.unit_ids)
+
+
+def test_population_modes_keep_the_top_modes_of_the_root_table():
+    rec, plain, units = reach_prior(0)
+    _, low, _ = reach_prior(3)
+    roots = np.sqrt(plain.table.reshape(-1, plain.table.shape[-1]).astype(np.float64))
+    centred = roots - roots.mean(0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    want = np.square(centred @ vt[:3].T @ vt[:3] + roots.mean(0)).reshape(plain.table.shape)
+    np.testing.assert_allclose(low.table, np.maximum(want, 1e-4), rtol=1e-5, atol=1e-7)
+    assert np.linalg.matrix_rank(np.sqrt(low.table.reshape(-1, 13).astype(np.float64)) - low.modes.centre,
+                                 tol=1e-3) <= 3
+    _, full, _ = reach_prior(13)  # every mode kept: the plain table
+    np.testing.assert_allclose(full.table, plain.table, rtol=1e-4, atol=1e-6)
+
+
+def test_leave_one_out_with_modes_projects_the_fit_without_the_trial():
+    rec, prior, units = reach_prior(3)
+    loo, tr = prior.leave_one_out(), rec.trials
+    last = float(tr.end[-1])
+    for j in (0, 7, 13):
+        starts = tr.start[j] + np.arange(int((tr.end[j] - tr.start[j]) / BIN) - 1) * BIN
+        _, without, _ = reach_prior(0, spans=[(0, 0.0, tr.start[j] - 0.01), (0, tr.end[j] + 0.01, last)])
+        full = np.full((len(starts), prior.table.shape[-1]), 1e-4)  # vocabulary slot 0 is no unit
+        full[:, units] = without.expected(rec, units, starts)
+        want = prior.modes.project(full)[:, units]
+        np.testing.assert_allclose(loo.expected(rec, units, starts, rec_index=0), want, rtol=1e-4, atol=1e-6)
+
+
+def test_prior_modes_round_trip_and_bad_ranks(tmp_path):
+    from neurohorizon.config import load_config
+    from neurohorizon.data.prepare import check_rate_prior
+
+    rec, prior, units = reach_prior(3)
+    prior.save(tmp_path / "prior.npz")
+    again = ConditionPrior.load(tmp_path / "prior.npz")
+    np.testing.assert_array_equal(again.modes.basis, prior.modes.basis)
+    starts = rec.trials.events["go_cue"][5] + np.arange(30) * BIN
+    np.testing.assert_array_equal(again.expected(rec, units, starts), prior.expected(rec, units, starts))
+    cfg = load_config(None, ["data.rate_prior_rank=4"]).data
+    with pytest.raises(ValueError, match="set data.rate_prior=psth"):
+        check_rate_prior(cfg)
+    cfg = load_config(None, ["data.rate_prior=psth", "data.align_event=go_cue", "data.rate_prior_rank=-1"]).data
+    with pytest.raises(ValueError, match="rate_prior_rank must be an integer >= 0"):
+        check_rate_prior(cfg)

@@ -50,6 +50,9 @@ class DataConfig:
     # training windows get the prior without their own trial, as unseen test trials do: the
     # plain average holds 1/n of each training trial's own spikes (data/prior.py)
     rate_prior_leave_one_out: bool = True
+    # > 0: keep only the prior's top k population modes (square-root domain), pooling units
+    # against the noise of a few trials per condition (data/prior.py); 0: the plain average
+    rate_prior_rank: int = 0
 
 
 @dataclass

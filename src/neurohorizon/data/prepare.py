@@ -140,12 +140,16 @@ def fit_prior(cfg: DataConfig, recordings, splits: Splits, vocab: UnitVocab, spe
     if not check_rate_prior(cfg):
         return None
     return ConditionPrior.fit(recordings, splits.all_intervals("train"), lambda r: vocab.index(r.unit_ids),
-                              bin_size=spec.bin_size, event=cfg.align_event)
+                              bin_size=spec.bin_size, event=cfg.align_event, rank=cfg.rate_prior_rank)
 
 
 def check_rate_prior(cfg: DataConfig) -> bool:
     """Whether data.rate_prior asks for a prior; a bad setting is a clear error."""
+    if not isinstance(cfg.rate_prior_rank, int) or cfg.rate_prior_rank < 0:
+        raise ValueError(f"data.rate_prior_rank must be an integer >= 0, got {cfg.rate_prior_rank!r}")
     if cfg.rate_prior == "none":
+        if cfg.rate_prior_rank:
+            raise ValueError("data.rate_prior_rank denoises the condition prior: set data.rate_prior=psth too")
         return False
     if cfg.rate_prior != "psth":
         raise ValueError(f"data.rate_prior must be 'none' or 'psth', got {cfg.rate_prior!r}")

@@ -9,6 +9,13 @@ It is the information the condition-given PSTH baseline has, fitted on the train
 The table is Gaussian-smoothed over time (sigma 2 bins) and shrunk 5 % toward the unit's mean
 (the PSTH baseline's defaults), so no bin has an expected count of 0.
 
+With `rank` (`data.rate_prior_rank`) the table is also denoised across units: its square root
+(which makes Poisson noise roughly uniform) keeps only its top `rank` population modes. Units
+of one population share a few latent dimensions, so this pools them: ~28 trials per condition
+give each (unit, bin) only a few spikes. On the demo's reach data the prior alone then scores
+0.135 / 0.215 / 0.163 bits/spike on the test go cues at 240 / 500 / 1000 ms, against 0.123 /
+0.210 / 0.154 plain, and 0.141 / 0.225 / 0.172 for the plain table of 1,000 trials per condition.
+
 Training windows lie inside the very trials the average is made of, so the plain table holds
 1/n of each window's own future spikes (n ~ 28 trials per condition on the demo's reach): on
 the demo's training trials at the go cue the in-sample table scores 0.21 bits/spike at 240 ms,
@@ -39,12 +46,15 @@ class ConditionPrior:
     labels: list
     table: np.ndarray
     unit_mean: np.ndarray
+    modes: PopulationModes | None = None  # the denoising of fit(rank=...), None without
     fit_stats: _FitStats | None = None  # what leave_one_out() needs; not saved
 
     @classmethod
-    def fit(cls, recordings, intervals, vocab_index, *, bin_size: float, event: str) -> ConditionPrior:
+    def fit(cls, recordings, intervals, vocab_index, *, bin_size: float, event: str,
+            rank: int = 0) -> ConditionPrior:
         """From the trials of `recordings` inside `intervals` [(rec, start, end)] (the training
-        split). vocab_index(rec) -> (N,) vocabulary index of each of its units."""
+        split). vocab_index(rec) -> (N,) vocabulary index of each of its units. rank > 0 keeps
+        the table's top `rank` population modes (module docstring); 0 keeps the plain table."""
         trials = [(i, j) for i, r in enumerate(recordings) for j in _usable_trials(r, event, intervals, i)]
         if not trials:
             raise ValueError(_no_usable_trials(recordings, event))
@@ -65,8 +75,11 @@ class ConditionPrior:
                            for i, r in enumerate(recordings)])
         unit_mean = stats.unit_sum / np.maximum(stats.unit_cover, 1)
         table = _shrunk_mean(stats.smooth_sum, stats.smooth_cover, unit_mean)
+        modes = PopulationModes.fit(table, rank) if rank else None
+        if modes is not None:
+            table = modes.project(table)
         return cls(bin_size, event, r0 * bin_size, labels, table.astype(np.float32),
-                   np.maximum(unit_mean, FLOOR).astype(np.float32), stats)
+                   np.maximum(unit_mean, FLOOR).astype(np.float32), modes, stats)
 
     def leave_one_out(self) -> LeaveOneOutPrior:
         """This prior as training windows should see it: a bin inside a trial of the fit gets the
@@ -113,14 +126,16 @@ class ConditionPrior:
         return rows, j[rows], cond[rows], r[rows].astype(np.int64)
 
     def save(self, path: str | Path) -> None:
+        modes = {} if self.modes is None else {"centre": self.modes.centre, "basis": self.modes.basis}
         np.savez(path, bin_size=self.bin_size, event=self.event, rel_start=self.rel_start,
-                 labels=np.array(self.labels, dtype=str), table=self.table, unit_mean=self.unit_mean)
+                 labels=np.array(self.labels, dtype=str), table=self.table, unit_mean=self.unit_mean, **modes)
 
     @classmethod
     def load(cls, path: str | Path) -> ConditionPrior:
         with np.load(path) as z:
+            modes = PopulationModes(z["centre"], z["basis"]) if "basis" in z else None
             return cls(float(z["bin_size"]), str(z["event"]), float(z["rel_start"]), z["labels"].tolist(),
-                       z["table"], z["unit_mean"])
+                       z["table"], z["unit_mean"], modes)
 
 
 def _usable_trials(rec, event: str, intervals, index: int) -> list[int]:
@@ -182,6 +197,30 @@ def _shrunk_mean(smooth_sum, smooth_cover, unit_mean) -> np.ndarray:
     seen = smooth_cover > 1e-3
     mean = np.where(seen, smooth_sum / np.where(seen, smooth_cover, 1), unit_mean)
     return np.maximum((1 - SHRINK) * mean + SHRINK * unit_mean, FLOOR)
+
+
+@dataclass
+class PopulationModes:
+    """The top population modes of a (..., V) table of expected counts, in the square-root
+    domain: centre (V,) the mean root per unit, basis (rank, V) orthonormal rows."""
+
+    centre: np.ndarray
+    basis: np.ndarray
+
+    @classmethod
+    def fit(cls, table: np.ndarray, rank: int) -> PopulationModes:
+        if rank < 1:
+            raise ValueError(f"population modes need a rank >= 1, got {rank}")
+        roots = np.sqrt(table.reshape(-1, table.shape[-1]).astype(np.float64))
+        centre = roots.mean(0)
+        basis = np.linalg.svd(roots - centre, full_matrices=False)[2][:rank]
+        return cls(centre, basis)
+
+    def project(self, table: np.ndarray) -> np.ndarray:
+        """The (..., V) table with only these modes kept (floored, so no count is 0)."""
+        roots = np.sqrt(table.astype(np.float64)) - self.centre
+        kept = roots @ self.basis.T @ self.basis + self.centre
+        return np.maximum(np.square(kept), FLOOR)
 
 
 def _gaussian_weights() -> np.ndarray:
@@ -275,5 +314,15 @@ class LeaveOneOutPrior:
             self._own_totals[rec_index, j] = np.bincount(spikes, minlength=len(units))
         n_own = self._own_totals[rec_index, j]
         unit_mean = (st.unit_sum[units] - n_own) / np.maximum(st.unit_cover[units] - (b - a), 1)
-        return _shrunk_mean(st.smooth_sum[c][r][:, units] - own_sum, st.smooth_cover[c][r][:, units] - own_cover,
+        rows = _shrunk_mean(st.smooth_sum[c][r][:, units] - own_sum, st.smooth_cover[c][r][:, units] - own_cover,
                             unit_mean)
+        return rows if p.modes is None else self._denoised(rows, units, c, r)
+
+    def _denoised(self, rows, units, c, r) -> np.ndarray:
+        """Population-mode projection of leave-one-out rows: the other recordings' units keep
+        the plain table's values. The modes themselves were fitted with every trial (one trial
+        is ~1/n of its condition's rows; not refitted per trial)."""
+        st = self.stats
+        full = _shrunk_mean(st.smooth_sum[c][r], st.smooth_cover[c][r], st.unit_sum / np.maximum(st.unit_cover, 1))
+        full[:, units] = rows
+        return self.prior.modes.project(full)[:, units]

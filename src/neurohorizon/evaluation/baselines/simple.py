@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from neurohorizon.data.prior import PopulationModes
+
 from ._data import iter_batches
 from .base import Baseline
 
@@ -93,21 +95,28 @@ class PSTH(Baseline):
 
     A raw PSTH from a few dozen trials has bins where every trial was silent; a predicted
     rate of 0 there costs ~30 bits per spike. So the PSTH is Gaussian-smoothed over bins
-    and shrunk slightly toward the unit's mean rate, both chosen on validation NLL.
+    and shrunk slightly toward the unit's mean rate, and optionally keeps only its top
+    `rank` population modes (the square-root denoising of `data.rate_prior_rank`,
+    data/prior.py), all three chosen on validation NLL.
     """
 
     name = "psth"
 
-    def __init__(self, *, sigma=None, shrink=None, sigmas=(0.0, 1.0, 2.0, 4.0), shrinks=(0.01, 0.05, 0.2)):
-        """sigma (bins) and shrink fix the choice; otherwise they are picked on validation
-        from `sigmas` x `shrinks` (defaults 2 bins and 0.05 without validation data)."""
+    def __init__(self, *, sigma=None, shrink=None, rank=None, sigmas=(0.0, 1.0, 2.0, 4.0),
+                 shrinks=(0.01, 0.05, 0.2), ranks=(0, 8, 16)):
+        """sigma (bins), shrink and rank (0: no denoising) fix the choice; otherwise they are
+        picked on validation from `sigmas` x `shrinks` x `ranks` (defaults 2 bins, 0.05 and 0
+        without validation data)."""
         self.fixed = sigma is not None and shrink is not None
         self.sigmas, self.shrinks = tuple(sigmas), tuple(shrinks)
+        self.ranks = (int(rank),) if rank is not None else tuple(ranks)
         self.sigma = 2.0 if sigma is None else float(sigma)
         self.shrink = 0.05 if shrink is None else float(shrink)
+        self.rank = 0 if rank is None else int(rank)
         self.mean_rate = MeanRate(unseen="global")
         self.sums: dict[int, torch.Tensor] = {}  # condition -> (T, V) summed counts
         self.reps: dict[int, torch.Tensor] = {}  # condition -> (V,) number of windows
+        self._cache: tuple = (None, {})  # (sigma, shrink, rank) -> condition -> (T, V) table
 
     def fit(self, train_dataset, valid_dataset=None) -> PSTH:
         for batch in iter_batches(train_dataset, 256):
@@ -126,25 +135,29 @@ class PSTH(Baseline):
                 s.index_add_(1, units, counts.permute(1, 0, 2).reshape(T, -1))
                 r.index_add_(0, units, m.reshape(-1))
                 self.sums[c], self.reps[c] = s, r
+        V = max(s.shape[1] for s in self.sums.values()) if self.sums else 0
+        self.sums = {c: _grow(s, V) for c, s in self.sums.items()}
+        self.reps = {c: _grow(r, V) for c, r in self.reps.items()}
         if valid_dataset is not None and not self.fixed:
             self._select(valid_dataset)
         return self
 
     def _select(self, valid_dataset) -> None:
-        """Pick (sigma, shrink) with the lowest Poisson NLL on validation windows."""
+        """Pick (sigma, shrink, rank) with the lowest Poisson NLL on validation windows."""
         batches = list(iter_batches(valid_dataset, 256))
         best = None
         for sigma in self.sigmas:
             for shrink in self.shrinks:
-                self.sigma, self.shrink = sigma, shrink
-                nll = 0.0
-                for batch in batches:
-                    rate = self.predict(batch).double().clamp_min(1e-9)
-                    k = batch["target_counts"].double() * batch["unit_mask"][:, None, :]
-                    nll += float(((rate - k * rate.log()) * batch["unit_mask"][:, None, :]).sum())
-                if best is None or nll < best[0]:
-                    best = (nll, sigma, shrink)
-        _, self.sigma, self.shrink = best
+                for rank in self.ranks:
+                    self.sigma, self.shrink, self.rank = sigma, shrink, rank
+                    nll = 0.0
+                    for batch in batches:
+                        rate = self.predict(batch).double().clamp_min(1e-9)
+                        k = batch["target_counts"].double() * batch["unit_mask"][:, None, :]
+                        nll += float(((rate - k * rate.log()) * batch["unit_mask"][:, None, :]).sum())
+                    if best is None or nll < best[0]:
+                        best = (nll, sigma, shrink, rank)
+        _, self.sigma, self.shrink, self.rank = best
 
     def _psth(self, c: int) -> torch.Tensor:
         """(T, V) smoothed condition average of condition c."""
@@ -158,20 +171,36 @@ class PSTH(Baseline):
         den = torch.nn.functional.conv1d(torch.ones_like(x[:1]), kernel.view(1, 1, -1), padding=half)
         return (num / den)[:, 0].T  # renormalised at the window edges
 
+    def _tables(self) -> dict:
+        """condition -> (T, V) forecast: the smoothed PSTH shrunk toward the unit's mean (the
+        mean alone for a unit the condition never had), then denoised when rank > 0."""
+        key = (self.sigma, self.shrink, self.rank)
+        if self._cache[0] == key:
+            return self._cache[1]
+        V = len(next(iter(self.reps.values()))) if self.reps else 0
+        unit_mean = self.mean_rate.rates(torch.arange(V))
+        tables = {c: torch.where(self.reps[c] > 0, (1 - self.shrink) * self._psth(c) + self.shrink * unit_mean,
+                                 unit_mean) for c in self.sums}
+        if self.rank and tables:
+            stacked = torch.cat(list(tables.values())).clamp_min(1e-4).numpy()
+            modes = PopulationModes.fit(stacked, self.rank)
+            tables = {c: torch.from_numpy(modes.project(t.clamp_min(1e-4).numpy())) for c, t in tables.items()}
+        self._cache = (key, tables)
+        return tables
+
     def predict(self, batch: dict) -> torch.Tensor:
         out = self.mean_rate.predict(batch).double().clone()
         T = out.shape[1]
+        tables = self._tables()
         for b, c in enumerate(batch["condition"].tolist()):
-            if c not in self.sums:
+            if c not in tables:
                 continue
-            r = self.reps[c]
-            psth = self._psth(c)
+            r, table = self.reps[c], tables[c]
             units, mask = batch["units"][b], batch["unit_mask"][b]
             idx = units.clamp(max=len(r) - 1)
             ok = mask & (units < len(r)) & (r[idx] > 0)
-            Tk = min(T, psth.shape[0])
-            mean = out[b, :Tk, ok]
-            out[b, :Tk, ok] = (1 - self.shrink) * psth[:Tk, units[ok]] + self.shrink * mean
+            Tk = min(T, table.shape[0])
+            out[b, :Tk, ok] = table[:Tk, units[ok]]
         return out.float()
 
 
