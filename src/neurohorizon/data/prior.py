@@ -297,7 +297,14 @@ class LeaveOneOutPrior:
         return first, table
 
     def _without_trial(self, rec, rec_index, j, units, c, r) -> np.ndarray:
-        """(len(r), N) the table at rows r of condition c, recomputed without trial j's spikes."""
+        """(len(r), N) the table at rows r of condition c, as a fit without trial j makes it."""
+        if self.prior.modes is None:
+            return self._plain_without(rec, rec_index, j, units, c, r)[0]
+        return self._denoised_without(rec, rec_index, j, units, c, r)
+
+    def _plain_without(self, rec, rec_index, j, units, c, r) -> tuple:
+        """The plain (not denoised) table at rows r of condition c without trial j's spikes,
+        and the units' mean count without the trial."""
         st, p = self.stats, self.prior
         a, b = _whole_bins(rec, j, p.event, p.bin_size, st.r0)
         radius = len(self.weights) // 2
@@ -316,13 +323,18 @@ class LeaveOneOutPrior:
         unit_mean = (st.unit_sum[units] - n_own) / np.maximum(st.unit_cover[units] - (b - a), 1)
         rows = _shrunk_mean(st.smooth_sum[c][r][:, units] - own_sum, st.smooth_cover[c][r][:, units] - own_cover,
                             unit_mean)
-        return rows if p.modes is None else self._denoised(rows, units, c, r)
+        return rows, unit_mean
 
-    def _denoised(self, rows, units, c, r) -> np.ndarray:
-        """Population-mode projection of leave-one-out rows: the other recordings' units keep
-        the plain table's values. The modes themselves were fitted with every trial (one trial
-        is ~1/n of its condition's rows; not refitted per trial)."""
+    def _denoised_without(self, rec, rec_index, j, units, c, r) -> np.ndarray:
+        """Rows r of condition c of the denoised table that a fit without trial j makes: the
+        whole plain table without the trial (its condition's rows, and every unit's mean, which
+        the other conditions are shrunk toward), then modes refitted on it and projected."""
         st = self.stats
-        full = _shrunk_mean(st.smooth_sum[c][r], st.smooth_cover[c][r], st.unit_sum / np.maximum(st.unit_cover, 1))
-        full[:, units] = rows
-        return self.prior.modes.project(full)[:, units]
+        all_rows = np.arange(st.smooth_sum.shape[1])
+        own_rows, own_mean = self._plain_without(rec, rec_index, j, units, c, all_rows)
+        unit_mean = st.unit_sum / np.maximum(st.unit_cover, 1)
+        unit_mean[units] = own_mean
+        table = _shrunk_mean(st.smooth_sum, st.smooth_cover, unit_mean)
+        table[c][:, units] = own_rows
+        modes = PopulationModes.fit(table, len(self.prior.modes.basis))
+        return modes.project(table[c][r])[:, units]
