@@ -76,7 +76,9 @@ def fit_baselines(names, prepared, *, time_budget_s: float, log=print) -> dict:
         except Exception as err:  # one failing baseline must not hide the others; it is reported
             log(f"  baseline {name} failed: {type(err).__name__}: {err}")
             continue
-        log(f"  fitted {name} in {time.monotonic() - t0:.1f} s")
+        chosen = getattr(fitted[name], "chosen", lambda: {})()
+        settings = f" ({', '.join(f'{k} {v:g}' for k, v in chosen.items())}, chosen on validation)" if chosen else ""
+        log(f"  fitted {name} in {time.monotonic() - t0:.1f} s{settings}")
     return fitted
 
 
@@ -209,7 +211,7 @@ def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, split, n_
         "run": str(run.run_dir), "checkpoint": str(run.checkpoint), "step": run.step,
         "data": data or run.cfg.data.source, "split": split,
         "feedback": feedback, "decoder": run.cfg.model.decoder, "likelihood": run.cfg.loss.likelihood,
-        "rate_prior": run.cfg.data.rate_prior,
+        "rate_prior": run.cfg.data.rate_prior, "rate_prior_rank": run.cfg.data.rate_prior_rank,
         "bin_size_s": prepared.spec.bin_size,
         "horizons": {str(h): horizon_label(h, prepared.spec.bin_size) for h in horizons},
         "null": "fp_bps: per-neuron mean of the evaluated spikes (NLB); fp_bps_train_null: training-split mean",

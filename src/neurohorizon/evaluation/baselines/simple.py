@@ -159,6 +159,10 @@ class PSTH(Baseline):
                         best = (nll, sigma, shrink, rank)
         _, self.sigma, self.shrink, self.rank = best
 
+    def chosen(self) -> dict:
+        """The smoothing (bins), shrinkage and rank in use."""
+        return {"sigma": self.sigma, "shrink": self.shrink, "rank": self.rank}
+
     def _psth(self, c: int) -> torch.Tensor:
         """(T, V) smoothed condition average of condition c."""
         mean = self.sums[c] / self.reps[c].clamp_min(1)
