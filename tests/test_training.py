@@ -172,7 +172,7 @@ def test_scheduled_sampling_feeds_back_model_predictions(tmp_path, reach):
     from neurohorizon.training.run import build_model
     from neurohorizon.training.trainer import Trainer
 
-    cfg = tiny_cfg("sampling.feedback=mean")
+    cfg = tiny_cfg("sampling.feedback=mean", "model.overrides.dropout=0.5")
     data = prepare_data(cfg.data, recordings=[reach])
     lik = build_likelihood("poisson")
     model = build_model(cfg, data.vocab.tokens, lik)
@@ -180,10 +180,13 @@ def test_scheduled_sampling_feeds_back_model_predictions(tmp_path, reach):
     batch = collate([data.train[i] for i in range(4)])
     gen = torch.Generator().manual_seed(0)
     assert torch.equal(trainer.model_inputs(batch, 1.0, gen), batch["target_counts"])
-    model.eval()
+    model.train()  # as in a training step, dropout 0.5 on
     fed = trainer.model_inputs(batch, 0.0, gen)  # eps = 0: every bin takes the model's own output
+    assert model.training  # the pass ran without dropout (as rollout does), and training mode is back
+    model.eval()
     expected = feedback_counts(lik, model(batch, batch["target_counts"]), "mean")
     torch.testing.assert_close(fed, expected)
+    model.train()
     mixed = trainer.model_inputs(batch, 0.5, torch.Generator().manual_seed(1))
     from_truth = (mixed == batch["target_counts"]).all(-1)
     assert 0 < from_truth.float().mean() < 1  # whole bins come from truth or prediction
@@ -194,6 +197,8 @@ def test_scheduled_sampling_feeds_back_model_predictions(tmp_path, reach):
     # predictions from a free-running rollout: at eps = 0 exactly the counts inference feeds back
     cfg.sampling.predictions_from = "rollout"
     fed = trainer.model_inputs(batch, 0.0, torch.Generator().manual_seed(7))
+    assert model.training
+    model.eval()
     rolled = model.rollout(batch, lik, n_steps=fed.shape[1], feedback="sample", generator=torch.Generator().manual_seed(7))
     assert torch.equal(fed, rolled["counts"][0]) and not torch.equal(fed, a)
     with pytest.raises(ValueError, match="predictions_from must be one of"):

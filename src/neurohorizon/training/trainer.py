@@ -182,7 +182,9 @@ class Trainer:
 
     def model_inputs(self, batch, eps: float, generator: torch.Generator):
         """Scheduled sampling: the model's own counts (no-grad passes or a free-running rollout)
-        mixed with the truth."""
+        mixed with the truth. The model makes them without dropout, as it does in rollout: fed
+        back, they should be what the trained model feeds itself (on reach that lowered the
+        teacher-forced/rollout gap, benchmarks/results/prior_rank_reach.json)."""
         truth = batch["target_counts"]
         if not self.autoregressive:
             return None
@@ -191,12 +193,12 @@ class Trainer:
             return inputs
         sc = self.cfg.sampling
         if sc.predictions_from == "rollout":
-            with self._autocast():
+            with self._autocast(), _eval_mode(self.model):
                 own = self.raw_model.rollout(batch, self.likelihood, n_steps=truth.shape[1],
                                              feedback=sc.feedback, generator=generator)["counts"][0]
             return mix_inputs(truth, own.float().clone(), eps, generator)[0]  # clone: a normal tensor
         for _ in range(sc.passes - 1):
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad(), self._autocast(), _eval_mode(self.model):
                 params = self.model(batch, inputs).float()
             predicted = feedback_counts(self.likelihood, params, self.cfg.sampling.feedback, generator)
             inputs, _ = mix_inputs(truth, predicted, eps, generator)
@@ -459,3 +461,14 @@ class Trainer:
             tqdm.write(f"step {self.state.step}: validation rollout {score:.4f} bits/spike"
                        + (f", teacher-forced {tf:.4f}" if math.isfinite(tf) else "")
                        + (" (best so far: best.pt)" if best else f" (best: step {self.state.best_step})"))
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module):
+    """Run `model` in eval mode (no dropout) inside the block, then restore its mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
