@@ -138,6 +138,7 @@ class PSTH(Baseline):
         V = max(s.shape[1] for s in self.sums.values()) if self.sums else 0
         self.sums = {c: _grow(s, V) for c, s in self.sums.items()}
         self.reps = {c: _grow(r, V) for c, r in self.reps.items()}
+        self._cache = (None, {})  # tables of an earlier fit are stale
         if valid_dataset is not None and not self.fixed:
             self._select(valid_dataset)
         return self
