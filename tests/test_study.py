@@ -63,6 +63,8 @@ def test_study_command_runs_and_resumes(tmp_path, capsys):
         assert cfg["data"]["events"] == ["go_cue"] and cfg["train"]["batch_size"] == 4
         ss = run.name.startswith("h10-scheduled_sampling")
         assert cfg["sampling"]["kind"] == ("linear" if ss else "constant")
+        if ss:  # the schedule ends on the model's own counts, with three passes
+            assert cfg["sampling"]["floor"] == 0.0 and cfg["sampling"]["passes"] == 3
     cells = sorted(p.name for p in (study / "cells").iterdir())
     assert cells == ["h10-parallel.json", "h10-scheduled_sampling.json", "h10-teacher_forcing.json"]
     results = json.loads((study / "study_results.json").read_text())
