@@ -30,7 +30,7 @@ MODEL = "NeuroHorizon"
 
 def default_baselines(mode: str) -> list[str]:
     names = ["mean_rate", "persistence", "glm_ar", "glm_direct", "gru_seq2seq", "ndt_forward"]
-    return (["psth"] if mode == "trials" else []) + names
+    return (["psth", "psth_factors"] if mode == "trials" else []) + names
 
 
 def train_null_rates(dataset, max_windows: int = 2000) -> dict[int, np.ndarray]:
@@ -70,8 +70,9 @@ def fit_baselines(names, prepared, *, time_budget_s: float, log=print) -> dict:
         t0 = time.monotonic()
         try:
             forecaster = build_baseline(name, **baseline_options(name, time_budget_s))
-            # the PSTH needs windows at the evaluation alignment, which carry the condition
-            train = prepared.train_aligned if name == "psth" and prepared.train_aligned else prepared.train
+            # the PSTHs need windows at the evaluation alignment, which carry the condition
+            aligned = name in ("psth", "psth_factors") and prepared.train_aligned
+            train = prepared.train_aligned if aligned else prepared.train
             fitted[name] = forecaster.fit(train, prepared.valid)
         except Exception as err:  # one failing baseline must not hide the others; it is reported
             log(f"  baseline {name} failed: {type(err).__name__}: {err}")

@@ -6,6 +6,7 @@ BASELINES: name -> class;  build_baseline(name, **opts) -> instance
 from __future__ import annotations
 
 from .base import Baseline
+from .factors import PSTHFactors
 from .glm import PoissonGLM, fit_poisson_ridge
 from .gru import GRUSeq2Seq
 from .ndt import NDTForward
@@ -23,6 +24,7 @@ def _glm_direct(**opts):
 BASELINES = {
     "mean_rate": MeanRate,
     "psth": PSTH,
+    "psth_factors": PSTHFactors,
     "persistence": Persistence,
     "glm_ar": _glm_ar,
     "glm_direct": _glm_direct,
@@ -48,6 +50,7 @@ __all__ = [
     "MeanRate",
     "NDTForward",
     "PSTH",
+    "PSTHFactors",
     "Persistence",
     "PoissonGLM",
     "build_baseline",

@@ -1,0 +1,193 @@
+"""PSTH plus single-trial latent factors: the condition average, moved by what the context says.
+
+A trial differs from its condition average in a few shared directions (gain, preparatory
+state, slow drifts; GPFA and LFADS model the same thing). With K factors, window b's log-rate is
+
+    log rate(b, t, n) = log psth(c_b, t, n) + sum_k L[n, k] d[t, k] z[b, k],   z_b ~ N(0, I),
+
+over its context and target bins t, with loadings L (V, K) tied between the two. Fitting
+maximises the joint posterior of L, d and every training window's z (full-batch Adam). z is then
+re-inferred from each training context alone, as forecasting must, and the target rows of d are
+refitted to it. A forecast infers z from the context (Newton, Laplace covariance) and returns the
+expected count psth * E[exp(L d z)]. K is chosen on validation NLL among `ks`. The PSTH keeps the
+smoothing, shrinkage and rank that the PSTH baseline chooses, so K = 0 is that baseline (its table
+spans the context bins too, so it differs slightly at the first target bins).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._data import iter_batches
+from .base import Baseline
+from .simple import PSTH
+
+
+def _stacked(batch: dict, horizon: int) -> dict:
+    """The batch as the PSTH sees it: one window of context + `horizon` bins, context observed."""
+    out = {k: batch[k] for k in ("units", "unit_mask", "condition", "context_counts")}
+    Tc = batch["context_counts"].shape[1]
+    if "target_counts" in batch:
+        out["target_counts"] = torch.cat([batch["context_counts"], batch["target_counts"]], 1)
+    else:
+        out["n_steps"] = Tc + horizon
+    return out
+
+
+class PSTHFactors(Baseline):
+    """Condition PSTH over context and target bins, times exp(L d z) with z inferred from the context.
+
+    Args:
+        ks: numbers of factors to try; the lowest validation NLL wins (K = 0 is the PSTH alone);
+            without validation data the first is kept.
+        k: fix the number of factors instead (no selection).
+        iters: Adam steps of the joint fit (the target-profile refit takes half as many).
+        profile_ridge: weight of the penalty pulling the time profile d towards 1.
+        seed: seed of the loadings' initialisation.
+    """
+
+    name = "psth_factors"
+
+    def __init__(self, *, ks=(0, 1, 2, 4, 8), k: int | None = None, iters: int = 400,
+                 profile_ridge: float = 1.0, seed: int = 0):
+        self.ks = (int(k),) if k is not None else tuple(int(x) for x in ks)
+        if not self.ks or min(self.ks) < 0:
+            raise ValueError(f"psth_factors: numbers of factors must be >= 0, got {self.ks}")
+        self.iters, self.profile_ridge, self.seed = int(iters), float(profile_ridge), int(seed)
+        self.psth = PSTH()
+        self.k = 0
+        self.loadings = torch.zeros(0, 0, dtype=torch.float64)  # (V, K)
+        self.profile = torch.zeros(0, 0, dtype=torch.float64)  # (Tc + T, K)
+        self.context_bins = 0
+
+    def fit(self, train_dataset, valid_dataset=None) -> PSTHFactors:
+        raw = list(iter_batches(train_dataset, 256))
+        self.context_bins = raw[0]["context_counts"].shape[1]
+        train = [_stacked(b, 0) for b in raw]
+        valid = None if valid_dataset is None else list(iter_batches(valid_dataset, 256))
+        # the PSTH baseline's own choices (made on target bins), applied over context + target bins
+        settings = PSTH().fit(raw, valid).chosen()
+        self.psth = PSTH(**settings).fit(train)
+        V = len(self.psth.mean_rate.bins)
+        fits = {k: self._fit_factors(train, k, V) for k in self.ks}
+        if valid is None or len(fits) == 1:
+            self.k, (self.loadings, self.profile) = next(iter(fits.items()))
+        else:
+            self.k = min(fits, key=lambda k: self._valid_nll(valid, *fits[k]))
+            self.loadings, self.profile = fits[self.k]
+        return self
+
+    def chosen(self) -> dict:
+        """The number of factors in use, and the PSTH's own smoothing, shrinkage and rank."""
+        return {"factors": self.k, **self.psth.chosen()}
+
+    # ---- fitting ---------------------------------------------------------------------------
+    def _fit_factors(self, train: list, k: int, V: int):
+        T = train[0]["target_counts"].shape[1]
+        if k == 0:
+            return torch.zeros(V, 0, dtype=torch.float64), torch.zeros(T, 0, dtype=torch.float64)
+        g = torch.Generator().manual_seed(self.seed)
+        L = 0.1 * torch.randn(V, k, generator=g)  # float32: the fit is bound by memory traffic
+        d = torch.ones(T, k)
+        data = [self._arrays(b) for b in train]
+        Z = [torch.zeros(len(y), k) for y, *_ in data]
+        n = sum(len(z) for z in Z)
+        opt = torch.optim.Adam([L, d, *Z], lr=0.03)
+        for _ in range(self.iters):
+            L.grad, d.grad = torch.zeros_like(L), 2 * self.profile_ridge * (d - 1)
+            for (y, lp, u, m), z in zip(data, Z):
+                loads = L[u] * m[..., None]
+                r = _residual(y, lp, loads, d, z, m)
+                rd = r.transpose(1, 2) @ d  # (B, N, K): d loss / d loads, before z
+                z.grad = ((rd * loads).sum(1) + z) / n
+                L.grad.index_add_(0, u.flatten(), (rd * z[:, None, :] * m[..., None]).flatten(0, 1))
+                d.grad += (r @ (loads * z[:, None, :])).sum(0)
+            L.grad, d.grad = L.grad / n, d.grad / n
+            opt.step()
+        return L.double(), self._refit_target_profile(data, L, d).double()
+
+    def _refit_target_profile(self, data, L, d):
+        """Target rows of d refitted to z inferred from the context only (what a forecast has)."""
+        Tc = self.context_bins
+        zs = [_infer(y[:, :Tc], lp[:, :Tc], L[u] * m[..., None], d[:Tc])[0] for y, lp, u, m in data]
+        target = d[Tc:].clone()
+        opt = torch.optim.Adam([target], lr=0.03)
+        n = sum(len(z) for z in zs)
+        for _ in range(self.iters // 2):
+            target.grad = 2 * self.profile_ridge * (target - d[Tc:])
+            for (y, lp, u, m), z in zip(data, zs):
+                loads = L[u] * m[..., None]
+                r = _residual(y[:, Tc:], lp[:, Tc:], loads, target, z, m)
+                target.grad += (r @ (loads * z[:, None, :])).sum(0)
+            target.grad /= n
+            opt.step()
+        return torch.cat([d[:Tc], target])
+
+    def _arrays(self, stacked: dict):
+        """(counts (B, T, N), log PSTH (B, T, N), units (B, N) clipped to the vocabulary, mask (B, N))."""
+        V = len(self.psth.mean_rate.bins)
+        mask = stacked["unit_mask"] & (stacked["units"] < V)
+        log_psth = self.psth.predict(stacked).clamp_min(1e-6).log()
+        return stacked["target_counts"].float(), log_psth.float(), stacked["units"].clamp(max=V - 1), mask.float()
+
+    def _valid_nll(self, valid: list, L, d) -> float:
+        saved = self.loadings, self.profile
+        self.loadings, self.profile = L, d
+        try:
+            nll = 0.0
+            for batch in valid:
+                rate = self.predict(batch).double().clamp_min(1e-9)
+                m = batch["unit_mask"][:, None, :].double()
+                nll += float(((rate - batch["target_counts"].double() * rate.log()) * m).sum())
+            return nll
+        finally:
+            self.loadings, self.profile = saved
+
+    # ---- forecasting -----------------------------------------------------------------------
+    def predict(self, batch: dict) -> torch.Tensor:
+        T, Tc = self._horizon(batch), batch["context_counts"].shape[1]
+        if Tc != self.context_bins:
+            raise ValueError(f"psth_factors: fitted on {self.context_bins} context bins, got {Tc}")
+        stacked = _stacked({k: v for k, v in batch.items() if k != "target_counts"}, T)
+        rate = self.psth.predict(stacked).double()
+        if self.loadings.shape[1] == 0:
+            return rate[:, Tc:].float()
+        V = len(self.loadings)
+        loads = self.loadings[batch["units"].clamp(max=V - 1)] * (
+            batch["unit_mask"] & (batch["units"] < V))[..., None].double()
+        y, lp = batch["context_counts"].double(), rate[:, :Tc].clamp_min(1e-6).log()
+        z, cov = _infer(y, lp, loads, self.profile[:Tc])
+        Tf = min(T, len(self.profile) - Tc)  # bins beyond the fitted horizon keep the PSTH
+        a = torch.einsum("bnk,tk->btnk", loads, self.profile[Tc:Tc + Tf])  # d log-rate / d z
+        mean = torch.einsum("btnk,bk->btn", a, z) + 0.5 * torch.einsum("btnk,bkl,btnl->btn", a, cov, a)
+        out = rate[:, Tc:].clone()
+        out[:, :Tf] = out[:, :Tf] * mean.clamp(max=10).exp()
+        return out.float()
+
+
+def _residual(y, log_psth, loads, d, z, mask):
+    """(B, T, N) d NLL / d log-rate: expected minus observed counts of the real units, where the
+    log-rate is log_psth + sum_k loads[b, n, k] d[t, k] z[b, k] (clamped to [-10, 10], as rates are)."""
+    eta = (log_psth + d @ (loads * z[:, None, :]).transpose(1, 2)).clamp_(-10, 10)
+    return eta.exp_().sub_(y).mul_(mask[:, None, :])
+
+
+def _infer(y, log_psth, loads, d, iters: int = 30):
+    """MAP z (B, K) of the context counts y (B, Tc, N) under z ~ N(0, I), and its Laplace
+    covariance (B, K, K). Newton's method on a concave objective, steps capped at 1 per axis."""
+    B, K = len(y), loads.shape[-1]
+    a = torch.einsum("bnk,tk->btnk", loads, d)
+    z = torch.zeros(B, K, dtype=y.dtype)
+    eye = torch.eye(K, dtype=y.dtype)
+    tol = 1e-8 if y.dtype == torch.float64 else 1e-5
+    for _ in range(iters):
+        rate = (log_psth + torch.einsum("btnk,bk->btn", a, z)).clamp(-10, 10).exp()
+        grad = torch.einsum("btn,btnk->bk", y - rate, a) - z
+        hess = torch.einsum("btn,btnk,btnl->bkl", rate, a, a) + eye
+        step = torch.linalg.solve(hess, grad).clamp(-1, 1)
+        z = z + step
+        if step.abs().max() < tol:
+            break
+    rate = (log_psth + torch.einsum("btnk,bk->btn", a, z)).clamp(-10, 10).exp()
+    hess = torch.einsum("btn,btnk,btnl->bkl", rate, a, a) + eye
+    return z, torch.linalg.inv(hess)
