@@ -7,6 +7,10 @@ exactly as `neurohorizon evaluate` does (training trials at the evaluation align
 the validation windows) and scores both on the test windows with the NLB null, at 12 / 25 / 50 bins.
 `demo` is the demo's reach data; the other names are `quality.py`'s datasets (real recordings skip
 when ../shared/data is absent).
+
+With `--runs RUN ...` (trained runs, each evaluated on its own test split) it also scores each run's
+rollout (mean of 32 sampled trajectories) and its equal-weight average with psth_factors (the weight is
+fixed, not tuned): are the model and the factor baseline complementary?
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from neurohorizon.config import load_config
 from neurohorizon.data.prepare import prepare_data
 from neurohorizon.evaluation.baselines import PSTH, PSTHFactors
 from neurohorizon.evaluation.baselines._data import iter_batches
+from neurohorizon.evaluation.evaluate import _eval_data
+from neurohorizon.evaluation.loading import load_run
 from neurohorizon.evaluation.metrics import bits_per_spike
+from neurohorizon.evaluation.predict import predict_dataset, predict_forecaster
 
 sys.path.insert(0, str(Path(__file__).parent))
 from quality import DATASETS  # noqa: E402
@@ -31,12 +38,30 @@ from quality import DATASETS  # noqa: E402
 DEMO = Path(__file__).resolve().parents[1] / "src/neurohorizon/configs/demo.yaml"
 
 
-def score(model, dataset) -> dict:
-    batch = next(iter_batches(dataset, 100_000))
-    rate = model.predict(batch).double().numpy()
-    counts = batch["target_counts"].double().numpy()
+def horizons(rate, counts) -> dict:
     return {str(h): round(float(bits_per_spike(rate[:, :h], counts[:, :h])), 4)
             for h in (12, 25, 50) if h <= counts.shape[1]}
+
+
+def score(model, dataset) -> dict:
+    batch = next(iter_batches(dataset, 100_000))
+    return horizons(model.predict(batch).double().numpy(), batch["target_counts"].double().numpy())
+
+
+def mixed_with_run(run_dir: str) -> dict:
+    """A run's rollout, psth_factors and their equal-weight average on the run's test windows."""
+    run = load_run(run_dir, device="cpu")
+    prepared, test, _ = _eval_data(run, None, "error")
+    model = predict_dataset(run.model, run.likelihood, test, device="cpu", feedback="sample", n_samples=32,
+                            teacher_forced=False)["groups"]
+    factors = PSTHFactors().fit(prepared.train_aligned, prepared.valid)
+    baseline = predict_forecaster(factors, test)["groups"]
+    out = {}
+    for s, group in model.items():
+        a, b, y = (x.astype(float) for x in (group["rollout"], baseline[s]["rollout"], group["target"]))
+        out[str(s)] = {"model": horizons(a, y), "psth_factors": horizons(b, y), "average": horizons((a + b) / 2, y)}
+    print(run_dir, json.dumps(out), flush=True)
+    return out
 
 
 def run(name: str) -> dict:
@@ -59,8 +84,9 @@ def run(name: str) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", nargs="+", default=["demo", "pmd"])
+    parser.add_argument("--datasets", nargs="*", default=["demo", "pmd"])
     parser.add_argument("--out-dir", default="benchmarks/results")
+    parser.add_argument("--runs", nargs="*", default=[], help="trained runs to mix with psth_factors")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     for name in args.datasets:
@@ -70,6 +96,9 @@ def main(argv=None) -> int:
             print(f"{name}: skipped ({err})")
             continue
         Path(args.out_dir, f"factor_baseline_{name}.json").write_text(json.dumps(result, indent=1))
+    if args.runs:
+        mixed = {Path(run).name: mixed_with_run(run) for run in args.runs}
+        Path(args.out_dir, "factor_baseline_mixed.json").write_text(json.dumps(mixed, indent=1))
     return 0
 
 
