@@ -20,7 +20,7 @@ import torch
 
 from ._data import iter_batches
 from .base import Baseline
-from .simple import PSTH
+from .simple import PSTH, poisson_nll
 
 
 def _stacked(batch: dict, horizon: int) -> dict:
@@ -68,13 +68,14 @@ class PSTHFactors(Baseline):
         # the PSTH baseline's own choices (made on target bins), applied over context + target bins
         settings = PSTH().fit(raw, valid).chosen()
         self.psth = PSTH(**settings).fit(train)
-        V = len(self.psth.mean_rate.bins)
-        fits = {k: self._fit_factors(train, k, V) for k in self.ks}
-        if valid is None or len(fits) == 1:
-            self.k, (self.loadings, self.profile) = next(iter(fits.items()))
+        V, T = len(self.psth.mean_rate.bins), train[0]["target_counts"].shape[1]
+        data = [self._arrays(b) for b in train]
+        fits = {k: self._fit_factors(data, k, V, T) for k in (self.ks if valid else self.ks[:1])}
+        if len(fits) == 1:
+            self.k = self.ks[0]
         else:
-            self.k = min(fits, key=lambda k: self._valid_nll(valid, *fits[k]))
-            self.loadings, self.profile = fits[self.k]
+            self.k = min(fits, key=lambda k: sum(poisson_nll(self._forecast(b, *fits[k]), b) for b in valid))
+        self.loadings, self.profile = fits[self.k]
         return self
 
     def chosen(self) -> dict:
@@ -82,14 +83,13 @@ class PSTHFactors(Baseline):
         return {"factors": self.k, **self.psth.chosen()}
 
     # ---- fitting ---------------------------------------------------------------------------
-    def _fit_factors(self, train: list, k: int, V: int):
-        T = train[0]["target_counts"].shape[1]
+    def _fit_factors(self, data: list, k: int, V: int, T: int):
+        """Loadings (V, k) and time profile (T, k) from the training arrays `data` (`_arrays`)."""
         if k == 0:
             return torch.zeros(V, 0, dtype=torch.float64), torch.zeros(T, 0, dtype=torch.float64)
         g = torch.Generator().manual_seed(self.seed)
         L = 0.1 * torch.randn(V, k, generator=g)  # float32: the fit is bound by memory traffic
         d = torch.ones(T, k)
-        data = [self._arrays(b) for b in train]
         Z = [torch.zeros(len(y), k) for y, *_ in data]
         n = sum(len(z) for z in Z)
         opt = torch.optim.Adam([L, d, *Z], lr=0.03)
@@ -130,35 +130,26 @@ class PSTHFactors(Baseline):
         log_psth = self.psth.predict(stacked).clamp_min(1e-6).log()
         return stacked["target_counts"].float(), log_psth.float(), stacked["units"].clamp(max=V - 1), mask.float()
 
-    def _valid_nll(self, valid: list, L, d) -> float:
-        saved = self.loadings, self.profile
-        self.loadings, self.profile = L, d
-        try:
-            nll = 0.0
-            for batch in valid:
-                rate = self.predict(batch).double().clamp_min(1e-9)
-                m = batch["unit_mask"][:, None, :].double()
-                nll += float(((rate - batch["target_counts"].double() * rate.log()) * m).sum())
-            return nll
-        finally:
-            self.loadings, self.profile = saved
-
     # ---- forecasting -----------------------------------------------------------------------
     def predict(self, batch: dict) -> torch.Tensor:
+        return self._forecast(batch, self.loadings, self.profile)
+
+    def _forecast(self, batch: dict, loadings, profile) -> torch.Tensor:
+        """(B, T, N) expected counts with loadings (V, K) and time profile (Tc + T, K)."""
         T, Tc = self._horizon(batch), batch["context_counts"].shape[1]
         if Tc != self.context_bins:
             raise ValueError(f"psth_factors: fitted on {self.context_bins} context bins, got {Tc}")
         stacked = _stacked({k: v for k, v in batch.items() if k != "target_counts"}, T)
         rate = self.psth.predict(stacked).double()
-        if self.loadings.shape[1] == 0:
+        if loadings.shape[1] == 0:
             return rate[:, Tc:].float()
-        V = len(self.loadings)
-        loads = self.loadings[batch["units"].clamp(max=V - 1)] * (
+        V = len(loadings)
+        loads = loadings[batch["units"].clamp(max=V - 1)] * (
             batch["unit_mask"] & (batch["units"] < V))[..., None].double()
         y, lp = batch["context_counts"].double(), rate[:, :Tc].clamp_min(1e-6).log()
-        z, cov = _infer(y, lp, loads, self.profile[:Tc])
-        Tf = min(T, len(self.profile) - Tc)  # bins beyond the fitted horizon keep the PSTH
-        a = torch.einsum("bnk,tk->btnk", loads, self.profile[Tc:Tc + Tf])  # d log-rate / d z
+        z, cov = _infer(y, lp, loads, profile[:Tc])
+        Tf = min(T, len(profile) - Tc)  # bins beyond the fitted horizon keep the PSTH
+        a = torch.einsum("bnk,tk->btnk", loads, profile[Tc:Tc + Tf])  # d log-rate / d z
         mean = torch.einsum("btnk,bk->btn", a, z) + 0.5 * torch.einsum("btnk,bkl,btnl->btn", a, cov, a)
         out = rate[:, Tc:].clone()
         out[:, :Tf] = out[:, :Tf] * mean.clamp(max=10).exp()

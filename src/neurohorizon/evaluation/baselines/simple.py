@@ -22,6 +22,12 @@ def _grow(x: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat([x, pad], -1)
 
 
+def poisson_nll(rate: torch.Tensor, batch: dict) -> float:
+    """Poisson NLL (without log k!) of the batch's target counts under `rate` (B, T, N), real units only."""
+    rate = rate.double().clamp_min(1e-9)
+    return float(((rate - batch["target_counts"].double() * rate.log()) * _masked(batch)).sum())
+
+
 def _masked(batch: dict) -> torch.Tensor:
     """(B, 1, N) float mask of real units."""
     return batch["unit_mask"][:, None, :].double()
@@ -151,11 +157,7 @@ class PSTH(Baseline):
             for shrink in self.shrinks:
                 for rank in self.ranks:
                     self.sigma, self.shrink, self.rank = sigma, shrink, rank
-                    nll = 0.0
-                    for batch in batches:
-                        rate = self.predict(batch).double().clamp_min(1e-9)
-                        k = batch["target_counts"].double() * batch["unit_mask"][:, None, :]
-                        nll += float(((rate - k * rate.log()) * batch["unit_mask"][:, None, :]).sum())
+                    nll = sum(poisson_nll(self.predict(batch), batch) for batch in batches)
                     if best is None or nll < best[0]:
                         best = (nll, sigma, shrink, rank)
         _, self.sigma, self.shrink, self.rank = best
