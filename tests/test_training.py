@@ -336,22 +336,26 @@ def test_a_binding_time_cap_shortens_the_schedules_so_they_finish(tmp_path, reac
     assert "will not finish" not in out and "now advance" not in out
 
 
-def test_rate_prior_run_saves_its_prior_and_forecasts_with_it(tmp_path, reach):
+@pytest.mark.parametrize("prior", ["psth", "psth_factors"])
+def test_rate_prior_run_saves_its_prior_and_forecasts_with_it(tmp_path, reach, prior):
+    from neurohorizon.data.factors import FactorPrior
     from neurohorizon.evaluation.forecast import forecast
     from neurohorizon.evaluation.loading import load_run
 
-    run = train_run(tiny_cfg("train.max_steps=2", "train.eval_every=2", "data.rate_prior=psth"),
-                    runs_dir=tmp_path, recordings=[reach], quiet=True)
+    run = train_run(tiny_cfg("train.max_steps=2", "train.eval_every=2", f"data.rate_prior={prior}",
+                             "data.rate_prior_factors=2"), runs_dir=tmp_path, recordings=[reach], quiet=True)
     loaded = load_run(run)
-    assert loaded.model.rate_prior and loaded.prior.event == "go_cue"
-    assert sorted(loaded.prior.labels) == sorted(set(reach.trials.condition.astype(str)))
+    assert loaded.model.rate_prior and isinstance(loaded.prior, FactorPrior) == (prior == "psth_factors")
+    table = getattr(loaded.prior, "table_prior", loaded.prior)
+    assert table.event == "go_cue" and sorted(table.labels) == sorted(set(reach.trials.condition.astype(str)))
     go = float(reach.trials.events["go_cue"][3])
     assert np.isfinite(forecast(loaded, reach, start=go, n_samples=2).mean).all()
     for bad, message in (("loss.likelihood=categorical", "needs a log-rate likelihood"),
                          ("data.align_event=null", "needs data.align_event"),
-                         ("data.rate_prior=glm", "must be 'none' or 'psth'")):
+                         ("data.rate_prior=glm", "must be 'none', 'psth' or 'psth_factors'"),
+                         *[("data.rate_prior_factors=0", "rate_prior_factors must be an integer >= 1")] * (prior != "psth")):
         with pytest.raises(ValueError, match=message):
-            train_run(tiny_cfg("data.rate_prior=psth", bad), runs_dir=tmp_path / "bad", recordings=[reach], quiet=True)
+            train_run(tiny_cfg(f"data.rate_prior={prior}", bad), runs_dir=tmp_path / "bad", recordings=[reach], quiet=True)
     assert not (tmp_path / "bad").exists()  # refused before a run folder was made
 
 

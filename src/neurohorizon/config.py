@@ -53,6 +53,9 @@ class DataConfig:
     # > 0: keep only the prior's top k population modes (square-root domain), pooling units
     # against the noise of a few trials per condition (data/prior.py); 0: the plain average
     rate_prior_rank: int = 0
+    # data.rate_prior=psth_factors: the number of single-trial latent factors that move the prior,
+    # inferred from each window's context (data/factors.py)
+    rate_prior_factors: int = 4
 
 
 @dataclass

@@ -217,9 +217,7 @@ class ForecastDataset(Dataset):
         tc = spec.context_bins
         # events at the onset itself have happened (e.g. a go cue at the forecast start)
         e0, e1 = np.searchsorted(c.event_times, [edges[0] - 1e-9, w.onset + 1e-9])
-        extra = {} if self.prior is None else {
-            "prior_counts": self.prior.expected(self.recordings[w.rec], c.units, edges[tc:-1],
-                                                self._prior_conditions[w.rec], rec_index=w.rec).astype(np.float32)}
+        extra = {} if self.prior is None else {"prior_counts": self._prior_counts(w, edges, counts)}
         return extra | {
             "event_times": (c.event_times[e0:e1] - w.onset).astype(np.float32),
             "event_types": c.event_types[e0:e1],
@@ -234,6 +232,14 @@ class ForecastDataset(Dataset):
             "session": w.rec,
             "start": w.onset,
         }
+
+    def _prior_counts(self, w: Window, edges: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """(T, N) the prior's expected counts of the future bins (a factor prior also reads the context)."""
+        tc = self.spec.context_bins
+        context = ({"context_starts": edges[:tc], "context_counts": counts[:tc]}
+                   if getattr(self.prior, "uses_context", False) else {})
+        return self.prior.expected(self.recordings[w.rec], self._cache[w.rec].units, edges[tc:-1],
+                                   self._prior_conditions[w.rec], rec_index=w.rec, **context).astype(np.float32)
 
 
 def collate(items: list[dict]) -> dict[str, torch.Tensor]:

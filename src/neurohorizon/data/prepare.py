@@ -14,6 +14,7 @@ import numpy as np
 from neurohorizon.config import DataConfig
 from neurohorizon.data.binning import BinningError
 from neurohorizon.data.dataset import ForecastDataset, resolve_events
+from neurohorizon.data.factors import FactorPrior
 from neurohorizon.data.prior import ConditionPrior
 from neurohorizon.data.recording import Recording
 from neurohorizon.data.splits import (
@@ -38,7 +39,7 @@ class PreparedData:
     test: ForecastDataset
     train_aligned: ForecastDataset | None = None  # training trials at the evaluation alignment (PSTH)
     events: tuple = ()  # the event types given to the model ("EVENT@condition" expanded)
-    prior: ConditionPrior | None = None  # data.rate_prior=psth
+    prior: ConditionPrior | FactorPrior | None = None  # data.rate_prior=psth / psth_factors
 
 
 def window_spec(cfg: DataConfig, horizon_ms: float | None = None) -> WindowSpec:
@@ -135,12 +136,25 @@ def _window_fit_hint(cfg: DataConfig, spec: WindowSpec, splits: Splits) -> str:
             f"data.context_ms={cfg.context_ms:g} (or shorten data.context_ms)")
 
 
-def fit_prior(cfg: DataConfig, recordings, splits: Splits, vocab: UnitVocab, spec) -> ConditionPrior | None:
+def fit_prior(cfg: DataConfig, recordings, splits: Splits, vocab: UnitVocab, spec) -> ConditionPrior | FactorPrior | None:
     """The condition-average prior of data.rate_prior, from the training split only."""
     if not check_rate_prior(cfg):
         return None
-    return ConditionPrior.fit(recordings, splits.all_intervals("train"), lambda r: vocab.index(r.unit_ids),
-                              bin_size=spec.bin_size, event=cfg.align_event, rank=cfg.rate_prior_rank)
+    intervals, vocab_index = splits.all_intervals("train"), lambda r: vocab.index(r.unit_ids)
+    prior = ConditionPrior.fit(recordings, intervals, vocab_index, bin_size=spec.bin_size, event=cfg.align_event,
+                               rank=cfg.rate_prior_rank)
+    if cfg.rate_prior == "psth_factors":
+        return FactorPrior.fit(prior, recordings, intervals, vocab_index, k=cfg.rate_prior_factors, seed=cfg.split_seed,
+                               context_bins=spec.context_bins, horizon_bins=spec.horizon_bins,
+                               onset_rows=_onset_rows(cfg, spec))
+    return prior
+
+
+def _onset_rows(cfg: DataConfig, spec, reach_bins: int = 5) -> range:
+    """Window onsets (bins from the align event) whose forecast profile a factor prior refits:
+    the evaluation's alignment, +-`reach_bins` (where anchored training windows fall too)."""
+    at = int(round(cfg.align_offset_ms / 1000 / spec.bin_size))
+    return range(at - reach_bins, at + reach_bins + 1)
 
 
 def check_rate_prior(cfg: DataConfig) -> bool:
@@ -151,8 +165,11 @@ def check_rate_prior(cfg: DataConfig) -> bool:
         if cfg.rate_prior_rank:
             raise ValueError("data.rate_prior_rank denoises the condition prior: set data.rate_prior=psth too")
         return False
-    if cfg.rate_prior != "psth":
-        raise ValueError(f"data.rate_prior must be 'none' or 'psth', got {cfg.rate_prior!r}")
+    if cfg.rate_prior not in ("psth", "psth_factors"):
+        raise ValueError(f"data.rate_prior must be 'none', 'psth' or 'psth_factors', got {cfg.rate_prior!r}")
+    if cfg.rate_prior == "psth_factors" and (not isinstance(cfg.rate_prior_factors, int) or cfg.rate_prior_factors < 1):
+        raise ValueError(f"data.rate_prior_factors must be an integer >= 1, got {cfg.rate_prior_factors!r}")
     if not cfg.align_event:
-        raise ValueError("data.rate_prior=psth needs data.align_event, the trial event the average is aligned to")
+        raise ValueError(f"data.rate_prior={cfg.rate_prior} needs data.align_event, the trial event the average is "
+                         "aligned to")
     return True

@@ -125,10 +125,11 @@ class ConditionPrior:
         rows = np.flatnonzero(ok)
         return rows, j[rows], cond[rows], r[rows].astype(np.int64)
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, **extra: np.ndarray) -> None:
+        """To an .npz file, with `extra` arrays beside (e.g. data/factors.py's loadings)."""
         modes = {} if self.modes is None else {"centre": self.modes.centre, "basis": self.modes.basis}
         np.savez(path, bin_size=self.bin_size, event=self.event, rel_start=self.rel_start,
-                 labels=np.array(self.labels, dtype=str), table=self.table, unit_mean=self.unit_mean, **modes)
+                 labels=np.array(self.labels, dtype=str), table=self.table, unit_mean=self.unit_mean, **modes, **extra)
 
     @classmethod
     def load(cls, path: str | Path) -> ConditionPrior:

@@ -252,8 +252,7 @@ def write_evaluation_report(out: Path, metrics: dict, predictions: dict, *, titl
     summary = [
         f"Data: {metrics['data']} ({metrics['split']}); decoder {metrics['decoder']}, "
         f"likelihood {metrics['likelihood']}, feedback '{metrics['feedback']}'"
-        + (", forecasting around the training trials' condition average (data.rate_prior=psth: it knows the "
-           "condition, as the PSTH baseline does)." if metrics.get("rate_prior", "none") != "none" else "."),
+        + _prior_text(metrics.get("rate_prior", "none")),
         predictability_text(pred),
         *lines,
     ]
@@ -284,3 +283,13 @@ def write_evaluation_report(out: Path, metrics: dict, predictions: dict, *, titl
     return write_report(out, title=title, summary=summary, sections=sections,
                         metadata={"run": metrics["run"], "checkpoint": metrics["checkpoint"],
                                   "step": metrics["step"]}, overwrite=overwrite)
+
+
+def _prior_text(rate_prior: str) -> str:
+    """How the model's forecast is anchored, for the summary's first line."""
+    if rate_prior == "none":
+        return "."
+    factors = (", and moves it by single-trial latent factors inferred from the context, as psth_factors does"
+               if rate_prior == "psth_factors" else "")
+    return (f", forecasting around the training trials' condition average (data.rate_prior={rate_prior}: it knows "
+            f"the condition, as the PSTH baseline does{factors}).")

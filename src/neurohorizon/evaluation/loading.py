@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from neurohorizon.config import RunConfig, from_dict
+from neurohorizon.data.factors import FactorPrior
 from neurohorizon.data.prior import ConditionPrior
 from neurohorizon.data.recording import Recording, Trials
 from neurohorizon.data.splits import Splits
@@ -29,7 +30,7 @@ class LoadedRun:
     device: torch.device
     checkpoint: Path
     step: int
-    prior: ConditionPrior | None = None  # data.rate_prior=psth: the training trials' average
+    prior: ConditionPrior | FactorPrior | None = None  # data.rate_prior=psth(_factors): the training trials' average
 
 
 def load_run(run_dir: str | Path, *, device: str = "auto", which: str = "best") -> LoadedRun:
@@ -64,7 +65,7 @@ def load_run(run_dir: str | Path, *, device: str = "auto", which: str = "best") 
         run_dir=run_dir, cfg=cfg, model=model.to(dev).eval(), likelihood=likelihood.to(dev),
         vocab=vocab, splits=Splits.from_json(run_dir / "splits.json"), device=dev,
         checkpoint=path, step=int(state["step"]),
-        prior=ConditionPrior.load(run_dir / "prior.npz") if cfg.data.rate_prior != "none" else None,
+        prior=FactorPrior.load(run_dir / "prior.npz") if cfg.data.rate_prior != "none" else None,
     )
 
 

@@ -11,12 +11,20 @@ re-inferred from each training context alone, as forecasting must, and the targe
 refitted to it. A forecast infers z from the context (Newton, Laplace covariance) and returns the
 expected count psth * E[exp(L d z)]. K is chosen on validation NLL among `ks`. The PSTH keeps the
 smoothing, shrinkage and rank that the PSTH baseline chooses, so K = 0 is that baseline (its table
-spans the context bins too, so it differs slightly at the first target bins).
+spans the context bins too, so it differs slightly at the first target bins). The fit and the
+inference are data/factors.py's, which `data.rate_prior=psth_factors` gives the model as its prior.
 """
 
 from __future__ import annotations
 
 import torch
+
+from neurohorizon.data.factors import (
+    factor_forecast_gain,
+    factor_residual,
+    fit_factor_model,
+    infer_factors,
+)
 
 from ._data import iter_batches
 from .base import Baseline
@@ -87,48 +95,32 @@ class PSTHFactors(Baseline):
         """Loadings (V, k) and time profile (T, k) from the training arrays `data` (`_arrays`)."""
         if k == 0:
             return torch.zeros(V, 0, dtype=torch.float64), torch.zeros(T, 0, dtype=torch.float64)
-        g = torch.Generator().manual_seed(self.seed)
-        L = 0.1 * torch.randn(V, k, generator=g)  # float32: the fit is bound by memory traffic
-        d = torch.ones(T, k)
-        Z = [torch.zeros(len(y), k) for y, *_ in data]
-        n = sum(len(z) for z in Z)
-        opt = torch.optim.Adam([L, d, *Z], lr=0.03)
-        for _ in range(self.iters):
-            L.grad, d.grad = torch.zeros_like(L), 2 * self.profile_ridge * (d - 1)
-            for (y, lp, u, m), z in zip(data, Z):
-                loads = L[u] * m[..., None]
-                r = _residual(y, lp, loads, d, z, m)
-                rd = r.transpose(1, 2) @ d  # (B, N, K): d loss / d loads, before z
-                z.grad = ((rd * loads).sum(1) + z) / n
-                L.grad.index_add_(0, u.flatten(), (rd * z[:, None, :] * m[..., None]).flatten(0, 1))
-                d.grad += (r @ (loads * z[:, None, :])).sum(0)
-            L.grad, d.grad = L.grad / n, d.grad / n
-            opt.step()
+        L, d = fit_factor_model(data, k, V, T, iters=self.iters, ridge=self.profile_ridge, seed=self.seed)
         return L.double(), self._refit_target_profile(data, L, d).double()
 
     def _refit_target_profile(self, data, L, d):
         """Target rows of d refitted to z inferred from the context only (what a forecast has)."""
         Tc = self.context_bins
-        zs = [_infer(y[:, :Tc], lp[:, :Tc], L[u] * m[..., None], d[:Tc])[0] for y, lp, u, m in data]
+        zs = [_infer(y[:, :Tc], lp[:, :Tc], L[u] * m[:, 0, :, None], d[:Tc])[0] for y, lp, u, m in data]
         target = d[Tc:].clone()
         opt = torch.optim.Adam([target], lr=0.03)
         n = sum(len(z) for z in zs)
         for _ in range(self.iters // 2):
             target.grad = 2 * self.profile_ridge * (target - d[Tc:])
             for (y, lp, u, m), z in zip(data, zs):
-                loads = L[u] * m[..., None]
-                r = _residual(y[:, Tc:], lp[:, Tc:], loads, target, z, m)
+                loads = L[u]
+                r = factor_residual(y[:, Tc:], lp[:, Tc:], loads, target, z, m)
                 target.grad += (r @ (loads * z[:, None, :])).sum(0)
             target.grad /= n
             opt.step()
         return torch.cat([d[:Tc], target])
 
     def _arrays(self, stacked: dict):
-        """(counts (B, T, N), log PSTH (B, T, N), units (B, N) clipped to the vocabulary, mask (B, N))."""
+        """(counts (B, T, N), log PSTH (B, T, N), units (B, N) clipped to the vocabulary, mask (B, 1, N))."""
         V = len(self.psth.mean_rate.bins)
         mask = stacked["unit_mask"] & (stacked["units"] < V)
         log_psth = self.psth.predict(stacked).clamp_min(1e-6).log()
-        return stacked["target_counts"].float(), log_psth.float(), stacked["units"].clamp(max=V - 1), mask.float()
+        return stacked["target_counts"].float(), log_psth.float(), stacked["units"].clamp(max=V - 1), mask[:, None].float()
 
     # ---- forecasting -----------------------------------------------------------------------
     def predict(self, batch: dict) -> torch.Tensor:
@@ -149,36 +141,13 @@ class PSTHFactors(Baseline):
         y, lp = batch["context_counts"].double(), rate[:, :Tc].clamp_min(1e-6).log()
         z, cov = _infer(y, lp, loads, profile[:Tc])
         Tf = min(T, len(profile) - Tc)  # bins beyond the fitted horizon keep the PSTH
-        a = torch.einsum("bnk,tk->btnk", loads, profile[Tc:Tc + Tf])  # d log-rate / d z
-        mean = torch.einsum("btnk,bk->btn", a, z) + 0.5 * torch.einsum("btnk,bkl,btnl->btn", a, cov, a)
+        slopes = torch.einsum("bnk,tk->btnk", loads, profile[Tc:Tc + Tf])  # d log-rate / d z
         out = rate[:, Tc:].clone()
-        out[:, :Tf] = out[:, :Tf] * mean.clamp(max=10).exp()
+        out[:, :Tf] = out[:, :Tf] * factor_forecast_gain(slopes, z, cov).clamp(max=10).exp()
         return out.float()
 
 
-def _residual(y, log_psth, loads, d, z, mask):
-    """(B, T, N) d NLL / d log-rate: expected minus observed counts of the real units, where the
-    log-rate is log_psth + sum_k loads[b, n, k] d[t, k] z[b, k] (clamped to [-10, 10], as rates are)."""
-    eta = (log_psth + d @ (loads * z[:, None, :]).transpose(1, 2)).clamp_(-10, 10)
-    return eta.exp_().sub_(y).mul_(mask[:, None, :])
-
-
-def _infer(y, log_psth, loads, d, iters: int = 30):
-    """MAP z (B, K) of the context counts y (B, Tc, N) under z ~ N(0, I), and its Laplace
-    covariance (B, K, K). Newton's method on a concave objective, steps capped at 1 per axis."""
-    B, K = len(y), loads.shape[-1]
-    a = torch.einsum("bnk,tk->btnk", loads, d)
-    z = torch.zeros(B, K, dtype=y.dtype)
-    eye = torch.eye(K, dtype=y.dtype)
-    tol = 1e-8 if y.dtype == torch.float64 else 1e-5
-    for _ in range(iters):
-        rate = (log_psth + torch.einsum("btnk,bk->btn", a, z)).clamp(-10, 10).exp()
-        grad = torch.einsum("btn,btnk->bk", y - rate, a) - z
-        hess = torch.einsum("btn,btnk,btnl->bkl", rate, a, a) + eye
-        step = torch.linalg.solve(hess, grad).clamp(-1, 1)
-        z = z + step
-        if step.abs().max() < tol:
-            break
-    rate = (log_psth + torch.einsum("btnk,bk->btn", a, z)).clamp(-10, 10).exp()
-    hess = torch.einsum("btn,btnk,btnl->bkl", rate, a, a) + eye
-    return z, torch.linalg.inv(hess)
+def _infer(y, log_psth, loads, d):
+    """MAP z (B, K) of the context counts y (B, Tc, N), loadings (B, N, K), profile d (Tc, K),
+    and its Laplace covariance (B, K, K)."""
+    return infer_factors(y, log_psth, torch.einsum("bnk,tk->btnk", loads, d))

@@ -1,0 +1,223 @@
+"""Single-trial latent factors around the condition prior (`data.rate_prior=psth_factors`).
+
+A trial differs from its condition average in a few shared directions (gain, preparatory state,
+slow drifts; GPFA and LFADS model the same thing). With K factors, bin t of a trial has the log-rate
+
+    log rate(t, n) = log prior(c, r_t, n) + sum_k L[n, k] d[r_t, k] z[k],   z ~ N(0, I),
+
+with r_t the bin's time from the trial event (the prior table's row), loadings L (V, K) and time
+profile d (R, K) shared by every trial. `fit_factor_model` finds the joint MAP of L, d and every
+training trial's z (full-batch Adam, analytic gradients). A window's z is inferred from its context
+bins alone (`infer_factors`: Newton, Laplace covariance), and its future bins get the expected count
+prior * E[exp(L d z)]: the prior moved by what the context says about this trial. The
+`psth_factors` baseline (evaluation/baselines/factors.py) is the same model fitted on aligned windows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from neurohorizon.data.prior import ConditionPrior, _trial_spikes, _usable_trials, _whole_bins
+
+
+def factor_residual(y, log_prior, loads, d, z, mask):
+    """(B, T, N) d NLL / d log-rate: expected minus observed counts where `mask` (broadcast to
+    (B, T, N)) is 1, for log-rate log_prior + sum_k loads[b, n, k] d[t, k] z[b, k] (clamped to
+    [-10, 10], as rates are)."""
+    eta = (log_prior + d @ (loads * z[:, None, :]).transpose(1, 2)).clamp_(-10, 10)
+    return eta.exp_().sub_(y).mul_(mask)
+
+
+def infer_factors(y, log_prior, slopes, iters: int = 30):
+    """MAP z (B, K) of counts y (B, T, N) whose log-rate is log_prior + slopes (B, T, N, K) @ z,
+    z ~ N(0, I), and its Laplace covariance (B, K, K). Newton's method on a concave objective,
+    steps capped at 1 per axis."""
+    B, K = len(y), slopes.shape[-1]
+    z = torch.zeros(B, K, dtype=y.dtype)
+    eye = torch.eye(K, dtype=y.dtype)
+    tol = 1e-8 if y.dtype == torch.float64 else 1e-5
+    for _ in range(iters):
+        rate = (log_prior + torch.einsum("btnk,bk->btn", slopes, z)).clamp(-10, 10).exp()
+        grad = torch.einsum("btn,btnk->bk", y - rate, slopes) - z
+        hess = torch.einsum("btn,btnk,btnl->bkl", rate, slopes, slopes) + eye
+        step = torch.linalg.solve(hess, grad).clamp(-1, 1)
+        z = z + step
+        if step.abs().max() < tol:
+            break
+    rate = (log_prior + torch.einsum("btnk,bk->btn", slopes, z)).clamp(-10, 10).exp()
+    hess = torch.einsum("btn,btnk,btnl->bkl", rate, slopes, slopes) + eye
+    return z, torch.linalg.inv(hess)
+
+
+def factor_forecast_gain(slopes, z, cov):
+    """(B, T, N) log E[exp(slopes @ z)] for z ~ N(z, cov): the log factor moving the prior."""
+    mean = torch.einsum("btnk,bk->btn", slopes, z)
+    return mean + 0.5 * torch.einsum("btnk,bkl,btnl->btn", slopes, cov, slopes)
+
+
+def fit_factor_model(data: list, k: int, n_vocab: int, n_rows: int, *, iters: int = 400,
+                     ridge: float = 1.0, seed: int = 0):
+    """Joint MAP loadings L (V, k) and profile d (R, k), float32, by full-batch Adam.
+
+    data: [(y (B, R, N) counts, log_prior (B, R, N), units (B, N) vocabulary indices, mask (B, R, N)
+    1 where observed)], each row b one trial (or window) with its own z. `ridge` pulls d towards 1.
+    Units never observed keep loadings 0 (no information about them)."""
+    g = torch.Generator().manual_seed(seed)
+    seen = torch.zeros(n_vocab)
+    for _, _, u, m in data:
+        seen.index_add_(0, u.flatten(), m.amax(1).flatten())
+    L = 0.1 * torch.randn(n_vocab, k, generator=g) * (seen > 0)[:, None]
+    d = torch.ones(n_rows, k)
+    Z = [torch.zeros(len(y), k) for y, *_ in data]
+    n = sum(len(z) for z in Z)
+    opt = torch.optim.Adam([L, d, *Z], lr=0.03)
+    for _ in range(iters):
+        L.grad, d.grad = torch.zeros_like(L), 2 * ridge * (d - 1)
+        for (y, lp, u, m), z in zip(data, Z):
+            loads = L[u]
+            r = factor_residual(y, lp, loads, d, z, m)
+            rd = r.transpose(1, 2) @ d  # (B, N, K): d loss / d loads, before z
+            z.grad = ((rd * loads).sum(1) + z) / n
+            L.grad.index_add_(0, u.flatten(), (rd * z[:, None, :]).flatten(0, 1))
+            d.grad += (r @ (loads * z[:, None, :])).sum(0)
+        L.grad, d.grad = L.grad / n, d.grad / n
+        opt.step()
+    return L, d
+
+
+class FactorPrior:
+    """A condition prior whose bins are moved by the trial's latent factors, inferred from the
+    window's context (module docstring). Same interface as ConditionPrior, but `expected` also
+    needs the context: its bin starts and counts.
+
+    Args:
+        base: the ConditionPrior, or its `leave_one_out()` for the training windows.
+        loadings: (V, K) per vocabulary unit.
+        profile: (R, K) per row of the base's table (time from the event), for the context bins.
+        forecast_profile: (R, K) the same for the future bins (default `profile`).
+    """
+
+    uses_context = True
+
+    def __init__(self, base, loadings: np.ndarray, profile: np.ndarray, forecast_profile: np.ndarray | None = None):
+        self.base = base
+        self.table_prior: ConditionPrior = getattr(base, "prior", base)  # the fitted table behind a leave-one-out
+        self.loadings = np.asarray(loadings, dtype=np.float64)
+        self.profile = np.asarray(profile, dtype=np.float64)
+        self.forecast_profile = self.profile if forecast_profile is None else np.asarray(forecast_profile, np.float64)
+
+    @classmethod
+    def fit(cls, prior: ConditionPrior, recordings, intervals, vocab_index, *, k: int, context_bins: int,
+            horizon_bins: int, onset_rows=range(-5, 6), iters: int = 400, seed: int = 0) -> FactorPrior:
+        """Loadings and profiles from the training trials (`intervals`, as ConditionPrior.fit),
+        each seen through the leave-one-out prior, as training windows see it. The joint fit gives
+        the profile that z is inferred with; the forecast profile of the bins after windows whose
+        onset is `onset_rows` bins from the event is then refitted to z inferred from those windows'
+        `context_bins` alone, as a forecast infers it (the rest keeps the joint profile)."""
+        if k < 1:
+            raise ValueError(f"data.rate_prior_factors must be >= 1 for psth_factors, got {k}")
+        loo = prior.leave_one_out()
+        data = [b for i, rec in enumerate(recordings)
+                if (b := _trial_arrays(loo, rec, i, vocab_index(rec), _usable_trials(rec, prior.event, intervals, i)))]
+        R = prior.table.shape[1]
+        L, d = fit_factor_model(data, k, len(prior.unit_mean), R, iters=iters, seed=seed)
+        event_row = -int(round(prior.rel_start / prior.bin_size))
+        onsets = [event_row + o for o in onset_rows if event_row + o - context_bins >= 0 and event_row + o < R]
+        out = _refit_forecast_profile(data, L, d, onsets, context_bins, horizon_bins, iters // 2) if onsets else d
+        return cls(prior, L.double().numpy(), d.double().numpy(), out.double().numpy())
+
+    def leave_one_out(self) -> FactorPrior:
+        return FactorPrior(self.base.leave_one_out(), self.loadings, self.profile, self.forecast_profile)
+
+    def trial_conditions(self, rec) -> np.ndarray:
+        return self.base.trial_conditions(rec)
+
+    def expected(self, rec, units: np.ndarray, starts: np.ndarray, conditions=None, rec_index=None, *,
+                 context_starts: np.ndarray, context_counts: np.ndarray) -> np.ndarray:
+        """(T, N) the base prior's expected counts of the bins starting at `starts`, moved by the
+        factors inferred from `context_counts` (Tc, N) in bins starting at `context_starts`. Only
+        bins of the trial holding the first future bin take part (a trial's factors are its own)."""
+        conditions = self.trial_conditions(rec) if conditions is None else conditions
+        future = self.base.expected(rec, units, starts, conditions, rec_index=rec_index)
+        context = self.base.expected(rec, units, context_starts, conditions, rec_index=rec_index)
+        where = self.table_prior.locate(rec, np.r_[starts[:1], context_starts, starts], conditions)
+        rows, trial = where[0], where[1]
+        if not len(rows) or rows[0] != 0:  # the forecast does not start inside a known trial
+            return future
+        same = trial == trial[0]
+        row_of = np.full(1 + len(context_starts) + len(starts), -1)
+        row_of[rows[same]] = where[3][same]
+        Tc = len(context_starts)
+        as_batch = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))[None]  # noqa: E731
+        slopes_in = self._slopes(units, row_of[1:Tc + 1], self.profile)
+        z, cov = infer_factors(as_batch(context_counts), as_batch(np.log(context)), as_batch(slopes_in))
+        slopes_out = as_batch(self._slopes(units, row_of[Tc + 1:], self.forecast_profile))
+        return future * factor_forecast_gain(slopes_out, z, cov)[0].clamp(max=10).exp().numpy()
+
+    def _slopes(self, units, rows, profile) -> np.ndarray:
+        """(T, N, K) d log-rate / d z of bins at table rows `rows` (-1: outside the trial, 0)."""
+        slopes = self.loadings[units][None] * profile[np.maximum(rows, 0)][:, None]
+        return np.where(rows[:, None, None] >= 0, slopes, 0.0)
+
+    def save(self, path) -> None:
+        self.table_prior.save(path, factor_loadings=self.loadings, factor_profile=self.profile,
+                              factor_forecast_profile=self.forecast_profile)
+
+    @classmethod
+    def load(cls, path) -> ConditionPrior | FactorPrior:
+        """The prior saved at `path`: a FactorPrior when it holds factors, else the ConditionPrior."""
+        prior = ConditionPrior.load(path)
+        with np.load(path) as z:
+            if "factor_loadings" not in z:
+                return prior
+            return cls(prior, z["factor_loadings"], z["factor_profile"], z["factor_forecast_profile"])
+
+
+def _trial_arrays(loo, rec, rec_index: int, units: np.ndarray, trials: list):
+    """The training trials of `rec` as fit_factor_model's tensors over every table row (R):
+    counts, leave-one-out log prior, vocabulary units and the mask of each trial's whole bins."""
+    if not trials:
+        return None
+    p = loo.prior
+    R, N = p.table.shape[1], len(units)
+    r0 = int(round(p.rel_start / p.bin_size))
+    y, lp, m = np.zeros((len(trials), R, N)), np.zeros((len(trials), R, N)), np.zeros((len(trials), R, 1))
+    for b, j in enumerate(trials):
+        a, e = _whole_bins(rec, j, p.event, p.bin_size, r0)
+        a, e = max(a, 0), min(e, R)
+        if e <= a:
+            continue
+        r, local = _trial_spikes(rec, j, p.event, p.bin_size, r0, a, e)
+        np.add.at(y[b], (r, local), 1.0)
+        starts = rec.trials.events[p.event][j] + (np.arange(a, e) + r0) * p.bin_size
+        lp[b, a:e] = np.log(loo.expected(rec, units, starts, rec_index=rec_index))
+        m[b, a:e] = 1.0
+    as_tensor = lambda a: torch.from_numpy(a).float()  # noqa: E731
+    return (as_tensor(y), as_tensor(lp), torch.from_numpy(np.tile(units, (len(trials), 1))).long(),
+            as_tensor(np.broadcast_to(m, y.shape).copy()))
+
+
+def _refit_forecast_profile(data: list, L, d, onsets: list, context_bins: int, horizon_bins: int, iters: int,
+                            ridge: float = 1.0):
+    """d with the rows after `onsets` refitted to z inferred from each window's context alone."""
+    windows = []  # (trial arrays, z, future rows) per onset and recording
+    for y, lp, u, m in data:
+        loads = L[u]
+        for o in onsets:
+            ctx, fut = slice(o - context_bins, o), slice(o, min(o + horizon_bins, len(d)))
+            slopes = loads[:, None] * d[ctx][None, :, None, :] * m[:, ctx, :, None]
+            z = infer_factors(y[:, ctx] * m[:, ctx], lp[:, ctx], slopes)[0]
+            windows.append((y[:, fut], lp[:, fut], loads, m[:, fut], z, fut))
+    lo, hi = min(w[5].start for w in windows), max(w[5].stop for w in windows)
+    out, ref = d[lo:hi].clone(), d[lo:hi].clone()
+    opt = torch.optim.Adam([out], lr=0.03)
+    n = sum(len(w[4]) for w in windows)
+    for _ in range(iters):
+        out.grad = 2 * ridge * (out - ref) * n / len(onsets)
+        for y, lp, loads, m, z, fut in windows:
+            r = factor_residual(y, lp, loads, out[fut.start - lo:fut.stop - lo], z, m)
+            out.grad[fut.start - lo:fut.stop - lo] += (r @ (loads * z[:, None, :])).sum(0)
+        out.grad /= n
+        opt.step()
+    return torch.cat([d[:lo], out, d[hi:]])
