@@ -6,7 +6,8 @@ Fits the PSTH baseline and the PSTH plus single-trial latent factors (evaluation
 exactly as `neurohorizon evaluate` does (training trials at the evaluation alignment, choices made on
 the validation windows) and scores both on the test windows with the NLB null, at 12 / 25 / 50 bins.
 `demo` is the demo's reach data; the other names are `quality.py`'s datasets (real recordings skip
-when ../shared/data is absent).
+when ../shared/data is absent). On `demo` it also scores the model's priors alone
+(`data.rate_prior=psth` and `psth_factors`, the demo's rank 16): what the model forecasts around.
 
 With `--runs RUN ...` (trained runs, each evaluated on its own test split) it also scores each run's
 rollout (mean of 32 sampled trajectories) and its equal-weight average with psth_factors (the weight is
@@ -64,6 +65,23 @@ def mixed_with_run(run_dir: str) -> dict:
     return out
 
 
+def priors_alone() -> dict:
+    """The demo's model priors on their own (data.rate_prior=psth / psth_factors, as the model gets
+    them): expected counts of the validation and test windows, scored as forecasts."""
+    out = {}
+    for prior in ("psth", "psth_factors"):
+        t0 = time.monotonic()
+        data = prepare_data(load_config(DEMO, [f"data.rate_prior={prior}"]).data)
+        scores = {}
+        for split, dataset in (("valid", data.valid), ("test", data.test)):
+            batch = next(iter_batches(dataset, 100_000))
+            scores[f"{split}_fp_bps"] = horizons(batch["prior_counts"].double().numpy(),
+                                                 batch["target_counts"].double().numpy())
+        out[prior] = {"prepare_s": round(time.monotonic() - t0, 1), **scores}
+        print("demo prior", prior, json.dumps(out[prior]), flush=True)
+    return out
+
+
 def run(name: str) -> dict:
     if name == "demo":
         cfg = load_config(DEMO, [])
@@ -79,6 +97,8 @@ def run(name: str) -> dict:
         out[label] = {"chosen": model.chosen(), "fit_s": round(time.monotonic() - t0, 1),
                       "valid_fp_bps": score(model, data.valid), "test_fp_bps": score(model, data.test)}
         print(name, label, json.dumps(out[label]), flush=True)
+    if name == "demo":
+        out["model_priors_alone"] = priors_alone()
     return out
 
 
