@@ -6,8 +6,9 @@ Fits the PSTH baseline and the PSTH plus single-trial latent factors (evaluation
 exactly as `neurohorizon evaluate` does (training trials at the evaluation alignment, choices made on
 the validation windows) and scores both on the test windows with the NLB null, at 12 / 25 / 50 bins.
 `demo` is the demo's reach data; the other names are `quality.py`'s datasets (real recordings skip
-when ../shared/data is absent). On `demo` it also scores the model's priors alone
-(`data.rate_prior=psth` and `psth_factors`, the demo's rank 16): what the model forecasts around.
+when ../shared/data is absent). On trial data it also scores the model's priors alone
+(`data.rate_prior=psth`, and `psth_factors` with 4 factors and with `data.rate_prior_factors=auto`;
+the dataset's prior rank, 16 in the demo): what the model forecasts around.
 
 With `--runs RUN ...` (trained runs, each evaluated on its own test split) it also scores each run's
 rollout (mean of 32 sampled trajectories) and its equal-weight average with psth_factors (the weight is
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 
 from neurohorizon.config import load_config
+from neurohorizon.data.factors import n_factors
 from neurohorizon.data.prepare import prepare_data
 from neurohorizon.evaluation.baselines import PSTH, PSTHFactors
 from neurohorizon.evaluation.baselines._data import iter_batches
@@ -65,29 +67,34 @@ def mixed_with_run(run_dir: str) -> dict:
     return out
 
 
-def priors_alone() -> dict:
-    """The demo's model priors on their own (data.rate_prior=psth / psth_factors, as the model gets
-    them): expected counts of the validation and test windows, scored as forecasts."""
+PRIORS = {"psth": ["data.rate_prior=psth"], "psth_factors": ["data.rate_prior=psth_factors"],
+          "psth_factors_auto": ["data.rate_prior=psth_factors", "data.rate_prior_factors=auto"]}
+
+
+def priors_alone(cfg_path, overrides: list) -> dict:
+    """The model's priors on their own (data.rate_prior=psth, psth_factors with 4 factors and with
+    the number chosen on validation, as the model gets them): expected counts of the validation and
+    test windows, scored as forecasts."""
     out = {}
-    for prior in ("psth", "psth_factors"):
+    for name, prior in PRIORS.items():
         t0 = time.monotonic()
-        data = prepare_data(load_config(DEMO, [f"data.rate_prior={prior}"]).data)
+        data = prepare_data(load_config(cfg_path, [*overrides, *prior]).data)
         scores = {}
         for split, dataset in (("valid", data.valid), ("test", data.test)):
             batch = next(iter_batches(dataset, 100_000))
             scores[f"{split}_fp_bps"] = horizons(batch["prior_counts"].double().numpy(),
                                                  batch["target_counts"].double().numpy())
-        out[prior] = {"prepare_s": round(time.monotonic() - t0, 1), **scores}
-        print("demo prior", prior, json.dumps(out[prior]), flush=True)
+        out[name] = {"prepare_s": round(time.monotonic() - t0, 1), **scores}
+        if data.factor_scores is not None:
+            out[name]["factors_chosen"] = n_factors(data.prior)
+            out[name]["valid_nll_per_window"] = {str(k): round(v, 4) for k, v in data.factor_scores.items()}
+        print("prior", name, json.dumps(out[name]), flush=True)
     return out
 
 
 def run(name: str) -> dict:
-    if name == "demo":
-        cfg = load_config(DEMO, [])
-    else:
-        source, overrides = DATASETS[name]
-        cfg = load_config(None, [f"data.source={source}", *overrides])
+    cfg_path, overrides = (DEMO, []) if name == "demo" else (None, [f"data.source={DATASETS[name][0]}", *DATASETS[name][1]])
+    cfg = load_config(cfg_path, overrides)
     data = prepare_data(cfg.data)
     out = {"dataset": name, "source": cfg.data.source, "null": "NLB (per-neuron mean of the evaluated spikes)",
            "n_windows": {"train": len(data.train_aligned), "valid": len(data.valid), "test": len(data.test)}}
@@ -97,8 +104,8 @@ def run(name: str) -> dict:
         out[label] = {"chosen": model.chosen(), "fit_s": round(time.monotonic() - t0, 1),
                       "valid_fp_bps": score(model, data.valid), "test_fp_bps": score(model, data.test)}
         print(name, label, json.dumps(out[label]), flush=True)
-    if name == "demo":
-        out["model_priors_alone"] = priors_alone()
+    if cfg.data.align_event:  # trial data: the priors the model can forecast around
+        out["model_priors_alone"] = priors_alone(cfg_path, overrides + [f"data.rate_prior_rank={cfg.data.rate_prior_rank}"])
     return out
 
 

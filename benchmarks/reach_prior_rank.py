@@ -44,7 +44,7 @@ def main(argv=None) -> int:
               "null": "NLB (per-neuron mean of the evaluated spikes)", "horizons": list(HORIZONS), "by_rank": {}}
     for rank in RANKS:
         cfg.data.rate_prior_rank = rank
-        prior = fit_prior(cfg.data, data.train.recordings, data.splits, data.vocab, data.spec)
+        prior = fit_prior(cfg.data, data.train.recordings, data.splits, data.vocab, data.spec)[0]
         result["by_rank"][str(rank)] = prior_scores(prior, data)
         print(rank, result["by_rank"][str(rank)], flush=True)
     big = make_reach(trials_per_condition=args.reference_trials, seed=0)

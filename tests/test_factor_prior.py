@@ -113,3 +113,36 @@ def test_training_windows_see_the_leave_one_out_table_under_the_same_factors(fit
     gain = own / base.expected(rec, units, starts)
     np.testing.assert_allclose(without / base.leave_one_out().expected(rec, units, starts, rec_index=0), gain, rtol=0.2)
     assert not np.allclose(without, own)
+
+
+def _future_counts(rec, starts):
+    counts = np.zeros((len(starts), rec.n_units))
+    k = np.floor((rec.spike_times - starts[0]) / BIN).astype(int)
+    ok = (k >= 0) & (k < len(starts))
+    np.add.at(counts, (k[ok], rec.spike_units[ok]), 1.0)
+    return counts
+
+
+def test_auto_choice_scores_every_candidate_on_validation_and_picks_the_latent(fitted):
+    rec, _, _, units, base, _ = fitted
+    vocab_index = lambda r: units  # noqa: E731
+    train, valid = [(0, 0.0, float(rec.trials.end[35]) + 0.1)], [(0, float(rec.trials.start[36]) - 0.1, rec.domain[1])]
+    chosen, scores = FactorPrior.choose(base, [rec], train, valid, vocab_index, ks=(0, 1, 2), context_bins=25,
+                                        horizon_bins=25, onset_rows=range(-2, 3), iters=300)
+    assert sorted(scores) == [0, 1, 2] and isinstance(chosen, FactorPrior)
+    assert chosen.loadings.shape[1] == min(scores, key=scores.get) >= 1 and scores[0] > min(scores.values())
+    # K = 0's score is the plain prior's Poisson NLL of the validation windows, computed here directly
+    nll = []
+    for j in range(36, 48):
+        for o in range(-2, 3):
+            starts = rec.trials.events["go"][j] + (o + np.arange(25)) * BIN
+            rate, y = base.expected(rec, units, starts), _future_counts(rec, starts)
+            nll.append((rate - y * np.log(rate)).sum())
+    assert scores[0] == pytest.approx(np.mean(nll), rel=1e-4)
+
+
+def test_auto_choice_without_validation_trials_is_a_clear_error(fitted):
+    rec, _, _, units, base, _ = fitted
+    train = [(0, 0.0, float(rec.trials.end[35]) + 0.1)]
+    with pytest.raises(ValueError, match="rate_prior_factors=auto chooses on validation trials"):
+        FactorPrior.choose(base, [rec], train, [], lambda r: units, ks=(0, 1), context_bins=25, horizon_bins=25)

@@ -359,6 +359,23 @@ def test_rate_prior_run_saves_its_prior_and_forecasts_with_it(tmp_path, reach, p
     assert not (tmp_path / "bad").exists()  # refused before a run folder was made
 
 
+def test_auto_number_of_factors_is_chosen_on_validation_and_saved_in_the_run(tmp_path, reach, capsys):
+    from neurohorizon.data.factors import n_factors
+    from neurohorizon.evaluation.loading import load_run
+
+    run = train_run(tiny_cfg("train.max_steps=2", "train.eval_every=2", "data.rate_prior=psth_factors",
+                             "data.rate_prior_factors=auto"), runs_dir=tmp_path, recordings=[reach])
+    assert "data.rate_prior_factors=auto: chose" in capsys.readouterr().out
+    saved = load_config(run / "config.yaml").data  # the choice, so evaluation refits the same prior
+    loaded = load_run(run)
+    k = n_factors(loaded.prior)
+    assert isinstance(saved.rate_prior_factors, int)
+    assert saved.rate_prior == ("psth_factors" if k else "psth") and (k == 0 or saved.rate_prior_factors == k)
+    with pytest.raises(ValueError, match="must be an integer >= 1 or 'auto'"):
+        train_run(tiny_cfg("data.rate_prior=psth_factors", "data.rate_prior_factors=many"), runs_dir=tmp_path / "bad",
+                  recordings=[reach], quiet=True)
+
+
 def test_unit_dropout_removes_exactly_the_dropped_units_spikes_and_counts():
     from neurohorizon.training.trainer import drop_units
 

@@ -54,8 +54,9 @@ class DataConfig:
     # against the noise of a few trials per condition (data/prior.py); 0: the plain average
     rate_prior_rank: int = 0
     # data.rate_prior=psth_factors: the number of single-trial latent factors that move the prior,
-    # inferred from each window's context (data/factors.py)
-    rate_prior_factors: int = 4
+    # inferred from each window's context (data/factors.py). "auto": the best of 0, 1, 2, 4, 8 on
+    # the validation trials' forecasts (0 keeps the plain prior); the run's config saves the choice
+    rate_prior_factors: int | str = 4
 
 
 @dataclass

@@ -35,6 +35,8 @@ def infer_factors(y, log_prior, slopes, iters: int = 30):
     steps capped at 1 per axis."""
     B, K = len(y), slopes.shape[-1]
     z = torch.zeros(B, K, dtype=y.dtype)
+    if K == 0:
+        return z, torch.zeros(B, 0, 0, dtype=y.dtype)
     eye = torch.eye(K, dtype=y.dtype)
     tol = 1e-8 if y.dtype == torch.float64 else 1e-5
     for _ in range(iters):
@@ -86,6 +88,11 @@ def fit_factor_model(data: list, k: int, n_vocab: int, n_rows: int, *, iters: in
     return L, d
 
 
+def n_factors(prior) -> int:
+    """The number of latent factors moving `prior` (0 for a plain ConditionPrior)."""
+    return prior.loadings.shape[1] if isinstance(prior, FactorPrior) else 0
+
+
 class FactorPrior:
     """A condition prior whose bins are moved by the trial's latent factors, inferred from the
     window's context (module docstring). Same interface as ConditionPrior, but `expected` also
@@ -117,15 +124,38 @@ class FactorPrior:
         `context_bins` alone, as a forecast infers it (the rest keeps the joint profile)."""
         if k < 1:
             raise ValueError(f"data.rate_prior_factors must be >= 1 for psth_factors, got {k}")
-        loo = prior.leave_one_out()
-        data = [b for i, rec in enumerate(recordings)
-                if (b := _trial_arrays(loo, rec, i, vocab_index(rec), _usable_trials(rec, prior.event, intervals, i)))]
-        R = prior.table.shape[1]
-        L, d = fit_factor_model(data, k, len(prior.unit_mean), R, iters=iters, seed=seed)
-        event_row = -int(round(prior.rel_start / prior.bin_size))
-        onsets = [event_row + o for o in onset_rows if event_row + o - context_bins >= 0 and event_row + o < R]
+        data = _arrays_of(prior.leave_one_out(), recordings, intervals, vocab_index)
+        return cls._fit_arrays(prior, data, k, _onsets(prior, onset_rows, context_bins), context_bins,
+                               horizon_bins, iters, seed)
+
+    @classmethod
+    def _fit_arrays(cls, prior, data, k, onsets, context_bins, horizon_bins, iters, seed) -> FactorPrior:
+        L, d = fit_factor_model(data, k, len(prior.unit_mean), prior.table.shape[1], iters=iters, seed=seed)
         out = _refit_forecast_profile(data, L, d, onsets, context_bins, horizon_bins, iters // 2) if onsets else d
         return cls(prior, L.double().numpy(), d.double().numpy(), out.double().numpy())
+
+    @classmethod
+    def choose(cls, prior: ConditionPrior, recordings, intervals, valid_intervals, vocab_index, *, ks, context_bins: int,
+               horizon_bins: int, onset_rows=range(-5, 6), iters: int = 400, seed: int = 0):
+        """The number of factors among `ks` (0: the plain prior) whose forecasts of the validation
+        trials' windows starting `onset_rows` bins from the event have the lowest Poisson NLL, as the
+        psth_factors baseline chooses. Returns the chosen prior and {K: validation NLL per window}."""
+        train = _arrays_of(prior.leave_one_out(), recordings, intervals, vocab_index)
+        valid = _arrays_of(prior, recordings, valid_intervals, vocab_index)
+        onsets = _onsets(prior, onset_rows, context_bins)
+        if not valid or not onsets:
+            raise ValueError(f"data.rate_prior_factors=auto chooses on validation trials' windows around "
+                             f"{prior.event!r}, and there are none: set data.rate_prior_factors to a number")
+        V, R = len(prior.unit_mean), prior.table.shape[1]
+        candidates, scores = {}, {}
+        for k in ks:
+            fitted = cls._fit_arrays(prior, train, k, onsets, context_bins, horizon_bins, iters, seed) if k else None
+            L, d, out = (torch.zeros(V, 0), torch.zeros(R, 0), torch.zeros(R, 0)) if fitted is None else (
+                torch.from_numpy(a).float() for a in (fitted.loadings, fitted.profile, fitted.forecast_profile))
+            windows = _onset_windows(valid, L, d, onsets, context_bins, horizon_bins)
+            scores[k] = _forecast_nll(windows, out) / sum(len(w[4]) for w in windows)
+            candidates[k] = fitted or prior
+        return candidates[min(scores, key=scores.get)], scores
 
     def leave_one_out(self) -> FactorPrior:
         return FactorPrior(self.base.leave_one_out(), self.loadings, self.profile, self.forecast_profile)
@@ -174,12 +204,27 @@ class FactorPrior:
             return cls(prior, z["factor_loadings"], z["factor_profile"], z["factor_forecast_profile"])
 
 
-def _trial_arrays(loo, rec, rec_index: int, units: np.ndarray, trials: list):
-    """The training trials of `rec` as fit_factor_model's tensors over every table row (R):
-    counts, leave-one-out log prior, vocabulary units and the mask of each trial's whole bins."""
+def _onsets(prior: ConditionPrior, onset_rows, context_bins: int) -> list:
+    """Table rows of window onsets `onset_rows` bins from the event whose context fits in the table."""
+    event_row = -int(round(prior.rel_start / prior.bin_size))
+    R = prior.table.shape[1]
+    return [event_row + o for o in onset_rows if event_row + o - context_bins >= 0 and event_row + o < R]
+
+
+def _arrays_of(prior, recordings, intervals, vocab_index) -> list:
+    """`_trial_arrays` of every recording with trials in `intervals`, seen through `prior`."""
+    event = getattr(prior, "prior", prior).event
+    return [b for i, rec in enumerate(recordings)
+            if (b := _trial_arrays(prior, rec, i, vocab_index(rec), _usable_trials(rec, event, intervals, i)))]
+
+
+def _trial_arrays(prior, rec, rec_index: int, units: np.ndarray, trials: list):
+    """The `trials` of `rec` as fit_factor_model's tensors over every table row (R): counts, log
+    prior (a leave-one-out prior for training trials), vocabulary units and the mask of each
+    trial's whole bins."""
     if not trials:
         return None
-    p = loo.prior
+    p = getattr(prior, "prior", prior)
     R, N = p.table.shape[1], len(units)
     r0 = int(round(p.rel_start / p.bin_size))
     y, lp, m = np.zeros((len(trials), R, N)), np.zeros((len(trials), R, N)), np.zeros((len(trials), R, 1))
@@ -191,33 +236,50 @@ def _trial_arrays(loo, rec, rec_index: int, units: np.ndarray, trials: list):
         r, local = _trial_spikes(rec, j, p.event, p.bin_size, r0, a, e)
         np.add.at(y[b], (r, local), 1.0)
         starts = rec.trials.events[p.event][j] + (np.arange(a, e) + r0) * p.bin_size
-        lp[b, a:e] = np.log(loo.expected(rec, units, starts, rec_index=rec_index))
+        lp[b, a:e] = np.log(prior.expected(rec, units, starts, rec_index=rec_index))
         m[b, a:e] = 1.0
     as_tensor = lambda a: torch.from_numpy(a).float()  # noqa: E731
     return (as_tensor(y), as_tensor(lp), torch.from_numpy(np.tile(units, (len(trials), 1))).long(),
             as_tensor(np.broadcast_to(m, y.shape).copy()))
 
 
-def _refit_forecast_profile(data: list, L, d, onsets: list, context_bins: int, horizon_bins: int, iters: int,
-                            ridge: float = 1.0):
-    """d with the rows after `onsets` refitted to z inferred from each window's context alone."""
-    windows = []  # (trial arrays, z, future rows) per onset and recording
+def _onset_windows(data: list, L, d, onsets: list, context_bins: int, horizon_bins: int) -> list:
+    """Windows starting at each of `onsets` (table rows) in every trial of `data`: (future counts,
+    log prior, loadings, mask, z and its Laplace covariance inferred from the context alone, future rows)."""
+    windows = []
     for y, lp, u, m in data:
         loads = L[u]
         for o in onsets:
             ctx, fut = slice(o - context_bins, o), slice(o, min(o + horizon_bins, len(d)))
             slopes = loads[:, None] * d[ctx][None, :, None, :] * m[:, ctx, :, None]
-            z = infer_factors(y[:, ctx] * m[:, ctx], lp[:, ctx], slopes)[0]
-            windows.append((y[:, fut], lp[:, fut], loads, m[:, fut], z, fut))
-    lo, hi = min(w[5].start for w in windows), max(w[5].stop for w in windows)
+            z, cov = infer_factors(y[:, ctx] * m[:, ctx], lp[:, ctx], slopes)
+            windows.append((y[:, fut], lp[:, fut], loads, m[:, fut], z, cov, fut))
+    return windows
+
+
+def _refit_forecast_profile(data: list, L, d, onsets: list, context_bins: int, horizon_bins: int, iters: int,
+                            ridge: float = 1.0):
+    """d with the rows after `onsets` refitted to z inferred from each window's context alone."""
+    windows = _onset_windows(data, L, d, onsets, context_bins, horizon_bins)
+    lo, hi = min(w[-1].start for w in windows), max(w[-1].stop for w in windows)
     out, ref = d[lo:hi].clone(), d[lo:hi].clone()
     opt = torch.optim.Adam([out], lr=0.03)
     n = sum(len(w[4]) for w in windows)
     for _ in range(iters):
         out.grad = 2 * ridge * (out - ref) * n / len(onsets)
-        for y, lp, loads, m, z, fut in windows:
+        for y, lp, loads, m, z, _, fut in windows:
             r = factor_residual(y, lp, loads, out[fut.start - lo:fut.stop - lo], z, m)
             out.grad[fut.start - lo:fut.stop - lo] += (r @ (loads * z[:, None, :])).sum(0)
         out.grad /= n
         opt.step()
     return torch.cat([d[:lo], out, d[hi:]])
+
+
+def _forecast_nll(windows: list, forecast_profile) -> float:
+    """Poisson NLL (without log k!) of the windows' future counts under prior * E[exp(L d z)]."""
+    total = 0.0
+    for y, lp, loads, m, z, cov, fut in windows:
+        slopes = loads[:, None] * forecast_profile[fut][None, :, None, :]
+        log_rate = (lp + factor_forecast_gain(slopes, z, cov).clamp(max=10)).clamp(-10, 10)
+        total += float(((log_rate.exp() - y * log_rate) * m).sum())
+    return total

@@ -40,6 +40,8 @@ class PreparedData:
     train_aligned: ForecastDataset | None = None  # training trials at the evaluation alignment (PSTH)
     events: tuple = ()  # the event types given to the model ("EVENT@condition" expanded)
     prior: ConditionPrior | FactorPrior | None = None  # data.rate_prior=psth / psth_factors
+    # data.rate_prior_factors=auto: validation NLL per window of each number of factors tried
+    factor_scores: dict | None = None
 
 
 def window_spec(cfg: DataConfig, horizon_ms: float | None = None) -> WindowSpec:
@@ -72,7 +74,7 @@ def prepare_data(
     vocab = vocab or UnitVocab.from_recordings(recordings)
     offset = cfg.align_offset_ms / 1000
     events = resolve_events(cfg.events, recordings)
-    prior = fit_prior(cfg, recordings, splits, vocab, spec)
+    prior, factor_scores = fit_prior(cfg, recordings, splits, vocab, spec)
 
     def fixed(split: str) -> ForecastDataset:
         windows = windows_for_split(recordings, splits, split, spec, seed=cfg.split_seed,
@@ -100,7 +102,7 @@ def prepare_data(
     return PreparedData(
         recordings=recordings, spec=spec, vocab=vocab, splits=splits, mode=mode,
         train=train, valid=valid, test=test,
-        train_aligned=aligned, events=tuple(events), prior=prior,
+        train_aligned=aligned, events=tuple(events), prior=prior, factor_scores=factor_scores,
     )
 
 
@@ -136,18 +138,25 @@ def _window_fit_hint(cfg: DataConfig, spec: WindowSpec, splits: Splits) -> str:
             f"data.context_ms={cfg.context_ms:g} (or shorten data.context_ms)")
 
 
-def fit_prior(cfg: DataConfig, recordings, splits: Splits, vocab: UnitVocab, spec) -> ConditionPrior | FactorPrior | None:
-    """The condition-average prior of data.rate_prior, from the training split only."""
+FACTOR_CHOICES = (0, 1, 2, 4, 8)  # numbers of factors data.rate_prior_factors=auto tries (0: the plain prior)
+
+
+def fit_prior(cfg: DataConfig, recordings, splits: Splits, vocab: UnitVocab, spec):
+    """The condition-average prior of data.rate_prior, from the training split only, and for
+    data.rate_prior_factors=auto the validation NLL of each number of factors tried (else None)."""
     if not check_rate_prior(cfg):
-        return None
+        return None, None
     intervals, vocab_index = splits.all_intervals("train"), lambda r: vocab.index(r.unit_ids)
     prior = ConditionPrior.fit(recordings, intervals, vocab_index, bin_size=spec.bin_size, event=cfg.align_event,
                                rank=cfg.rate_prior_rank)
-    if cfg.rate_prior == "psth_factors":
-        return FactorPrior.fit(prior, recordings, intervals, vocab_index, k=cfg.rate_prior_factors, seed=cfg.split_seed,
-                               context_bins=spec.context_bins, horizon_bins=spec.horizon_bins,
-                               onset_rows=_onset_rows(cfg, spec))
-    return prior
+    if cfg.rate_prior != "psth_factors":
+        return prior, None
+    shape = dict(seed=cfg.split_seed, context_bins=spec.context_bins, horizon_bins=spec.horizon_bins,
+                 onset_rows=_onset_rows(cfg, spec))
+    if cfg.rate_prior_factors == "auto":
+        return FactorPrior.choose(prior, recordings, intervals, splits.all_intervals("valid"), vocab_index,
+                                  ks=FACTOR_CHOICES, **shape)
+    return FactorPrior.fit(prior, recordings, intervals, vocab_index, k=cfg.rate_prior_factors, **shape), None
 
 
 def _onset_rows(cfg: DataConfig, spec, reach_bins: int = 5) -> range:
@@ -167,8 +176,9 @@ def check_rate_prior(cfg: DataConfig) -> bool:
         return False
     if cfg.rate_prior not in ("psth", "psth_factors"):
         raise ValueError(f"data.rate_prior must be 'none', 'psth' or 'psth_factors', got {cfg.rate_prior!r}")
-    if cfg.rate_prior == "psth_factors" and (not isinstance(cfg.rate_prior_factors, int) or cfg.rate_prior_factors < 1):
-        raise ValueError(f"data.rate_prior_factors must be an integer >= 1, got {cfg.rate_prior_factors!r}")
+    k = cfg.rate_prior_factors
+    if cfg.rate_prior == "psth_factors" and k != "auto" and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+        raise ValueError(f"data.rate_prior_factors must be an integer >= 1 or 'auto', got {k!r}")
     if not cfg.align_event:
         raise ValueError(f"data.rate_prior={cfg.rate_prior} needs data.align_event, the trial event the average is "
                          "aligned to")

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from neurohorizon.config import RunConfig, from_dict, save_config
+from neurohorizon.data.factors import n_factors
 from neurohorizon.data.prepare import check_rate_prior, prepare_data, window_spec
 from neurohorizon.data.sources import load_data
 from neurohorizon.data.splits import Splits
@@ -101,6 +102,7 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
         _check_same_units(recordings, vocab, Path(resume) / "last.pt")
     data = prepare_data(cfg.data, recordings=recordings, splits=splits, vocab=vocab)
     cfg.data.events = list(data.events)  # "EVENT@condition" expanded: saved, and what the model gets
+    _resolve_factor_choice(cfg, data, quiet)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, data.vocab.tokens, likelihood).to(device)
     if resume is not None:
@@ -127,6 +129,21 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
         return trainer.run_dir
     trainer.fit(stop_after=stop_after)
     return trainer.run_dir
+
+
+def _resolve_factor_choice(cfg: RunConfig, data, quiet: bool) -> None:
+    """data.rate_prior_factors=auto becomes the chosen number in the saved config (0: the plain
+    prior, rate_prior=psth), so evaluation refits the same prior without choosing again."""
+    if data.factor_scores is None:
+        return
+    k = n_factors(data.prior)
+    if k:
+        cfg.data.rate_prior_factors = k
+    else:
+        cfg.data.rate_prior, cfg.data.rate_prior_factors = "psth", RunConfig().data.rate_prior_factors
+    if not quiet and dist_utils.rank() == 0:
+        scores = ", ".join(f"{n}: {v:.4f}" for n, v in data.factor_scores.items())
+        print(f"data.rate_prior_factors=auto: chose {k} factor(s) by validation NLL per window ({scores})")
 
 
 def _check_same_units(recordings, vocab: UnitVocab, checkpoint: Path) -> None:
