@@ -13,6 +13,9 @@ The ideal observer (`neurohorizon.data.synthetic.observer`) knows what the causa
 except the trial's gain, preparatory jitter and OU state, which it infers from the context's
 spikes (the demo's 0.5 s) under their true priors: what a perfectly learned model of this
 generator could reach from that context (up to Laplace's approximation).
+
+`causal_without_ou` is the causal oracle without the OU state at the go cue (averaged over its
+stationary law): what knowing the single-trial OU state is worth at each horizon.
 """
 
 from __future__ import annotations
@@ -49,12 +52,14 @@ def score(rec, truth, starts, bin_size, context) -> dict:
     target = observed(rec, starts, n, bin_size)
     oracle = np.stack([expected_counts(rec, start=s, n_steps=n, bin_size=bin_size) for s in starts])
     causal = reach_causal_expected(rec, starts, n_bins=n, bin_size=bin_size, truth=truth)
+    blind = reach_causal_expected(rec, starts, n_bins=n, bin_size=bin_size, truth=truth, know_ou=False)
     observer = reach_observer_expected(rec, starts, n_bins=n, bin_size=bin_size, context=context,
                                        truth=truth)
     out = {}
     for h in HORIZONS:
-        o, c, v = (bits_per_spike(x[:, :h], target[:, :h]) for x in (oracle, causal, observer))
+        o, c, v, b = (bits_per_spike(x[:, :h], target[:, :h]) for x in (oracle, causal, observer, blind))
         out[str(h)] = {"oracle_fp_bps": o, "causal_oracle_fp_bps": c, "causal_fraction_of_oracle": c / o,
+                       "causal_without_ou_fp_bps": b, "causal_without_ou_fraction_of_oracle": b / o,
                        "observer_fp_bps": v, "observer_fraction_of_oracle": v / o,
                        "observer_fraction_of_causal": v / c}
     return {"n_windows": len(starts), "fp_bps": out}

@@ -69,6 +69,23 @@ def test_causal_expectation_equals_monte_carlo(reach_rec, reach_truth):
     assert np.corrcoef(mc.ravel(), exact.ravel())[0, 1] > 0.995
 
 
+def test_without_the_ou_state_it_averages_the_known_state_forecast_over_the_ou_law(reach_rec, reach_truth):
+    """know_ou=False is the known-OU forecast averaged over the go cue's OU state ~ N(0, I)."""
+    i = 5
+    start, row = [reach_truth.sched["go"][i] * FINE_DT], reach_truth.sched["go"][i] - 1
+    blind = reach_causal_expected(reach_rec, start, n_bins=10, truth=reach_truth, know_ou=False)[0]
+    saved, rng, total, draws = reach_truth.latent[row, N_TASK:].copy(), np.random.default_rng(3), 0.0, 1000
+    try:
+        for _ in range(draws):
+            reach_truth.latent[row, N_TASK:] = rng.standard_normal(3)
+            total = total + reach_causal_expected(reach_rec, start, n_bins=10, truth=reach_truth)[0]
+    finally:
+        reach_truth.latent[row, N_TASK:] = saved
+    np.testing.assert_allclose(total / draws, blind, rtol=0.05)  # Monte Carlo sd about 1 %
+    known = reach_causal_expected(reach_rec, start, n_bins=10, truth=reach_truth)[0]
+    assert np.abs(np.log(known / blind)).mean() > 0.02  # the state it knows moves the forecast
+
+
 def test_ou_forecast_moments():
     mean, var = ou_forecast(np.array([1.0, -2.0, 0.5]), 3)
     a = np.exp(-FINE_DT / reach_mod.TAU_OU)

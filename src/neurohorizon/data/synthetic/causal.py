@@ -121,8 +121,10 @@ def ou_forecast(last: np.ndarray, n_steps: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def reach_causal_expected(rec: Recording, starts, *, n_bins: int, bin_size: float = 0.02,
-                          truth: ReachTruth | None = None) -> np.ndarray:
-    """(n, n_bins, N) causal-oracle expected counts for windows starting at go cues `starts`."""
+                          truth: ReachTruth | None = None, know_ou: bool = True) -> np.ndarray:
+    """(n, n_bins, N) causal-oracle expected counts for windows starting at go cues `starts`.
+    know_ou=False averages over the OU state at the go cue too (its stationary law), to measure
+    what knowing it is worth."""
     truth = truth or ReachTruth(rec)
     per_bin = int(round(bin_size / FINE_DT))
     n_fine = n_bins * per_bin
@@ -135,6 +137,8 @@ def reach_causal_expected(rec: Recording, starts, *, n_bins: int, bin_size: floa
         i = truth.trial_at_go(start)
         steps = truth.sched["go"][i] + np.arange(n_fine)
         ou_mean, ou_var = ou_forecast(truth.latent[steps[0] - 1, N_TASK:], n_fine)
+        if not know_ou:
+            ou_mean, ou_var = np.zeros_like(ou_mean), np.ones_like(ou_var)
         rate = sum(prob * truth.mean_rates(truth.task_latent(i, steps, rt), ou_mean, ou_var)
                    for rt, prob in zip(rt_steps, rt_prob))
         out[w] = rate.reshape(n_bins, per_bin, -1).sum(1) * FINE_DT
