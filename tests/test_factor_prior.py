@@ -47,23 +47,13 @@ def fitted():
     return rec, loading, z, units, base, prior
 
 
-def window(rec, onset, n=25):
-    """Context and future bin starts of a window at `onset`, and the context's counts (25, N)."""
-    context_starts = onset + (np.arange(-n, 0)) * BIN
-    counts = np.zeros((n, rec.n_units))
-    k = np.floor((rec.spike_times - context_starts[0]) / BIN).astype(int)
-    ok = (k >= 0) & (k < n)
-    np.add.at(counts, (k[ok], rec.spike_units[ok]), 1.0)
-    return context_starts, onset + np.arange(n) * BIN, counts
-
-
-def test_factors_recover_the_loadings_and_forecast_held_out_trials_better(fitted):
+def test_factors_recover_the_loadings_and_forecast_held_out_trials_better(fitted, context_window):
     rec, loading, z, units, base, prior = fitted
     assert abs(np.corrcoef(prior.loadings[units, 0], loading)[0, 1]) > 0.95
     errors = {"plain": [], "factors": []}
     for j in range(36, 48):
         onset = float(rec.trials.events["go"][j])
-        context_starts, starts, counts = window(rec, onset)
+        context_starts, starts, counts = context_window(rec, onset)
         truth = RATE * BIN * np.exp(0.6 * loading * z[j])
         moved = prior.expected(rec, units, starts, context_starts=context_starts, context_counts=counts)
         for name, rate in (("plain", base.expected(rec, units, starts)), ("factors", moved)):
@@ -72,18 +62,18 @@ def test_factors_recover_the_loadings_and_forecast_held_out_trials_better(fitted
     assert np.mean(errors["factors"]) < 0.5 * np.mean(errors["plain"])
 
 
-def test_windows_outside_a_trial_keep_the_plain_prior(fitted):
+def test_windows_outside_a_trial_keep_the_plain_prior(fitted, context_window):
     rec, _, _, units, base, prior = fitted
     onset = float(rec.trials.end[40]) + 0.2  # in the gap between trials
-    context_starts, starts, counts = window(rec, onset)
+    context_starts, starts, counts = context_window(rec, onset)
     out = prior.expected(rec, units, starts, context_starts=context_starts, context_counts=counts)
     np.testing.assert_array_equal(out, base.expected(rec, units, starts))
 
 
-def test_only_the_forecast_trials_own_context_bins_move_it(fitted):
+def test_only_the_forecast_trials_own_context_bins_move_it(fitted, context_window):
     rec, _, _, units, base, prior = fitted
     onset = float(rec.trials.start[40]) + 0.2  # 0.3 s of the context lie before the trial
-    context_starts, starts, counts = window(rec, onset)
+    context_starts, starts, counts = context_window(rec, onset)
     out = prior.expected(rec, units, starts, context_starts=context_starts, context_counts=counts)
     counts[:15] *= 5  # spikes before the trial say nothing about it
     again = prior.expected(rec, units, starts, context_starts=context_starts, context_counts=counts)
@@ -92,21 +82,21 @@ def test_only_the_forecast_trials_own_context_bins_move_it(fitted):
     assert not np.allclose(prior.expected(rec, units, starts, context_starts=context_starts, context_counts=counts), out)
 
 
-def test_factor_prior_round_trips_and_a_plain_prior_file_loads_plain(fitted, tmp_path):
+def test_factor_prior_round_trips_and_a_plain_prior_file_loads_plain(fitted, tmp_path, context_window):
     rec, _, _, units, base, prior = fitted
     prior.save(tmp_path / "f.npz")
     base.save(tmp_path / "p.npz")
     loaded = FactorPrior.load(tmp_path / "f.npz")
     assert isinstance(loaded, FactorPrior) and isinstance(FactorPrior.load(tmp_path / "p.npz"), ConditionPrior)
-    context_starts, starts, counts = window(rec, float(rec.trials.events["go"][44]))
+    context_starts, starts, counts = context_window(rec, float(rec.trials.events["go"][44]))
     np.testing.assert_allclose(loaded.expected(rec, units, starts, context_starts=context_starts, context_counts=counts),
                                prior.expected(rec, units, starts, context_starts=context_starts, context_counts=counts))
 
 
-def test_training_windows_see_the_leave_one_out_table_under_the_same_factors(fitted):
+def test_training_windows_see_the_leave_one_out_table_under_the_same_factors(fitted, context_window):
     rec, _, _, units, base, prior = fitted
     loo = prior.leave_one_out()
-    context_starts, starts, counts = window(rec, float(rec.trials.events["go"][3]))  # a training trial
+    context_starts, starts, counts = context_window(rec, float(rec.trials.events["go"][3]))  # a training trial
     kwargs = {"context_starts": context_starts, "context_counts": counts}
     own = prior.expected(rec, units, starts, **kwargs)
     without = loo.expected(rec, units, starts, rec_index=0, **kwargs)

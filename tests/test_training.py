@@ -371,9 +371,30 @@ def test_auto_number_of_factors_is_chosen_on_validation_and_saved_in_the_run(tmp
     k = n_factors(loaded.prior)
     assert isinstance(saved.rate_prior_factors, int)
     assert saved.rate_prior == ("psth_factors" if k else "psth") and (k == 0 or saved.rate_prior_factors == k)
-    with pytest.raises(ValueError, match="must be an integer >= 1 or 'auto'"):
+    with pytest.raises(ValueError, match="data.rate_prior_factors must be an integer >= 1"):
         train_run(tiny_cfg("data.rate_prior=psth_factors", "data.rate_prior_factors=many"), runs_dir=tmp_path / "bad",
                   recordings=[reach], quiet=True)
+
+
+def test_slow_dynamics_around_the_prior_train_save_and_reload(tmp_path, reach):
+    from neurohorizon.evaluation.loading import load_run
+
+    run = train_run(tiny_cfg("train.max_steps=2", "train.eval_every=2", "data.rate_prior=psth_factors",
+                             "data.rate_prior_factors=0", "data.rate_prior_dynamics=1"), runs_dir=tmp_path,
+                    recordings=[reach], quiet=True)
+    loaded = load_run(run)
+    assert loaded.prior.dynamics.loadings.shape[1] == 1 and loaded.prior.loadings.shape[1] == 0
+    assert np.abs(loaded.prior.dynamics.loadings).max() > 0
+    for bad, match in (("data.rate_prior=psth", "set data.rate_prior=psth_factors"),
+                       ("data.rate_prior_dynamics=-1", "must be an integer >= 0"),
+                       ("data.rate_prior_dynamics_tau_ms=0", "must be a number > 0")):
+        overrides = ["data.rate_prior=psth_factors", "data.rate_prior_dynamics=1", bad]
+        with pytest.raises(ValueError, match=match):
+            train_run(tiny_cfg(*overrides), runs_dir=tmp_path / "bad", recordings=[reach], quiet=True)
+    with pytest.raises(ValueError, match=r"data.rate_prior_factors must be an integer >= 1 \(>= 0 with"):
+        train_run(tiny_cfg("data.rate_prior=psth_factors", "data.rate_prior_factors=0"), runs_dir=tmp_path / "bad",
+                  recordings=[reach], quiet=True)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_unit_dropout_removes_exactly_the_dropped_units_spikes_and_counts():

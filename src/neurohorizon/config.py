@@ -57,6 +57,11 @@ class DataConfig:
     # inferred from each window's context (data/factors.py). "auto": the best of 0, 1, 2, 4, 8 on
     # the validation trials' forecasts (0 keeps the plain prior); the run's config saves the choice
     rate_prior_factors: int | str = 4
+    # data.rate_prior=psth_factors: > 0 adds that many slow latent paths (Ornstein-Uhlenbeck with
+    # time constant rate_prior_dynamics_tau_ms) that move the prior within the trial, inferred from
+    # the context's last bins and fitted by Laplace-EM (data/dynamics.py); 0: none
+    rate_prior_dynamics: int = 0
+    rate_prior_dynamics_tau_ms: float = 200.0
 
 
 @dataclass

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from neurohorizon.data.dynamics import OUDynamics, fit_dynamics
 from neurohorizon.data.prior import ConditionPrior, _trial_spikes, _usable_trials, _whole_bins
 
 
@@ -103,16 +104,19 @@ class FactorPrior:
         loadings: (V, K) per vocabulary unit.
         profile: (R, K) per row of the base's table (time from the event), for the context bins.
         forecast_profile: (R, K) the same for the future bins (default `profile`).
+        dynamics: slow latent paths moving the prior within the trial (data/dynamics.py), or None.
     """
 
     uses_context = True
 
-    def __init__(self, base, loadings: np.ndarray, profile: np.ndarray, forecast_profile: np.ndarray | None = None):
+    def __init__(self, base, loadings: np.ndarray, profile: np.ndarray, forecast_profile: np.ndarray | None = None,
+                 dynamics: OUDynamics | None = None):
         self.base = base
         self.table_prior: ConditionPrior = getattr(base, "prior", base)  # the fitted table behind a leave-one-out
         self.loadings = np.asarray(loadings, dtype=np.float64)
         self.profile = np.asarray(profile, dtype=np.float64)
         self.forecast_profile = self.profile if forecast_profile is None else np.asarray(forecast_profile, np.float64)
+        self.dynamics = dynamics
 
     @classmethod
     def fit(cls, prior: ConditionPrior, recordings, intervals, vocab_index, *, k: int, context_bins: int,
@@ -122,8 +126,11 @@ class FactorPrior:
         the profile that z is inferred with; the forecast profile of the bins after windows whose
         onset is `onset_rows` bins from the event is then refitted to z inferred from those windows'
         `context_bins` alone, as a forecast infers it (the rest keeps the joint profile)."""
-        if k < 1:
-            raise ValueError(f"data.rate_prior_factors must be >= 1 for psth_factors, got {k}")
+        if k < 0:
+            raise ValueError(f"data.rate_prior_factors must be >= 0 for psth_factors, got {k}")
+        if k == 0:  # no static factors: the plain prior, which dynamics can still move
+            R = prior.table.shape[1]
+            return cls(prior, np.zeros((len(prior.unit_mean), 0)), np.zeros((R, 0)))
         data = _arrays_of(prior.leave_one_out(), recordings, intervals, vocab_index)
         return cls._fit_arrays(prior, data, k, _onsets(prior, onset_rows, context_bins), context_bins,
                                horizon_bins, iters, seed)
@@ -157,8 +164,26 @@ class FactorPrior:
             candidates[k] = fitted or prior
         return candidates[min(scores, key=scores.get)], scores
 
+    def with_dynamics(self, recordings, intervals, vocab_index, *, k: int, tau_bins: float, seed: int = 0,
+                      em_iters: int = 20) -> FactorPrior:
+        """This prior plus k slow latent paths (data/dynamics.py) fitted by Laplace-EM on the training
+        trials, each seen through the leave-one-out prior and moved by its static factors as
+        inferred from the whole trial."""
+        data = _arrays_of(self.table_prior.leave_one_out(), recordings, intervals, vocab_index)
+        L, d = torch.from_numpy(self.loadings), torch.from_numpy(self.profile)
+        moved = []
+        for y, lp, u, m in data:
+            y, lp, m = y.double(), lp.double(), m.double()
+            slopes = L[u][:, None] * d[None, :, None, :] * m[..., None]
+            z, _ = infer_factors(y * m, lp, slopes)
+            moved.append((y, lp + torch.einsum("btnk,bk->btn", slopes, z), u, m))
+        M = fit_dynamics(moved, k, len(self.table_prior.unit_mean), tau_bins=tau_bins, em_iters=em_iters, seed=seed)
+        return FactorPrior(self.base, self.loadings, self.profile, self.forecast_profile,
+                           OUDynamics(M.numpy(), float(np.exp(-1.0 / tau_bins))))
+
     def leave_one_out(self) -> FactorPrior:
-        return FactorPrior(self.base.leave_one_out(), self.loadings, self.profile, self.forecast_profile)
+        return FactorPrior(self.base.leave_one_out(), self.loadings, self.profile, self.forecast_profile,
+                           self.dynamics)
 
     def trial_conditions(self, rec) -> np.ndarray:
         return self.base.trial_conditions(rec)
@@ -181,9 +206,16 @@ class FactorPrior:
         Tc = len(context_starts)
         as_batch = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))[None]  # noqa: E731
         slopes_in = self._slopes(units, row_of[1:Tc + 1], self.profile)
+        slopes_out, noise = self._slopes(units, row_of[Tc + 1:], self.forecast_profile), 0.0
+        if self.dynamics is not None:
+            inside = (row_of[Tc + 1:] >= 0)[:, None]
+            slopes_in = np.concatenate([slopes_in, self.dynamics.context_slopes(units, row_of[1:Tc + 1] >= 0)], -1)
+            slopes_out = np.concatenate(
+                [slopes_out, self.dynamics.forecast_slopes(units, len(starts), Tc) * inside[..., None]], -1)
+            noise = 0.5 * self.dynamics.forecast_noise(units, len(starts)) * inside
         z, cov = infer_factors(as_batch(context_counts), as_batch(np.log(context)), as_batch(slopes_in))
-        slopes_out = as_batch(self._slopes(units, row_of[Tc + 1:], self.forecast_profile))
-        return future * factor_forecast_gain(slopes_out, z, cov)[0].clamp(max=10).exp().numpy()
+        log_gain = factor_forecast_gain(as_batch(slopes_out), z, cov)[0].numpy() + noise
+        return future * np.exp(np.minimum(log_gain, 10))
 
     def _slopes(self, units, rows, profile) -> np.ndarray:
         """(T, N, K) d log-rate / d z of bins at table rows `rows` (-1: outside the trial, 0)."""
@@ -191,8 +223,10 @@ class FactorPrior:
         return np.where(rows[:, None, None] >= 0, slopes, 0.0)
 
     def save(self, path) -> None:
+        dynamics = {} if self.dynamics is None else dict(dynamics_loadings=self.dynamics.loadings,
+                                                         dynamics_a=self.dynamics.a)
         self.table_prior.save(path, factor_loadings=self.loadings, factor_profile=self.profile,
-                              factor_forecast_profile=self.forecast_profile)
+                              factor_forecast_profile=self.forecast_profile, **dynamics)
 
     @classmethod
     def load(cls, path) -> ConditionPrior | FactorPrior:
@@ -201,7 +235,8 @@ class FactorPrior:
         with np.load(path) as z:
             if "factor_loadings" not in z:
                 return prior
-            return cls(prior, z["factor_loadings"], z["factor_profile"], z["factor_forecast_profile"])
+            dynamics = OUDynamics(z["dynamics_loadings"], float(z["dynamics_a"])) if "dynamics_a" in z else None
+            return cls(prior, z["factor_loadings"], z["factor_profile"], z["factor_forecast_profile"], dynamics)
 
 
 def _onsets(prior: ConditionPrior, onset_rows, context_bins: int) -> list:

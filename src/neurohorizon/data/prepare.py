@@ -154,9 +154,17 @@ def fit_prior(cfg: DataConfig, recordings, splits: Splits, vocab: UnitVocab, spe
     shape = dict(seed=cfg.split_seed, context_bins=spec.context_bins, horizon_bins=spec.horizon_bins,
                  onset_rows=_onset_rows(cfg, spec))
     if cfg.rate_prior_factors == "auto":
-        return FactorPrior.choose(prior, recordings, intervals, splits.all_intervals("valid"), vocab_index,
-                                  ks=FACTOR_CHOICES, **shape)
-    return FactorPrior.fit(prior, recordings, intervals, vocab_index, k=cfg.rate_prior_factors, **shape), None
+        prior, scores = FactorPrior.choose(prior, recordings, intervals, splits.all_intervals("valid"), vocab_index,
+                                           ks=FACTOR_CHOICES, **shape)
+    else:
+        prior, scores = FactorPrior.fit(prior, recordings, intervals, vocab_index, k=cfg.rate_prior_factors,
+                                        **shape), None
+    if cfg.rate_prior_dynamics:
+        prior = prior if isinstance(prior, FactorPrior) else FactorPrior.fit(prior, recordings, intervals,
+                                                                            vocab_index, k=0, **shape)
+        prior = prior.with_dynamics(recordings, intervals, vocab_index, k=cfg.rate_prior_dynamics, seed=cfg.split_seed,
+                                    tau_bins=cfg.rate_prior_dynamics_tau_ms / 1000 / spec.bin_size)
+    return prior, scores
 
 
 def _onset_rows(cfg: DataConfig, spec, reach_bins: int = 5) -> range:
@@ -166,19 +174,36 @@ def _onset_rows(cfg: DataConfig, spec, reach_bins: int = 5) -> range:
     return range(at - reach_bins, at + reach_bins + 1)
 
 
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _check_dynamics(cfg: DataConfig) -> None:
+    dyn = cfg.rate_prior_dynamics
+    if not _is_count(dyn):
+        raise ValueError(f"data.rate_prior_dynamics must be an integer >= 0, got {dyn!r}")
+    if dyn and cfg.rate_prior != "psth_factors":
+        raise ValueError(f"data.rate_prior_dynamics moves the factor prior: set data.rate_prior=psth_factors "
+                         f"(got {cfg.rate_prior!r})")
+    if dyn and not (isinstance(cfg.rate_prior_dynamics_tau_ms, (int, float)) and cfg.rate_prior_dynamics_tau_ms > 0):
+        raise ValueError(f"data.rate_prior_dynamics_tau_ms must be a number > 0, got {cfg.rate_prior_dynamics_tau_ms!r}")
+
+
 def check_rate_prior(cfg: DataConfig) -> bool:
     """Whether data.rate_prior asks for a prior; a bad setting is a clear error."""
-    if not isinstance(cfg.rate_prior_rank, int) or cfg.rate_prior_rank < 0:
+    if not _is_count(cfg.rate_prior_rank):
         raise ValueError(f"data.rate_prior_rank must be an integer >= 0, got {cfg.rate_prior_rank!r}")
+    _check_dynamics(cfg)
     if cfg.rate_prior == "none":
         if cfg.rate_prior_rank:
             raise ValueError("data.rate_prior_rank denoises the condition prior: set data.rate_prior=psth too")
         return False
     if cfg.rate_prior not in ("psth", "psth_factors"):
         raise ValueError(f"data.rate_prior must be 'none', 'psth' or 'psth_factors', got {cfg.rate_prior!r}")
-    k = cfg.rate_prior_factors
-    if cfg.rate_prior == "psth_factors" and k != "auto" and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
-        raise ValueError(f"data.rate_prior_factors must be an integer >= 1 or 'auto', got {k!r}")
+    k, dyn = cfg.rate_prior_factors, cfg.rate_prior_dynamics
+    if cfg.rate_prior == "psth_factors" and k != "auto" and (not _is_count(k) or k < (0 if dyn else 1)):
+        raise ValueError(f"data.rate_prior_factors must be an integer >= 1 (>= 0 with data.rate_prior_dynamics) "
+                         f"or 'auto', got {k!r}")
     if not cfg.align_event:
         raise ValueError(f"data.rate_prior={cfg.rate_prior} needs data.align_event, the trial event the average is "
                          "aligned to")

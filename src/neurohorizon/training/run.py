@@ -137,7 +137,7 @@ def _resolve_factor_choice(cfg: RunConfig, data, quiet: bool) -> None:
     if data.factor_scores is None:
         return
     k = n_factors(data.prior)
-    if k:
+    if k or cfg.data.rate_prior_dynamics:  # dynamics keep psth_factors, with 0 static factors
         cfg.data.rate_prior_factors = k
     else:
         cfg.data.rate_prior, cfg.data.rate_prior_factors = "psth", RunConfig().data.rate_prior_factors
