@@ -7,8 +7,9 @@ exactly as `neurohorizon evaluate` does (training trials at the evaluation align
 the validation windows) and scores both on the test windows with the NLB null, at 12 / 25 / 50 bins.
 `demo` is the demo's reach data; the other names are `quality.py`'s datasets (real recordings skip
 when ../shared/data is absent). On trial data it also scores the model's priors alone
-(`data.rate_prior=psth`, and `psth_factors` with 4 factors and with `data.rate_prior_factors=auto`;
-the dataset's prior rank, 16 in the demo): what the model forecasts around.
+(`data.rate_prior=psth`, and `psth_factors` with 4 factors, with `data.rate_prior_factors=auto`, and
+with 4 factors plus 3 slow latent paths, `data.rate_prior_dynamics=3`; the dataset's prior rank, 16 in
+the demo): what the model forecasts around.
 
 With `--runs RUN ...` (trained runs, each evaluated on its own test split) it also scores each run's
 rollout (mean of 32 sampled trajectories) and its equal-weight average with psth_factors (the weight is
@@ -68,13 +69,13 @@ def mixed_with_run(run_dir: str) -> dict:
 
 
 PRIORS = {"psth": ["data.rate_prior=psth"], "psth_factors": ["data.rate_prior=psth_factors"],
-          "psth_factors_auto": ["data.rate_prior=psth_factors", "data.rate_prior_factors=auto"]}
+          "psth_factors_auto": ["data.rate_prior=psth_factors", "data.rate_prior_factors=auto"],
+          "psth_factors_dynamics": ["data.rate_prior=psth_factors", "data.rate_prior_dynamics=3"]}
 
 
 def priors_alone(cfg_path, overrides: list) -> dict:
-    """The model's priors on their own (data.rate_prior=psth, psth_factors with 4 factors and with
-    the number chosen on validation, as the model gets them): expected counts of the validation and
-    test windows, scored as forecasts."""
+    """The model's priors on their own (`PRIORS`, as the model gets them): expected counts of the
+    validation and test windows, scored as forecasts."""
     out = {}
     for name, prior in PRIORS.items():
         t0 = time.monotonic()

@@ -12,6 +12,7 @@ import torch
 from scipy.optimize import minimize
 
 from neurohorizon.data.dynamics import (
+    infer_with_paths,
     ou_precision_blocks,
     posterior_paths,
     solve_block_tridiagonal,
@@ -166,20 +167,45 @@ def test_the_forecast_is_the_exact_expectation_over_the_posterior_and_the_future
     context_starts, starts, counts = context_window(rec, onset)
     moved = prior.expected(rec, units, starts, context_starts=context_starts, context_counts=counts)
     dyn = prior.dynamics
-    as_t = lambda v: torch.from_numpy(np.asarray(v, dtype=np.float64))[None]  # noqa: E731
-    slopes = dyn.context_slopes(units, np.ones(25, bool))
-    w, cov = infer_factors(as_t(counts), as_t(np.log(base.expected(rec, units, context_starts))), as_t(slopes))
-    # Monte Carlo: whitened context path from its Laplace posterior, then the OU run forward
+    as_t = lambda v: torch.from_numpy(np.asarray(v, dtype=np.float64))  # noqa: E731
+    log_context = np.log(base.expected(rec, units, context_starts))
+    # reference posterior: the whitened path x = chol w, w ~ N(0, I), by the static factors' Newton
+    chol = np.linalg.cholesky(dyn.a ** np.abs(np.arange(25)[:, None] - np.arange(25)[None]))
+    slopes = np.einsum("nk,ts->tnsk", dyn.loadings[units], chol).reshape(25, len(units), -1)
+    w, cov = infer_factors(as_t(counts)[None], as_t(log_context)[None], as_t(slopes)[None])
+    mean_last, var_last = chol[-1] @ w[0].numpy(), chol[-1] @ cov[0].numpy() @ chol[-1]
+    got_mean, got_cov = infer_with_paths(as_t(counts), as_t(log_context), torch.zeros(25, len(units), 0, dtype=torch.float64),
+                                         as_t(dyn.loadings[units])[None].expand(25, -1, -1), dyn.a)
+    assert np.allclose(got_mean.numpy(), mean_last, atol=1e-6) and np.allclose(got_cov.numpy(), var_last, atol=1e-8)
+    # Monte Carlo: the last context state from that posterior, then the OU run forward
     rng = np.random.default_rng(0)
     n = 200_000
-    chol = np.linalg.cholesky(dyn.a ** np.abs(np.arange(25)[:, None] - np.arange(25)[None]))
-    ws = rng.multivariate_normal(w[0].numpy(), cov[0].numpy(), size=n)
-    x = ws @ chol[-1]
+    x = mean_last + np.sqrt(var_last) * rng.normal(size=n)
     gains = []
     for _ in range(25):
         x = dyn.a * x + math.sqrt(1 - dyn.a ** 2) * rng.normal(size=n)
         gains.append(np.exp(np.outer(x, dyn.loadings[units, 0])).mean(0))
     assert np.allclose(moved / base.expected(rec, units, starts), np.array(gains), rtol=0.01)
+
+
+def test_static_factors_and_paths_are_inferred_jointly_as_one_gaussian_prior_problem():
+    rng = np.random.default_rng(3)
+    T, N, Ks, K, a = 8, 10, 2, 2, 0.85
+    as_t = lambda v: torch.from_numpy(np.asarray(v, dtype=np.float64))  # noqa: E731
+    static = rng.normal(0, 0.3, (T, N, Ks))
+    loads = np.broadcast_to(rng.normal(0, 0.4, (N, K)), (T, N, K)).copy()
+    loads[:2] = 0  # two unobserved bins: the prior carries the path through them
+    y, lp = rng.poisson(0.8, (T, N)).astype(float), np.full((T, N), np.log(0.8))
+    chol = np.linalg.cholesky(a ** np.abs(np.arange(T)[:, None] - np.arange(T)[None]))
+    whitened = np.einsum("tnk,ts->tnsk", loads, chol).reshape(T, N, T * K)
+    theta, cov = infer_factors(as_t(y)[None], as_t(lp)[None], as_t(np.concatenate([static, whitened], -1))[None])
+    to_last = np.zeros((Ks + K, Ks + T * K))  # (z, w) -> (z, x_{T-1})
+    to_last[:Ks, :Ks] = np.eye(Ks)
+    for k in range(K):
+        to_last[Ks + k, Ks + k::K] = chol[-1]
+    got_mean, got_cov = infer_with_paths(as_t(y), as_t(lp), as_t(static), as_t(loads), a)
+    assert np.allclose(got_mean.numpy(), to_last @ theta[0].numpy(), atol=1e-6)
+    assert np.allclose(got_cov.numpy(), to_last @ cov[0].numpy() @ to_last.T, atol=1e-8)
 
 
 def test_dynamics_survive_leave_one_out_and_the_saved_file(fitted, tmp_path, context_window):

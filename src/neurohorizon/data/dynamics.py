@@ -119,34 +119,51 @@ def fit_dynamics(data: list, k: int, n_vocab: int, *, tau_bins: float, em_iters:
     return M * (seen > 0)[:, None]
 
 
+def infer_with_paths(y, log_prior, static, loads, a: float, iters: int = 30):
+    """Joint Laplace posterior of static factors z (Ks,) ~ N(0, I) and paths x (T, K) under the
+    OU prior, for counts y (T, N) with log-rate log_prior + static @ z + loads @ x_t (static
+    (T, N, Ks), loads (T, N, K), both 0 where a bin is unobserved). Returns the MAP of (z, x_{T-1})
+    and its (Ks + K, Ks + K) covariance: all a forecast needs. Newton on the dense (Ks + T K)
+    Hessian, assembled from per-bin blocks (cheaper than whitening the paths)."""
+    T, N, Ks = static.shape
+    K = loads.shape[-1]
+    prior_diag, off = ou_precision_blocks(T, a, K, y.dtype)
+    prec = torch.block_diag(torch.eye(Ks, dtype=y.dtype), *prior_diag)
+    i = torch.arange((T - 1) * K)
+    prec[Ks + i, Ks + K + i] = prec[Ks + K + i, Ks + i] = off
+    theta = torch.zeros(Ks + T * K, dtype=y.dtype)
+    tol = 1e-8 if y.dtype == torch.float64 else 1e-5
+    for _ in range(iters + 1):
+        z, x = theta[:Ks], theta[Ks:].reshape(T, K)
+        rate = (log_prior + static @ z + (loads @ x[:, :, None])[..., 0]).clamp(-10, 10).exp()
+        resid = y - rate
+        grad = torch.cat([torch.einsum("tn,tnk->k", resid, static), torch.einsum("tn,tnk->tk", resid, loads).flatten()])
+        hess = prec.clone()
+        hess[:Ks, :Ks] += torch.einsum("tn,tnk,tnl->kl", rate, static, static)
+        zx = torch.einsum("tn,tnk,tnl->ktl", rate, static, loads).reshape(Ks, T * K)
+        hess[:Ks, Ks:] += zx
+        hess[Ks:, :Ks] += zx.T
+        hess[Ks:, Ks:] += torch.block_diag(*torch.einsum("tn,tnk,tnl->tkl", rate, loads, loads))
+        step = torch.linalg.solve(hess, grad - prec @ theta)
+        if step.abs().max() < tol:
+            break
+        theta = theta + step.clamp(-1, 1)
+    keep = torch.cat([torch.arange(Ks), Ks + (T - 1) * K + torch.arange(K)])
+    return theta[keep], torch.linalg.inv(hess)[keep][:, keep]
+
+
 @dataclass
 class OUDynamics:
-    """Fitted slow dynamics: loadings (V, K) and the per-bin AR coefficient a = exp(-bin / tau).
-    Inference whitens the context's paths (x = chol(cov) w, w ~ N(0, I)) so that they join the
-    static factors in one Gaussian-prior Laplace problem (`factors.infer_factors`)."""
+    """Fitted slow dynamics: loadings (V, K) and the per-bin AR coefficient a = exp(-bin / tau)."""
 
     loadings: np.ndarray
     a: float
 
-    def context_slopes(self, units: np.ndarray, observed: np.ndarray) -> np.ndarray:
-        """(Tc, N, Tc K) d log-rate / d w of the context bins; rows where `observed` (Tc,) is
-        False (outside the trial) are 0."""
-        Tc, M = len(observed), self.loadings[units]
-        chol = self._chol(Tc)
-        slopes = np.einsum("nk,ts->tnsk", M, chol).reshape(Tc, len(units), -1)
-        return slopes * observed[:, None, None]
-
-    def forecast_slopes(self, units: np.ndarray, horizon: int, context_bins: int) -> np.ndarray:
-        """(H, N, Tc K) d log-rate / d w of the H future bins: x(Tc - 1 + h) = a^h x(Tc - 1) + noise."""
-        decay = self.a ** np.arange(1, horizon + 1)
-        last = self._chol(context_bins)[-1]
-        return np.einsum("h,nk,s->hnsk", decay, self.loadings[units], last).reshape(horizon, len(units), -1)
+    def forecast_slopes(self, units: np.ndarray, horizon: int) -> np.ndarray:
+        """(H, N, K) d log-rate / d x(Tc - 1) of the H future bins: x(Tc - 1 + h) = a^h x(Tc - 1) + noise."""
+        return self.a ** np.arange(1, horizon + 1)[:, None, None] * self.loadings[units][None]
 
     def forecast_noise(self, units: np.ndarray, horizon: int) -> np.ndarray:
         """(H, N) variance of the future log-rate that the context cannot predict: M M^T (1 - a^2h)."""
         fresh = 1.0 - self.a ** (2 * np.arange(1, horizon + 1))
         return fresh[:, None] * (self.loadings[units] ** 2).sum(1)[None]
-
-    def _chol(self, n: int) -> np.ndarray:
-        lag = np.abs(np.arange(n)[:, None] - np.arange(n)[None])
-        return np.linalg.cholesky(self.a ** lag)

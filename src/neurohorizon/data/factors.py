@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from neurohorizon.data.dynamics import OUDynamics, fit_dynamics
+from neurohorizon.data.dynamics import OUDynamics, fit_dynamics, infer_with_paths
 from neurohorizon.data.prior import ConditionPrior, _trial_spikes, _usable_trials, _whole_bins
 
 
@@ -205,15 +205,19 @@ class FactorPrior:
         row_of[rows[same]] = where[3][same]
         Tc = len(context_starts)
         as_batch = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))[None]  # noqa: E731
-        slopes_in = self._slopes(units, row_of[1:Tc + 1], self.profile)
+        slopes_in = as_batch(self._slopes(units, row_of[1:Tc + 1], self.profile))
         slopes_out, noise = self._slopes(units, row_of[Tc + 1:], self.forecast_profile), 0.0
-        if self.dynamics is not None:
+        log_context = as_batch(np.log(context))
+        if self.dynamics is None:
+            z, cov = infer_factors(as_batch(context_counts), log_context, slopes_in)
+        else:  # z and the paths' state at the last context bin, jointly
+            observed = torch.from_numpy(row_of[1:Tc + 1] >= 0)[:, None, None]
+            loads = torch.from_numpy(self.dynamics.loadings[units])[None] * observed
+            z, cov = (v[None] for v in infer_with_paths(as_batch(context_counts)[0], log_context[0], slopes_in[0],
+                                                         loads, self.dynamics.a))
             inside = (row_of[Tc + 1:] >= 0)[:, None]
-            slopes_in = np.concatenate([slopes_in, self.dynamics.context_slopes(units, row_of[1:Tc + 1] >= 0)], -1)
-            slopes_out = np.concatenate(
-                [slopes_out, self.dynamics.forecast_slopes(units, len(starts), Tc) * inside[..., None]], -1)
+            slopes_out = np.concatenate([slopes_out, self.dynamics.forecast_slopes(units, len(starts)) * inside[..., None]], -1)
             noise = 0.5 * self.dynamics.forecast_noise(units, len(starts)) * inside
-        z, cov = infer_factors(as_batch(context_counts), as_batch(np.log(context)), as_batch(slopes_in))
         log_gain = factor_forecast_gain(as_batch(slopes_out), z, cov)[0].numpy() + noise
         return future * np.exp(np.minimum(log_gain, 10))
 
