@@ -337,8 +337,10 @@ def test_a_binding_time_cap_shortens_the_schedules_so_they_finish(tmp_path, reac
 
 
 @pytest.mark.parametrize("prior", ["psth", "psth_factors"])
-def test_rate_prior_run_saves_its_prior_and_forecasts_with_it(tmp_path, reach, prior):
+def test_rate_prior_run_saves_its_prior_and_forecasts_with_it(tmp_path, reach, prior, monkeypatch):
+    from neurohorizon.data import prepare
     from neurohorizon.data.factors import FactorPrior
+    from neurohorizon.evaluation.evaluate import _eval_data
     from neurohorizon.evaluation.forecast import forecast
     from neurohorizon.evaluation.loading import load_run
 
@@ -350,6 +352,10 @@ def test_rate_prior_run_saves_its_prior_and_forecasts_with_it(tmp_path, reach, p
     assert table.event == "go_cue" and sorted(table.labels) == sorted(set(reach.trials.condition.astype(str)))
     go = float(reach.trials.events["go_cue"][3])
     assert np.isfinite(forecast(loaded, reach, start=go, n_samples=2).mean).all()
+    with monkeypatch.context() as patch:  # evaluation scores with the saved prior, never a refit
+        patch.setattr(prepare, "fit_prior", lambda *a, **k: pytest.fail("evaluation refitted the prior"))
+        prepared, test, _ = _eval_data(loaded, None, "error")
+    assert prepared.prior is loaded.prior and test.prior is loaded.prior and prepared.train.prior is loaded.prior
     for bad, message in (("loss.likelihood=categorical", "needs a log-rate likelihood"),
                          ("data.align_event=null", "needs data.align_event"),
                          ("data.rate_prior=glm", "must be 'none', 'psth' or 'psth_factors'"),

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from neurohorizon.data.progress import progress
+
 
 def solve_block_tridiagonal(diag, off: float, rhs):
     """Solve H s = rhs for symmetric H with (K, K) blocks diag (B, T, K, K) on its diagonal and
@@ -104,19 +106,19 @@ def fit_dynamics(data: list, k: int, n_vocab: int, *, tau_bins: float, em_iters:
     """Loadings M (n_vocab, k), float64, by Laplace-EM. data: [(y (B, T, N) counts, offset
     (B, T, N) log-rate without the paths, units (B, N) vocabulary indices, mask (B, T, N))],
     each row one trial. Units never observed keep loadings 0."""
+    seen = torch.zeros(n_vocab, dtype=torch.float64)
+    for _, _, u, m in data:
+        seen.index_add_(0, u.flatten(), m.amax(1).flatten())
     g = torch.Generator().manual_seed(seed)
-    M = 0.05 * torch.randn(n_vocab, k, generator=g, dtype=torch.float64)
+    M = 0.05 * torch.randn(n_vocab, k, generator=g, dtype=torch.float64) * (seen > 0)[:, None]
     a = math.exp(-1.0 / tau_bins)
     paths = [None] * len(data)
-    for _ in range(em_iters):
+    for _ in progress(range(em_iters), f"fitting {k} latent paths (Laplace-EM)"):
         posteriors = [posterior_paths(y, off, m, M[u], a, init=x) for (y, off, u, m), x in zip(data, paths)]
         paths = [x for x, _ in posteriors]
         for (y, off, u, m), (x, cov) in zip(data, posteriors):
             M = update_loadings(M, y, off, m, u, x, cov, ridge)
-    seen = torch.zeros(n_vocab, dtype=torch.float64)
-    for _, _, u, m in data:
-        seen.index_add_(0, u.flatten(), m.amax(1).flatten())
-    return M * (seen > 0)[:, None]
+    return M
 
 
 def infer_with_paths(y, log_prior, static, loads, a: float, iters: int = 30):

@@ -20,6 +20,7 @@ import torch
 
 from neurohorizon.data.dynamics import OUDynamics, fit_dynamics, infer_with_paths
 from neurohorizon.data.prior import ConditionPrior, _trial_spikes, _usable_trials, _whole_bins
+from neurohorizon.data.progress import progress
 
 
 def factor_residual(y, log_prior, loads, d, z, mask):
@@ -75,7 +76,7 @@ def fit_factor_model(data: list, k: int, n_vocab: int, n_rows: int, *, iters: in
     Z = [torch.zeros(len(y), k) for y, *_ in data]
     n = sum(len(z) for z in Z)
     opt = torch.optim.Adam([L, d, *Z], lr=0.03)
-    for _ in range(iters):
+    for _ in progress(range(iters), f"fitting {k} latent factors"):
         L.grad, d.grad = torch.zeros_like(L), 2 * ridge * (d - 1)
         for (y, lp, u, m), z in zip(data, Z):
             loads = L[u]
@@ -304,7 +305,7 @@ def _refit_forecast_profile(data: list, L, d, onsets: list, context_bins: int, h
     out, ref = d[lo:hi].clone(), d[lo:hi].clone()
     opt = torch.optim.Adam([out], lr=0.03)
     n = sum(len(w[4]) for w in windows)
-    for _ in range(iters):
+    for _ in progress(range(iters), "fitting the factors' forecast profile"):
         out.grad = 2 * ridge * (out - ref) * n / len(onsets)
         for y, lp, loads, m, z, _, fut in windows:
             r = factor_residual(y, lp, loads, out[fut.start - lo:fut.stop - lo], z, m)

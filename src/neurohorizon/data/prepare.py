@@ -56,8 +56,14 @@ def prepare_data(
     recordings: list[Recording] | None = None,
     vocab: UnitVocab | None = None,
     splits: Splits | None = None,
+    prior: ConditionPrior | FactorPrior | None = None,
 ) -> PreparedData:
-    """Load (unless given), split, and window the data described by `cfg`."""
+    """Load (unless given), split, and window the data described by `cfg`.
+
+    `prior`: a fitted rate prior (a run's prior.npz) used as it is instead of fitting
+    data.rate_prior again: what evaluation does, so the model is scored with the prior it was
+    trained with. Such a prior cannot leave each trial out, so every split, training windows
+    included, gets it as it is (fine for evaluating, not for training)."""
     if recordings is None:
         from neurohorizon.data.sources import load_data
 
@@ -74,7 +80,8 @@ def prepare_data(
     vocab = vocab or UnitVocab.from_recordings(recordings)
     offset = cfg.align_offset_ms / 1000
     events = resolve_events(cfg.events, recordings)
-    prior, factor_scores = fit_prior(cfg, recordings, splits, vocab, spec)
+    given = prior is not None
+    prior, factor_scores = (prior, None) if given else fit_prior(cfg, recordings, splits, vocab, spec)
 
     def fixed(split: str) -> ForecastDataset:
         windows = windows_for_split(recordings, splits, split, spec, seed=cfg.split_seed,
@@ -89,7 +96,8 @@ def prepare_data(
         aligned = fixed("train") if cfg.align_event else None
         if cfg.train_anchor_fraction > 0 and aligned is None:
             raise ValueError("data.train_anchor_fraction > 0 needs data.align_event, the trial event to anchor to")
-        train_prior = prior.leave_one_out() if prior is not None and cfg.rate_prior_leave_one_out else prior
+        leave_out = prior is not None and cfg.rate_prior_leave_one_out and not given
+        train_prior = prior.leave_one_out() if leave_out else prior
         train = ForecastDataset(recordings, windows=[], spec=spec, vocab=vocab, random_windows_per_epoch=cfg.train_windows_per_epoch,
                                 intervals=intervals, seed=cfg.split_seed, events=events, prior=train_prior,
                                 anchors=_anchors(aligned, splits, spec, cfg), anchor_fraction=cfg.train_anchor_fraction,

@@ -237,7 +237,7 @@ def _eval_data(run: LoadedRun, data: str | None, unknown_units: str):
     """The run's prepared data (for baselines and nulls), the dataset to evaluate on, and what
     it holds: the run's test split, or for `data`, the test split of the sessions the run was
     trained on (their other windows were trained on) and every window of new sessions."""
-    prepared = prepare_data(run.cfg.data, splits=run.splits, vocab=run.vocab)
+    prepared = prepare_data(run.cfg.data, splits=run.splits, vocab=run.vocab, prior=run.prior)
     if data is None:
         return prepared, prepared.test, "test"
     from neurohorizon.data.dataset import ForecastDataset
