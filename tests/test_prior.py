@@ -96,6 +96,17 @@ def test_the_model_adds_the_log_prior_to_the_log_rate_and_caches_it_exactly():
         m(b, b["target_counts"])
 
 
+def test_a_model_started_at_its_prior_forecasts_exactly_the_prior():
+    m, b = model(rate_prior=True), make_batch()
+    k = torch.rand_like(b["target_counts"]) * 3 + 0.1
+    b = {**b, "prior_counts": k}
+    assert (m(b, b["target_counts"])[..., 0] - k.log()).abs().max() > 1e-3  # a random readout moves it
+    m.start_at_prior()
+    torch.testing.assert_close(m(b, b["target_counts"])[..., 0], k.log(), atol=1e-6, rtol=0)
+    rolled = m.rollout(b, LIK, n_steps=8, feedback="mean")["params"][0, ..., 0]
+    torch.testing.assert_close(rolled, k[:, :8].log(), atol=1e-6, rtol=0)
+
+
 def test_dataset_items_carry_the_priors_expected_counts():
     from neurohorizon.data.dataset import ForecastDataset, collate
     from neurohorizon.data.windows import Window, WindowSpec

@@ -109,7 +109,9 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
         trainer = Trainer(model=model, likelihood=likelihood, data=data, cfg=cfg, run_dir=Path(resume), device=device)
         trainer.resume(Path(resume) / "last.pt")
     else:
-        if likelihood.log_rate_first and data.prior is None:
+        if data.prior is not None:  # forecast the deviation from the prior, starting at none
+            model.start_at_prior()
+        elif likelihood.log_rate_first:
             model.init_unit_bias(log_mean_counts(data.train, len(data.vocab)))
         elif cfg.loss.likelihood == "categorical":  # start at each unit's count histogram, not uniform
             freqs = log_class_frequencies(data.train, len(data.vocab), likelihood.n_params)
