@@ -135,7 +135,8 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
 
 def _resolve_factor_choice(cfg: RunConfig, data, quiet: bool) -> None:
     """data.rate_prior_factors=auto becomes the chosen number in the saved config (0: the plain
-    prior, rate_prior=psth), so evaluation refits the same prior without choosing again."""
+    prior, rate_prior=psth), so the saved config says which prior `prior.npz` holds; a resumed run
+    refits that prior without choosing again."""
     if data.factor_scores is None:
         return
     k = n_factors(data.prior)
