@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -356,6 +357,15 @@ def test_rate_prior_run_saves_its_prior_and_forecasts_with_it(tmp_path, reach, p
         patch.setattr(prepare, "fit_prior", lambda *a, **k: pytest.fail("evaluation refitted the prior"))
         prepared, test, _ = _eval_data(loaded, None, "error")
     assert prepared.prior is loaded.prior and test.prior is loaded.prior and prepared.train.prior is loaded.prior
+    from neurohorizon.evaluation.evaluate import evaluate_run
+    from neurohorizon.evaluation.metrics import bits_per_spike
+
+    metrics = json.loads((evaluate_run(run, baselines=False, n_samples=2, horizons=(4,), log=lambda *a: None)
+                          / "metrics.json").read_text())
+    items = [test[i] for i in range(len(test))]  # the prior alone, scored independently of evaluate
+    expected = bits_per_spike(np.concatenate([it["prior_counts"][:4] for it in items]).astype(float),
+                              np.concatenate([it["target_counts"][:4] for it in items]).astype(float))
+    assert metrics["results"]["model_prior"]["4"]["pooled"]["rollout"]["fp_bps"] == pytest.approx(expected, abs=1e-6)
     for bad, message in (("loss.likelihood=categorical", "needs a log-rate likelihood"),
                          ("data.align_event=null", "needs data.align_event"),
                          ("data.rate_prior=glm", "must be 'none', 'psth' or 'psth_factors'"),

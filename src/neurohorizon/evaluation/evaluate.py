@@ -26,6 +26,15 @@ from neurohorizon.evaluation.predict import predict_dataset, predict_forecaster
 from neurohorizon.runs import new_run_dir, removed_on_failure, write_text_atomic
 
 MODEL = "NeuroHorizon"
+PRIOR_ALONE = "model_prior"  # the rate prior a run forecasts around, scored on its own
+
+
+class PriorAlone:
+    """The run's rate prior as a forecaster: each window's prior expected counts (`prior_counts`,
+    which the dataset gives the model). NeuroHorizon's margin over it is what the network adds."""
+
+    def predict(self, batch: dict) -> torch.Tensor:
+        return batch["prior_counts"]
 
 
 def default_baselines(mode: str) -> list[str]:
@@ -186,6 +195,8 @@ def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, split, n_
     model_preds = predict_dataset(run.model, run.likelihood, test, device=run.device, feedback=feedback,
                                   n_samples=n_samples, keep_samples=True, seed=run.cfg.train.seed)
     predictions = {MODEL: model_preds["groups"]}
+    if run.prior is not None:
+        predictions[PRIOR_ALONE] = predict_forecaster(PriorAlone(), test)["groups"]
     truncation = count_truncation(run.likelihood, model_preds["groups"])
     if truncation is not None:
         log("  " + run.likelihood.truncation_text(truncation, counts="evaluated"))

@@ -292,4 +292,5 @@ def _prior_text(rate_prior: str) -> str:
     factors = (", and moves it by single-trial latent factors inferred from the context, as psth_factors does"
                if rate_prior == "psth_factors" else "")
     return (f", forecasting around the training trials' condition average (data.rate_prior={rate_prior}: it knows "
-            f"the condition, as the PSTH baseline does{factors}).")
+            f"the condition, as the PSTH baseline does{factors}). model_prior is that prior on its own: what the "
+            "network adds is NeuroHorizon's margin over it.")
