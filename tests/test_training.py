@@ -356,7 +356,8 @@ def test_rate_prior_run_saves_its_prior_and_forecasts_with_it(tmp_path, reach, p
     with monkeypatch.context() as patch:  # evaluation scores with the saved prior, never a refit
         patch.setattr(prepare, "fit_prior", lambda *a, **k: pytest.fail("evaluation refitted the prior"))
         prepared, test, _ = _eval_data(loaded, None, "error")
-    assert prepared.prior is loaded.prior and test.prior is loaded.prior and prepared.train.prior is loaded.prior
+    assert prepared.prior is loaded.prior and test.prior is loaded.prior
+    assert prepared.train.prior is None and "prior_counts" not in prepared.valid[0]  # baselines use none
     from neurohorizon.evaluation.evaluate import evaluate_run
     from neurohorizon.evaluation.metrics import bits_per_spike
 
