@@ -113,7 +113,7 @@ def fit_dynamics(data: list, k: int, n_vocab: int, *, tau_bins: float, em_iters:
     M = 0.05 * torch.randn(n_vocab, k, generator=g, dtype=torch.float64) * (seen > 0)[:, None]
     a = math.exp(-1.0 / tau_bins)
     paths = [None] * len(data)
-    for _ in progress(range(em_iters), f"fitting {k} latent paths (Laplace-EM)"):
+    for _ in progress(range(em_iters), f"fitting {k} latent path{'s' * (k != 1)} (Laplace-EM)"):
         posteriors = [posterior_paths(y, off, m, M[u], a, init=x) for (y, off, u, m), x in zip(data, paths)]
         paths = [x for x, _ in posteriors]
         for (y, off, u, m), (x, cov) in zip(data, posteriors):

@@ -76,7 +76,7 @@ def fit_factor_model(data: list, k: int, n_vocab: int, n_rows: int, *, iters: in
     Z = [torch.zeros(len(y), k) for y, *_ in data]
     n = sum(len(z) for z in Z)
     opt = torch.optim.Adam([L, d, *Z], lr=0.03)
-    for _ in progress(range(iters), f"fitting {k} latent factors"):
+    for _ in progress(range(iters), f"fitting {k} latent factor{'s' * (k != 1)}"):
         L.grad, d.grad = torch.zeros_like(L), 2 * ridge * (d - 1)
         for (y, lp, u, m), z in zip(data, Z):
             loads = L[u]
