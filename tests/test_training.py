@@ -341,9 +341,10 @@ def test_a_binding_time_cap_shortens_the_schedules_so_they_finish(tmp_path, reac
 def test_rate_prior_run_saves_its_prior_and_forecasts_with_it(tmp_path, reach, prior, monkeypatch):
     from neurohorizon.data import prepare
     from neurohorizon.data.factors import FactorPrior
-    from neurohorizon.evaluation.evaluate import _eval_data
+    from neurohorizon.evaluation.evaluate import _eval_data, evaluate_run
     from neurohorizon.evaluation.forecast import forecast
     from neurohorizon.evaluation.loading import load_run
+    from neurohorizon.evaluation.metrics import bits_per_spike
 
     run = train_run(tiny_cfg("train.max_steps=2", "train.eval_every=2", f"data.rate_prior={prior}",
                              "data.rate_prior_factors=2"), runs_dir=tmp_path, recordings=[reach], quiet=True)
@@ -358,9 +359,6 @@ def test_rate_prior_run_saves_its_prior_and_forecasts_with_it(tmp_path, reach, p
         prepared, test, _ = _eval_data(loaded, None, "error")
     assert prepared.prior is loaded.prior and test.prior is loaded.prior
     assert prepared.train.prior is None and "prior_counts" not in prepared.valid[0]  # baselines use none
-    from neurohorizon.evaluation.evaluate import evaluate_run
-    from neurohorizon.evaluation.metrics import bits_per_spike
-
     metrics = json.loads((evaluate_run(run, baselines=False, n_samples=2, horizons=(4,), log=lambda *a: None)
                           / "metrics.json").read_text())
     items = [test[i] for i in range(len(test))]  # the prior alone, scored independently of evaluate

@@ -19,6 +19,7 @@ Gaussian expectation of exp). A joint MAP of M and the paths overfits: the paths
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -126,32 +127,47 @@ def infer_with_paths(y, log_prior, static, loads, a: float, iters: int = 30):
     OU prior, for counts y (T, N) with log-rate log_prior + static @ z + loads @ x_t (static
     (T, N, Ks), loads (T, N, K), both 0 where a bin is unobserved). Returns the MAP of (z, x_{T-1})
     and its (Ks + K, Ks + K) covariance: all a forecast needs. Newton on the dense (Ks + T K)
-    Hessian, assembled from per-bin blocks (cheaper than whitening the paths)."""
+    Hessian, scattered from per-bin blocks in one op (a forecast runs this for every window)."""
     T, N, Ks = static.shape
     K = loads.shape[-1]
-    prior_diag, off = ou_precision_blocks(T, a, K, y.dtype)
-    prec = torch.block_diag(torch.eye(Ks, dtype=y.dtype), *prior_diag)
-    i = torch.arange((T - 1) * K)
-    prec[Ks + i, Ks + K + i] = prec[Ks + K + i, Ks + i] = off
+    jac = torch.cat([static, loads], -1)  # (T, N, D): d log-rate(t, n) / d (z, x_t)
+    where = _bin_to_joint(T, Ks, K)  # (T, D): each bin's (z, x_t) in theta
+    prec = _ou_joint_precision(T, a, Ks, K, y.dtype)
+    rows, cols = where[:, :, None].expand(-1, -1, Ks + K), where[:, None, :].expand(-1, Ks + K, -1)
     theta = torch.zeros(Ks + T * K, dtype=y.dtype)
     tol = 1e-8 if y.dtype == torch.float64 else 1e-5
     for _ in range(iters + 1):
-        z, x = theta[:Ks], theta[Ks:].reshape(T, K)
-        rate = (log_prior + static @ z + (loads @ x[:, :, None])[..., 0]).clamp(-10, 10).exp()
-        resid = y - rate
-        grad = torch.cat([torch.einsum("tn,tnk->k", resid, static), torch.einsum("tn,tnk->tk", resid, loads).flatten()])
-        hess = prec.clone()
-        hess[:Ks, :Ks] += torch.einsum("tn,tnk,tnl->kl", rate, static, static)
-        zx = torch.einsum("tn,tnk,tnl->ktl", rate, static, loads).reshape(Ks, T * K)
-        hess[:Ks, Ks:] += zx
-        hess[Ks:, :Ks] += zx.T
-        hess[Ks:, Ks:] += torch.block_diag(*torch.einsum("tn,tnk,tnl->tkl", rate, loads, loads))
-        step = torch.linalg.solve(hess, grad - prec @ theta)
+        local = theta[where]  # (T, D)
+        rate = (log_prior + (jac @ local[:, :, None])[..., 0]).clamp(-10, 10).exp()
+        grad = torch.zeros_like(theta).index_add_(0, where.flatten(), ((y - rate)[:, None] @ jac)[:, 0].flatten())
+        blocks = jac.transpose(1, 2) @ (rate[..., None] * jac)  # (T, D, D)
+        chol = torch.linalg.cholesky(prec.clone().index_put_((rows, cols), blocks, accumulate=True))
+        step = torch.cholesky_solve((grad - prec @ theta)[:, None], chol)[:, 0]
         if step.abs().max() < tol:
             break
         theta = theta + step.clamp(-1, 1)
-    keep = torch.cat([torch.arange(Ks), Ks + (T - 1) * K + torch.arange(K)])
-    return theta[keep], torch.linalg.inv(hess)[keep][:, keep]
+    keep = where[-1]
+    unit = torch.zeros(len(theta), len(keep), dtype=y.dtype)
+    unit[keep, torch.arange(len(keep))] = 1.0
+    return theta[keep], torch.cholesky_solve(unit, chol)[keep]
+
+
+@functools.lru_cache(maxsize=16)
+def _bin_to_joint(T: int, Ks: int, K: int):
+    """(T, Ks + K) positions in theta = (z, x_0, .., x_{T-1}) of each bin's (z, x_t)."""
+    paths = Ks + torch.arange(T)[:, None] * K + torch.arange(K)[None]
+    return torch.cat([torch.arange(Ks).expand(T, Ks), paths], 1)
+
+
+@functools.lru_cache(maxsize=16)
+def _ou_joint_precision(T: int, a: float, Ks: int, K: int, dtype):
+    """Prior precision of theta = (z, x_0, .., x_{T-1}): I for z, the OU paths' tridiagonal.
+    Cached (every window of a prior asks for the same one); callers must not modify it."""
+    diag, off = ou_precision_blocks(T, a, K, dtype)
+    prec = torch.block_diag(torch.eye(Ks, dtype=dtype), *diag)
+    i = torch.arange((T - 1) * K)
+    prec[Ks + i, Ks + K + i] = prec[Ks + K + i, Ks + i] = off
+    return prec
 
 
 @dataclass
