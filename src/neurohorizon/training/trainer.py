@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from neurohorizon.config import RunConfig, SamplingConfig, to_dict
 from neurohorizon.data.dataset import collate
+from neurohorizon.data.progress import refresh_interval
 from neurohorizon.evaluation.predict import pooled_bps, predict_dataset
 from neurohorizon.losses import masked_nll_sum
 from neurohorizon.model.feedback import feedback_counts
@@ -312,7 +313,7 @@ class Trainer:
             for warning in self.schedule_warnings():
                 tqdm.write(f"warning: {warning}")
         bar = tqdm(total=end, initial=self.state.step, desc="train", disable=self.rank != 0,
-                   dynamic_ncols=True)
+                   dynamic_ncols=True, mininterval=refresh_interval())
         batches = self._batches()
         first = self.state.step
         with self._stop_on_interrupt():
