@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
+from neurohorizon.data.dataset import ForecastDataset
 from neurohorizon.data.dynamics import (
     infer_with_paths,
     ou_precision_blocks,
@@ -21,7 +22,7 @@ from neurohorizon.data.dynamics import (
 from neurohorizon.data.factors import FactorPrior, infer_factors
 from neurohorizon.data.prior import ConditionPrior
 from neurohorizon.data.recording import Recording, Trials
-from neurohorizon.data.windows import UnitVocab
+from neurohorizon.data.windows import UnitVocab, Window, WindowSpec
 
 BIN, TRIAL_BINS, EVENT_BINS, RATE, TAU_BINS = 0.02, 100, 50, 20.0, 10.0
 
@@ -174,8 +175,9 @@ def test_the_forecast_is_the_exact_expectation_over_the_posterior_and_the_future
     slopes = np.einsum("nk,ts->tnsk", dyn.loadings[units], chol).reshape(25, len(units), -1)
     w, cov = infer_factors(as_t(counts)[None], as_t(log_context)[None], as_t(slopes)[None])
     mean_last, var_last = chol[-1] @ w[0].numpy(), chol[-1] @ cov[0].numpy() @ chol[-1]
-    got_mean, got_cov = infer_with_paths(as_t(counts), as_t(log_context), torch.zeros(25, len(units), 0, dtype=torch.float64),
-                                         as_t(dyn.loadings[units])[None].expand(25, -1, -1), dyn.a)
+    got_mean, got_cov = (v[0] for v in infer_with_paths(
+        as_t(counts)[None], as_t(log_context)[None], torch.zeros(1, 25, len(units), 0, dtype=torch.float64),
+        as_t(dyn.loadings[units])[None, None].expand(1, 25, -1, -1), dyn.a))
     assert np.allclose(got_mean.numpy(), mean_last, atol=1e-6) and np.allclose(got_cov.numpy(), var_last, atol=1e-8)
     # Monte Carlo: the last context state from that posterior, then the OU run forward
     rng = np.random.default_rng(0)
@@ -192,20 +194,28 @@ def test_static_factors_and_paths_are_inferred_jointly_as_one_gaussian_prior_pro
     rng = np.random.default_rng(3)
     T, N, Ks, K, a = 8, 10, 2, 2, 0.85
     as_t = lambda v: torch.from_numpy(np.asarray(v, dtype=np.float64))  # noqa: E731
-    static = rng.normal(0, 0.3, (T, N, Ks))
-    loads = np.broadcast_to(rng.normal(0, 0.4, (N, K)), (T, N, K)).copy()
-    loads[:2] = 0  # two unobserved bins: the prior carries the path through them
-    y, lp = rng.poisson(0.8, (T, N)).astype(float), np.full((T, N), np.log(0.8))
     chol = np.linalg.cholesky(a ** np.abs(np.arange(T)[:, None] - np.arange(T)[None]))
-    whitened = np.einsum("tnk,ts->tnsk", loads, chol).reshape(T, N, T * K)
-    theta, cov = infer_factors(as_t(y)[None], as_t(lp)[None], as_t(np.concatenate([static, whitened], -1))[None])
     to_last = np.zeros((Ks + K, Ks + T * K))  # (z, w) -> (z, x_{T-1})
     to_last[:Ks, :Ks] = np.eye(Ks)
     for k in range(K):
         to_last[Ks + k, Ks + k::K] = chol[-1]
-    got_mean, got_cov = infer_with_paths(as_t(y), as_t(lp), as_t(static), as_t(loads), a)
-    assert np.allclose(got_mean.numpy(), to_last @ theta[0].numpy(), atol=1e-6)
-    assert np.allclose(got_cov.numpy(), to_last @ cov[0].numpy() @ to_last.T, atol=1e-8)
+    windows, expected = [], []
+    for rate, n_units in ((0.8, N), (2.0, N - 3)):  # the second window has 3 fewer units: padded
+        static = np.zeros((T, N, Ks))
+        static[:, :n_units] = rng.normal(0, 0.3, (T, n_units, Ks))
+        loads = np.zeros((T, N, K))
+        loads[:, :n_units] = rng.normal(0, 0.4, (n_units, K))
+        loads[:2] = 0  # two unobserved bins: the prior carries the path through them
+        y, lp = np.zeros((T, N)), np.zeros((T, N))
+        y[:, :n_units], lp[:, :n_units] = rng.poisson(rate, (T, n_units)), np.log(rate)
+        whitened = np.einsum("tnk,ts->tnsk", loads, chol).reshape(T, N, T * K)
+        theta, cov = infer_factors(as_t(y)[None], as_t(lp)[None], as_t(np.concatenate([static, whitened], -1))[None])
+        expected.append((to_last @ theta[0].numpy(), to_last @ cov[0].numpy() @ to_last.T))
+        windows.append((y, lp, static, loads))
+    got_mean, got_cov = infer_with_paths(*(as_t(np.stack(v)) for v in zip(*windows)), a)  # one batch of both
+    for b, (mean, cov) in enumerate(expected):
+        assert np.allclose(got_mean[b].numpy(), mean, atol=1e-6) and np.allclose(got_cov[b].numpy(), cov, atol=1e-8)
+    assert not np.allclose(expected[0][0], expected[1][0], atol=1e-2)
 
 
 def test_dynamics_survive_leave_one_out_and_the_saved_file(fitted, tmp_path, context_window):
@@ -218,3 +228,21 @@ def test_dynamics_survive_leave_one_out_and_the_saved_file(fitted, tmp_path, con
     context_starts, starts, counts = context_window(rec, onset)
     args = dict(context_starts=context_starts, context_counts=counts)
     assert np.allclose(loaded.expected(rec, units, starts, **args), prior.expected(rec, units, starts, **args))
+
+
+def test_a_batch_of_windows_gets_the_priors_of_its_windows_one_by_one(fitted):
+    rec, m, paths, units, base, prior = fitted
+    vocab = UnitVocab.from_recordings([rec])
+    go = rec.trials.events["go"]
+    onsets = [float(go[j]) + dt for j in range(45, 52) for dt in (0.0, 0.13)] + [float(rec.trials.end[58]) + 0.45]
+    for p in (prior, prior.leave_one_out(), base):  # paths, leave-one-out paths, plain table
+        ds = ForecastDataset([rec], spec=WindowSpec(bin_size=BIN, context_bins=25, horizon_bins=25), vocab=vocab,
+                             windows=[Window(0, t) for t in onsets], prior=p)
+        batch = ds.__getitems__(list(range(len(onsets))))
+        for i, item in enumerate(batch):
+            alone = ds[i]
+            assert np.allclose(item["prior_counts"], alone["prior_counts"], rtol=1e-5)
+            assert np.array_equal(item["target_counts"], alone["target_counts"])
+        if p is not base:  # each window moved by its own context's latents
+            assert not np.allclose(batch[0]["prior_counts"], batch[2]["prior_counts"], rtol=1e-3)
+    assert np.allclose(batch[-1]["prior_counts"][:2], base.unit_mean[units][None])  # between trials: the unit means

@@ -204,7 +204,18 @@ class ForecastDataset(Dataset):
         return len(self.windows)
 
     def __getitem__(self, i: int) -> dict:
-        w = self.windows[i]
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        """The items at `indices` (what a DataLoader asks for): a factor prior infers the latents
+        of all their windows as one batch."""
+        items = [self._item(self.windows[i]) for i in indices]
+        if self.prior is not None:
+            for it, counts in zip(items, self._prior_counts([self.windows[i] for i in indices], items)):
+                it["prior_counts"] = counts
+        return items
+
+    def _item(self, w: Window) -> dict:
         c = self._cache[w.rec]
         spec = self.spec
         edges = w.onset + self._edge_steps  # (Tc + T + 1,), edges[Tc] == onset exactly
@@ -217,8 +228,7 @@ class ForecastDataset(Dataset):
         tc = spec.context_bins
         # events at the onset itself have happened (e.g. a go cue at the forecast start)
         e0, e1 = np.searchsorted(c.event_times, [edges[0] - 1e-9, w.onset + 1e-9])
-        extra = {} if self.prior is None else {"prior_counts": self._prior_counts(w, edges, counts)}
-        return extra | {
+        return {
             "event_times": (c.event_times[e0:e1] - w.onset).astype(np.float32),
             "event_types": c.event_types[e0:e1],
             "spike_times": (c.times[lo:hi] - w.onset).astype(np.float32),
@@ -233,13 +243,28 @@ class ForecastDataset(Dataset):
             "start": w.onset,
         }
 
-    def _prior_counts(self, w: Window, edges: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        """(T, N) the prior's expected counts of the future bins (a factor prior also reads the context)."""
-        tc = self.spec.context_bins
-        context = ({"context_starts": edges[:tc], "context_counts": counts[:tc]}
-                   if getattr(self.prior, "uses_context", False) else {})
-        return self.prior.expected(self.recordings[w.rec], self._cache[w.rec].units, edges[tc:-1],
-                                   self._prior_conditions[w.rec], rec_index=w.rec, **context).astype(np.float32)
+    def _prior_counts(self, windows: list[Window], items: list[dict]) -> list[np.ndarray]:
+        """(T, N) per window: the prior's expected counts of its future bins (a factor prior also
+        reads the context, and infers every window's latents in one batch)."""
+        requests = []
+        for w, it in zip(windows, items):
+            edges = w.onset + self._edge_steps
+            tc = self.spec.context_bins
+            context = ({"context_starts": edges[:tc], "context_counts": it["context_counts"].astype(np.float64)}
+                       if getattr(self.prior, "uses_context", False) else {})
+            requests.append(dict(rec=self.recordings[w.rec], units=self._cache[w.rec].units, starts=edges[tc:-1],
+                                 conditions=self._prior_conditions[w.rec], rec_index=w.rec, **context))
+        batch = getattr(self.prior, "expected_batch", None)
+        out = batch(requests) if batch else [self.prior.expected(**r) for r in requests]
+        return [v.astype(np.float32) for v in out]
+
+
+def fetch(dataset, indices) -> list[dict]:
+    """The items of `dataset` at `indices`, in one call where it has `__getitems__` (a
+    ForecastDataset then infers a factor prior's latents for all of them at once)."""
+    indices = [int(i) for i in indices]
+    many = getattr(dataset, "__getitems__", None)
+    return many(indices) if many else [dataset[i] for i in indices]
 
 
 def collate(items: list[dict]) -> dict[str, torch.Tensor]:

@@ -124,32 +124,33 @@ def fit_dynamics(data: list, k: int, n_vocab: int, *, tau_bins: float, em_iters:
 
 def infer_with_paths(y, log_prior, static, loads, a: float, iters: int = 30):
     """Joint Laplace posterior of static factors z (Ks,) ~ N(0, I) and paths x (T, K) under the
-    OU prior, for counts y (T, N) with log-rate log_prior + static @ z + loads @ x_t (static
-    (T, N, Ks), loads (T, N, K), both 0 where a bin is unobserved). Returns the MAP of (z, x_{T-1})
-    and its (Ks + K, Ks + K) covariance: all a forecast needs. Newton on the dense (Ks + T K)
-    Hessian, scattered from per-bin blocks in one op (a forecast runs this for every window)."""
-    T, N, Ks = static.shape
+    OU prior, for each of B windows of counts y (B, T, N) with log-rate log_prior + static @ z +
+    loads @ x_t (static (B, T, N, Ks), loads (B, T, N, K), both 0 where a bin or unit is
+    unobserved). Returns the MAP of (z, x_{T-1}) (B, Ks + K) and its covariance (B, Ks + K, Ks + K):
+    all a forecast needs. Newton on the dense (Ks + T K) Hessian, scattered from per-bin blocks in
+    one op; a batch of windows shares each step's calls (a forecast runs this for every window)."""
+    B, T, N, Ks = static.shape
     K = loads.shape[-1]
-    jac = torch.cat([static, loads], -1)  # (T, N, D): d log-rate(t, n) / d (z, x_t)
+    jac = torch.cat([static, loads], -1)  # (B, T, N, D): d log-rate(t, n) / d (z, x_t)
     where = _bin_to_joint(T, Ks, K)  # (T, D): each bin's (z, x_t) in theta
     prec = _ou_joint_precision(T, a, Ks, K, y.dtype)
-    rows, cols = where[:, :, None].expand(-1, -1, Ks + K), where[:, None, :].expand(-1, Ks + K, -1)
-    theta = torch.zeros(Ks + T * K, dtype=y.dtype)
+    D, P = Ks + K, len(prec)
+    index = (torch.arange(B)[:, None, None, None], where[:, :, None].expand(T, D, D), where[:, None, :].expand(T, D, D))
+    theta = torch.zeros(B, P, dtype=y.dtype)
     tol = 1e-8 if y.dtype == torch.float64 else 1e-5
     for _ in range(iters + 1):
-        local = theta[where]  # (T, D)
-        rate = (log_prior + (jac @ local[:, :, None])[..., 0]).clamp(-10, 10).exp()
-        grad = torch.zeros_like(theta).index_add_(0, where.flatten(), ((y - rate)[:, None] @ jac)[:, 0].flatten())
-        blocks = jac.transpose(1, 2) @ (rate[..., None] * jac)  # (T, D, D)
-        chol = torch.linalg.cholesky(prec.clone().index_put_((rows, cols), blocks, accumulate=True))
-        step = torch.cholesky_solve((grad - prec @ theta)[:, None], chol)[:, 0]
+        rate = (log_prior + (jac @ theta[:, where, None])[..., 0]).clamp(-10, 10).exp()
+        grad = torch.zeros_like(theta).index_add_(1, where.flatten(), ((y - rate)[:, :, None] @ jac).flatten(1))
+        blocks = jac.transpose(-1, -2) @ (rate[..., None] * jac)  # (B, T, D, D)
+        chol = torch.linalg.cholesky(prec.expand(B, P, P).clone().index_put_(index, blocks, accumulate=True))
+        step = torch.cholesky_solve((grad - theta @ prec)[..., None], chol)[..., 0]
         if step.abs().max() < tol:
             break
         theta = theta + step.clamp(-1, 1)
     keep = where[-1]
-    unit = torch.zeros(len(theta), len(keep), dtype=y.dtype)
-    unit[keep, torch.arange(len(keep))] = 1.0
-    return theta[keep], torch.cholesky_solve(unit, chol)[keep]
+    unit = torch.zeros(P, D, dtype=y.dtype)
+    unit[keep, torch.arange(D)] = 1.0
+    return theta[:, keep], torch.cholesky_solve(unit.expand(B, P, D), chol)[:, keep]
 
 
 @functools.lru_cache(maxsize=16)

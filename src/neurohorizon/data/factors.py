@@ -15,6 +15,8 @@ prior * E[exp(L d z)]: the prior moved by what the context says about this trial
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -194,33 +196,54 @@ class FactorPrior:
         """(T, N) the base prior's expected counts of the bins starting at `starts`, moved by the
         factors inferred from `context_counts` (Tc, N) in bins starting at `context_starts`. Only
         bins of the trial holding the first future bin take part (a trial's factors are its own)."""
+        return self.expected_batch([dict(rec=rec, units=units, starts=starts, conditions=conditions, rec_index=rec_index,
+                                         context_starts=context_starts, context_counts=context_counts)])[0]
+
+    def expected_batch(self, windows: list[dict]) -> list[np.ndarray]:
+        """`expected(**w)` of each window w, the latent inference of all of them run as one batch
+        (a training batch's windows share every Newton step's calls)."""
+        problems = [self._problem(**w) for w in windows]
+        todo = [p for p in problems if p.slopes_in is not None]
+        if todo:
+            self._infer(todo)
+        return [p.future if p.slopes_in is None else p.future * np.exp(np.minimum(p.log_gain, 10)) for p in problems]
+
+    def _problem(self, rec, units, starts, conditions=None, rec_index=None, *, context_starts, context_counts):
+        """One window's base expectation and, inside a known trial, what inferring its latents needs."""
         conditions = self.trial_conditions(rec) if conditions is None else conditions
         future = self.base.expected(rec, units, starts, conditions, rec_index=rec_index)
-        context = self.base.expected(rec, units, context_starts, conditions, rec_index=rec_index)
         where = self.table_prior.locate(rec, np.r_[starts[:1], context_starts, starts], conditions)
         rows, trial = where[0], where[1]
         if not len(rows) or rows[0] != 0:  # the forecast does not start inside a known trial
-            return future
+            return _Inference(future)
+        context = self.base.expected(rec, units, context_starts, conditions, rec_index=rec_index)
         same = trial == trial[0]
         row_of = np.full(1 + len(context_starts) + len(starts), -1)
         row_of[rows[same]] = where[3][same]
         Tc = len(context_starts)
-        as_batch = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))[None]  # noqa: E731
-        slopes_in = as_batch(self._slopes(units, row_of[1:Tc + 1], self.profile))
-        slopes_out, noise = self._slopes(units, row_of[Tc + 1:], self.forecast_profile), 0.0
-        log_context = as_batch(np.log(context))
-        if self.dynamics is None:
-            z, cov = infer_factors(as_batch(context_counts), log_context, slopes_in)
-        else:  # z and the paths' state at the last context bin, jointly
-            observed = torch.from_numpy(row_of[1:Tc + 1] >= 0)[:, None, None]
-            loads = torch.from_numpy(self.dynamics.loadings[units])[None] * observed
-            z, cov = (v[None] for v in infer_with_paths(as_batch(context_counts)[0], log_context[0], slopes_in[0],
-                                                         loads, self.dynamics.a))
+        slopes_out, noise, loads = self._slopes(units, row_of[Tc + 1:], self.forecast_profile), 0.0, None
+        if self.dynamics is not None:  # z and the paths' state at the last context bin, jointly
+            loads = self.dynamics.loadings[units][None] * (row_of[1:Tc + 1] >= 0)[:, None, None]
             inside = (row_of[Tc + 1:] >= 0)[:, None]
             slopes_out = np.concatenate([slopes_out, self.dynamics.forecast_slopes(units, len(starts)) * inside[..., None]], -1)
             noise = 0.5 * self.dynamics.forecast_noise(units, len(starts)) * inside
-        log_gain = factor_forecast_gain(as_batch(slopes_out), z, cov)[0].numpy() + noise
-        return future * np.exp(np.minimum(log_gain, 10))
+        return _Inference(future, np.asarray(context_counts, np.float64), np.log(context),
+                          self._slopes(units, row_of[1:Tc + 1], self.profile), loads, slopes_out, noise)
+
+    def _infer(self, problems: list) -> None:
+        """Set each problem's log_gain: its latents inferred as one padded batch (padded units have
+        slopes 0, so they change nothing), then the log E[exp] of their future slopes."""
+        N = max(p.counts.shape[1] for p in problems)
+        pad = lambda a: torch.from_numpy(np.stack([np.pad(v, [(0, 0), (0, N - v.shape[1])] + [(0, 0)] * (v.ndim - 2))  # noqa: E731
+                                                   for v in a]))
+        y, log_context, slopes_in = (pad([getattr(p, f) for p in problems]) for f in ("counts", "log_context", "slopes_in"))
+        if self.dynamics is None:
+            z, cov = infer_factors(y, log_context, slopes_in)
+        else:
+            z, cov = infer_with_paths(y, log_context, slopes_in, pad([p.loads for p in problems]), self.dynamics.a)
+        for b, p in enumerate(problems):
+            gain = factor_forecast_gain(torch.from_numpy(p.slopes_out)[None], z[b:b + 1], cov[b:b + 1])
+            p.log_gain = gain[0].numpy() + p.noise
 
     def _slopes(self, units, rows, profile) -> np.ndarray:
         """(T, N, K) d log-rate / d z of bins at table rows `rows` (-1: outside the trial, 0)."""
@@ -242,6 +265,22 @@ class FactorPrior:
                 return prior
             dynamics = OUDynamics(z["dynamics_loadings"], float(z["dynamics_a"])) if "dynamics_a" in z else None
             return cls(prior, z["factor_loadings"], z["factor_profile"], z["factor_forecast_profile"], dynamics)
+
+
+@dataclass
+class _Inference:
+    """One window's forecast by a FactorPrior: its base expectation (T, N), and inside a known trial
+    the context counts and log prior (Tc, N), slopes (Tc, N, Ks), path loadings (Tc, N, K) or None,
+    the future slopes (T, N, Ks [+ K]) and the future log-rate noise variance / 2 (T, N)."""
+
+    future: np.ndarray
+    counts: np.ndarray | None = None
+    log_context: np.ndarray | None = None
+    slopes_in: np.ndarray | None = None
+    loads: np.ndarray | None = None
+    slopes_out: np.ndarray | None = None
+    noise: np.ndarray | float = 0.0
+    log_gain: np.ndarray | None = None
 
 
 def _onsets(prior: ConditionPrior, onset_rows, context_bins: int) -> list:

@@ -12,7 +12,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from neurohorizon.data.dataset import collate
+from neurohorizon.data.dataset import collate, fetch
 from neurohorizon.evaluation.metrics import bits_per_spike
 from neurohorizon.losses import masked_nll_sum
 
@@ -26,7 +26,7 @@ def eval_indices(n: int, max_windows: int | None) -> np.ndarray:
 
 def _batches(dataset, indices, batch_size):
     for lo in range(0, len(indices), batch_size):
-        yield collate([dataset[int(i)] for i in indices[lo:lo + batch_size]])
+        yield collate(fetch(dataset, indices[lo:lo + batch_size]))
 
 
 def _split_by_item(batch: dict, arrays: dict, groups: dict) -> None:

@@ -36,11 +36,11 @@ def iter_batches(data, batch_size: int = 64, *, shuffle: bool = False, rng=None)
         )
     if len(data) == 0:
         raise ValueError(f"baselines: empty dataset {type(data).__name__}")
-    from neurohorizon.data.dataset import collate
+    from neurohorizon.data.dataset import collate, fetch
 
     order = rng.permutation(len(data)) if shuffle else np.arange(len(data))
     for lo in range(0, len(order), batch_size):
-        yield collate([data[int(i)] for i in order[lo : lo + batch_size]])
+        yield collate(fetch(data, order[lo : lo + batch_size]))
 
 
 def forever(data, batch_size: int, seed: int):
