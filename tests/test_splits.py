@@ -268,3 +268,10 @@ def test_when_every_anchor_is_dropped_the_error_says_so():
                              "data.train_anchor_jitter_ms=100000"])
     with pytest.warns(UserWarning), pytest.raises(ValueError, match="every training anchor.*lower data.train_anchor"):
         prepare_data(cfg.data, recordings=[rec])
+
+
+def test_fractions_that_do_not_sum_to_one_are_refused():
+    rec = cont_rec(duration=600.0)
+    with pytest.raises(ValueError, match=r"must sum to 1, got \(0.5, 0.5, 0.5\)"):
+        make_splits([rec], SPEC, fractions=(0.5, 0.5, 0.5))
+    assert make_splits([rec], SPEC, fractions=(0.8, 0.1, 0.1)).mode == "continuous"

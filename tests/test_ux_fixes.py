@@ -3,6 +3,7 @@ inspect's trial listing and the likelihood reasons."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import stat
@@ -174,7 +175,9 @@ def test_evaluate_passes_the_baseline_budget_and_says_so(monkeypatch, capsys, tm
 
 
 # ------------------------------------------------------------- 8. no empty run folders
-@pytest.mark.parametrize("bad", ["model.preset=huge", "train.ema_decay=2"])
+@pytest.mark.parametrize("bad", ["model.preset=huge", "train.ema_decay=2", "train.batch_size=-1", "train.batch_size=0",
+                                 "train.lr=0", "data.train_windows_per_epoch=3", "data.bin_size_ms=-20",
+                                 "data.horizon_ms=1010"])
 def test_failed_train_leaves_no_run_folder(tmp_path, capsys, bad):
     keep = tmp_path / "earlier-run"
     keep.mkdir()
@@ -183,6 +186,32 @@ def test_failed_train_leaves_no_run_folder(tmp_path, capsys, bad):
     assert bad.split("=")[1] in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["earlier-run"]  # only what was there before
     assert (keep / "best.pt").read_text() == "x"
+
+
+def _parser_of(func):
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(func=func)
+    return parser
+
+
+def test_sigterm_interrupts_the_command_and_the_handler_is_restored(tmp_path, monkeypatch, capsys):
+    import signal
+
+    from neurohorizon.runs import removed_on_failure
+
+    folder = tmp_path / "eval-1"
+    before = signal.getsignal(signal.SIGTERM)
+
+    def half_written(args):  # an evaluation that a scheduler stops midway
+        folder.mkdir()
+        with removed_on_failure(folder):
+            (folder / "metrics.json").write_text("{")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr("neurohorizon.cli.build_parser", lambda: _parser_of(half_written))
+    assert main([]) == 130
+    assert "terminated (SIGTERM)" in capsys.readouterr().err
+    assert not folder.exists() and signal.getsignal(signal.SIGTERM) is before
 
 
 # ----------------------------------------------------------- 9. schedules that never run
@@ -236,6 +265,7 @@ def test_inspect_lists_events_conditions_and_trial_lengths(tmp_path, reach, caps
 @pytest.mark.parametrize("args, match", [
     (["inspect", "synthetic:reach", "--bin-size-ms", "0"], "--bin-size-ms must be positive"),
     (["evaluate", "nowhere", "--samples", "0"], "--samples must be >= 1"),
+    (["evaluate", "nowhere", "--baseline-seconds", "-1"], "--baseline-seconds must be > 0, got -1"),
     (["train", "--resume", "nowhere", "train.max_steps=30"], "takes no config or overrides"),
     (["inspect", "missing_dir"], r"'missing_dir' \(no such file or folder\)"),
     (["inspect", "synthetic:lorenz", "-o", "foo=1"], r"unknown option\(s\) \['foo'\]; valid options"),

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from neurohorizon.config import key_reference
@@ -104,6 +107,8 @@ def cmd_evaluate(args) -> None:
 
     if args.samples < 1:  # before the evaluation folder is made
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
+    if not args.baseline_seconds > 0:
+        raise ValueError(f"--baseline-seconds must be > 0, got {args.baseline_seconds:g}")
     out = evaluate_run(Path(args.run), data=args.data, unknown_units=args.unknown_units,
                        n_samples=args.samples, baselines=not args.no_baselines, device=args.device,
                        baseline_budget_s=args.baseline_seconds)
@@ -243,6 +248,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with _sigterm_as_interrupt():
+        return _run(args)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a scheduler's stop, `timeout`) acts as Ctrl-C: a half-written evaluation or run
+    folder is removed, and training saves last.pt (its own handler, while it trains)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("terminated (SIGTERM)")
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
     try:
         args.func(args)
     except KeyboardInterrupt as err:  # under torchrun every rank stopped after the same step

@@ -45,7 +45,9 @@ class DataConfig:
     # go_cue]): experimenter-controlled cues a closed-loop system knows as they happen
     events: list = field(default_factory=list)
     # "psth": the training trials' condition average at align_event as a log-rate offset of the
-    # forecast (data/prior.py); the model learns the single-trial deviation. "none": no prior
+    # forecast (data/prior.py); the model learns the single-trial deviation. "psth_factors": that
+    # average moved by single-trial latent factors inferred from the context (data/factors.py;
+    # the demo's prior). "none": no prior
     rate_prior: str = "none"
     # training windows get the prior without their own trial, as unseen test trials do: the
     # plain average holds 1/n of each training trial's own spikes (data/prior.py)

@@ -45,9 +45,15 @@ class PreparedData:
 
 
 def window_spec(cfg: DataConfig, horizon_ms: float | None = None) -> WindowSpec:
-    return WindowSpec.from_ms(
-        context_ms=cfg.context_ms, horizon_ms=horizon_ms or cfg.horizon_ms, bin_size_ms=cfg.bin_size_ms
-    )
+    """The window geometry of data.context_ms / horizon_ms / bin_size_ms; a bad one is an error
+    naming those keys."""
+    try:
+        return WindowSpec.from_ms(
+            context_ms=cfg.context_ms, horizon_ms=horizon_ms or cfg.horizon_ms, bin_size_ms=cfg.bin_size_ms
+        )
+    except BinningError as err:
+        raise BinningError(f"{err} (data.context_ms={cfg.context_ms:g}, data.horizon_ms={horizon_ms or cfg.horizon_ms:g}, "
+                           f"data.bin_size_ms={cfg.bin_size_ms:g})") from None
 
 
 def prepare_data(

@@ -222,6 +222,8 @@ def make_splits(
     fractions = tuple(float(f) for f in fractions)
     if len(fractions) != 3 or min(fractions) < 0 or fractions[0] <= 0:
         raise ValueError(f"fractions must be 3 non-negative numbers with train > 0: {fractions}")
+    if abs(sum(fractions) - 1.0) > 1e-6:  # trial splits take valid and test first: the sum must be whole
+        raise ValueError(f"fractions (train, valid, test) must sum to 1, got {fractions} (sum {sum(fractions):g})")
     _check_split(holdout_split)
     sessions = [r.session_id for r in recordings]
     unknown = sorted(set(holdout_sessions) - set(sessions))

@@ -100,6 +100,27 @@ def drop_units(batch: dict, fraction: float, generator: torch.Generator) -> dict
     return out
 
 
+# (key, lowest allowed value, whether the value itself is allowed): a bad one fails before any work
+_TRAIN_BOUNDS = (("batch_size", 1, True), ("max_steps", 1, True), ("eval_every", 1, True), ("checkpoint_every", 1, True),
+                 ("log_every", 1, True), ("rollout_samples", 1, True), ("max_eval_windows", 1, True),
+                 ("num_workers", 0, True), ("warmup_steps", 0, True), ("lr", 0, False), ("weight_decay", 0, True),
+                 ("max_minutes", 0, True), ("grad_clip", 0, False), ("unit_dropout", 0, True), ("ema_decay", 0, True))
+
+
+def check_train_config(tc) -> None:
+    """A clear error naming the `train.` key whose value cannot work (a batch size of -1 used to
+    hang the loop: no batch is ever drawn)."""
+    for key, low, inclusive in _TRAIN_BOUNDS:
+        value = getattr(tc, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
+                value < low if inclusive else value <= low):
+            raise ValueError(f"train.{key} must be {'>=' if inclusive else '>'} {low}, got {value!r}")
+    for key in ("unit_dropout", "ema_decay"):
+        value = getattr(tc, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            raise ValueError(f"train.{key} must be in [0, 1), got {value!r}")
+
+
 class Trainer:
     """Trains a NeuroHorizon model on prepared data.
 
@@ -123,10 +144,10 @@ class Trainer:
             self.model = torch.compile(self.model)
         params = list(model.parameters()) + list(self.likelihood.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-        if cfg.train.max_steps < 1:
-            raise ValueError(f"train.max_steps must be >= 1, got {cfg.train.max_steps}")
-        if not 0.0 <= cfg.train.ema_decay < 1.0:
-            raise ValueError(f"train.ema_decay must be in [0, 1), got {cfg.train.ema_decay}")
+        check_train_config(cfg.train)
+        if len(data.train) < cfg.train.batch_size:
+            raise ValueError(f"the training split has {len(data.train)} windows, fewer than one batch of "
+                             f"train.batch_size={cfg.train.batch_size}: lower it, or raise data.train_windows_per_epoch")
         self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay), use_buffers=True)
                     if cfg.train.ema_decay > 0 else None)
         self.eval_model = self.ema.module if self.ema is not None else model  # validated, selected, shipped
