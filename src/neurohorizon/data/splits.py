@@ -336,7 +336,10 @@ def windows_for_split(
             out += sequential_windows([(i, a, b) for i in untrialed for a, b in splits.intervals(split, i)],
                                       spec, names=names)
         if not out:
-            raise ValueError(f"split {split!r} has no trials to anchor windows on")
+            bare = [names[i] for i, r in enumerate(recordings) if r.trials is None or not len(r.trials.start)]
+            why = (f"; {', '.join(bare)} {'has' if len(bare) == 1 else 'have'} no trials at all (set data.align_event=null "
+                   f"to forecast from any time)" if bare else "")
+            raise ValueError(f"split {split!r} has no trials to anchor windows on at {event!r}{why}")
         return out
     ivs = splits.all_intervals(split)
     if not ivs:

@@ -174,6 +174,9 @@ def run_study(data: str, *, runs_dir="runs", horizons=(12, 25, 50), resume: str 
 
     if resume:
         study_dir = Path(resume)
+        if not (study_dir / "study.json").is_file():
+            raise FileNotFoundError(f"{study_dir} is not a study folder (no study.json): give the folder that "
+                                    f"`neurohorizon study` created")
         spec = json.loads((study_dir / "study.json").read_text())
         data, horizons, options = spec["data"], spec["horizons"], spec["options"]
         minutes_per_cell, preset, likelihoods = spec["minutes_per_cell"], spec["preset"], spec["likelihoods"]
