@@ -7,9 +7,11 @@
     agree, and reports spikes/s for both;
 (b) windows/s delivered by the DataLoader (batch 32, 100 neurons, 25 + 50 bins, random
     continuous windows, one process);
-(c) windows/s of the demo's training windows (trials, task events, the leave-one-out condition
-    prior), two epochs, with the prior's per-trial table cache vs each window's rows computed
-    anew (the code before the cache), checked equal.
+(c) windows/s of the demo's training windows (trials, task events, the leave-one-out prior:
+    factors and slow paths since demo.yaml uses them), two epochs, with the prior's per-trial table
+    cache vs each window's rows computed anew (the code before the cache), checked equal;
+(d) the same windows' factor prior inferred one window at a time vs a batch of 16 at once (what
+    the trainer's DataLoader asks for), checked equal.
 """
 
 from __future__ import annotations
@@ -105,13 +107,17 @@ def bench_loader(n_windows: int = 8192) -> dict:
     }
 
 
-def bench_prior_windows(n_windows: int = 4096) -> dict:
+def demo_training_windows():
+    """The demo's training dataset: its prior (demo.yaml: factors and paths) is the leave-one-out one."""
     from neurohorizon.config import load_config
     from neurohorizon.data.prepare import prepare_data
 
     demo = Path(__file__).parents[1] / "src" / "neurohorizon" / "configs" / "demo.yaml"
-    train = prepare_data(load_config(demo, []).data).train  # its prior is the leave-one-out one
-    loo = train.prior
+    return prepare_data(load_config(demo, []).data).train
+
+
+def bench_prior_windows(train, n_windows: int = 1024) -> dict:
+    loo = getattr(train.prior, "base", train.prior)  # the leave-one-out table (behind a factor prior)
 
     def two_epochs():  # fresh windows each epoch, as the trainer draws them; the last epoch's priors
         for epoch in range(2):
@@ -135,10 +141,34 @@ def bench_prior_windows(n_windows: int = 4096) -> dict:
     if not all(np.array_equal(a, b) for a, b in zip(ref, got)):
         raise AssertionError("the cached leave-one-out prior disagrees with the direct computation")
     return {
-        "setting": f"demo.yaml training windows (synthetic reach, 100 neurons), 2 x {n_windows} windows",
+        "setting": f"demo.yaml training windows (synthetic reach, 100 neurons, {type(train.prior).__name__}), "
+                   f"2 x {n_windows} windows, one by one",
         "windows_per_s_cached": 2 * n_windows / t_cached,
         "windows_per_s_direct": 2 * n_windows / t_direct,
         "speedup": t_direct / t_cached,
+    }
+
+
+def bench_prior_batches(train, n_windows: int = 1024, batch: int = 16) -> dict:
+    """The factor prior's latents inferred window by window (`train[i]`) vs for a training batch at
+    once (`__getitems__`, what the DataLoader calls), tables cached in both, checked equal."""
+    train.resample(0)
+    index = list(range(n_windows))
+    for lo in range(0, n_windows, batch):  # warm the leave-one-out table cache
+        train.__getitems__(index[lo:lo + batch])
+    t0 = time.perf_counter()
+    alone = [train[i]["prior_counts"] for i in index]
+    t_alone = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    batched = [it["prior_counts"] for lo in range(0, n_windows, batch) for it in train.__getitems__(index[lo:lo + batch])]
+    t_batched = time.perf_counter() - t0
+    if not all(np.allclose(a, b, rtol=1e-5) for a, b in zip(alone, batched)):
+        raise AssertionError("the batched factor prior disagrees with the window-by-window one")
+    return {
+        "setting": f"demo.yaml training windows, {n_windows} windows, batches of {batch}",
+        "ms_per_window_one_by_one": 1e3 * t_alone / n_windows,
+        "ms_per_window_batched": 1e3 * t_batched / n_windows,
+        "speedup": t_alone / t_batched,
     }
 
 
@@ -153,8 +183,10 @@ def main(out: str | None = None) -> dict:
         },
         "binning": bench_binning(),
         "loader": bench_loader(),
-        "prior_windows": bench_prior_windows(),
     }
+    train = demo_training_windows()
+    result["prior_windows"] = bench_prior_windows(train)
+    result["prior_batches"] = bench_prior_batches(train)
     path = Path(out) if out else Path(__file__).parent / "results" / "bench_data.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))
