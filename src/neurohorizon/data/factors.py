@@ -307,7 +307,7 @@ def _trial_arrays(prior, rec, rec_index: int, units: np.ndarray, trials: list):
     R, N = p.table.shape[1], len(units)
     r0 = int(round(p.rel_start / p.bin_size))
     y, lp, m = np.zeros((len(trials), R, N)), np.zeros((len(trials), R, N)), np.zeros((len(trials), R, 1))
-    for b, j in enumerate(trials):
+    for b, j in enumerate(progress(trials, f"{rec.source}: trials through the prior")):
         a, e = _whole_bins(rec, j, p.event, p.bin_size, r0)
         a, e = max(a, 0), min(e, R)
         if e <= a:

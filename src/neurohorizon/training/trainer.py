@@ -396,8 +396,8 @@ class Trainer:
             row = self.train_step(batch)
             self.state.step += 1
             self.state.batch_in_epoch = b + 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", eps=f"{row['eps']:.2f}")
+            bar.set_postfix(loss=f"{row['loss']:.4f}", eps=f"{row['eps']:.2f}", refresh=False)
+            bar.update(1)  # redraws (with the postfix) at the bar's refresh interval, not every step
             if self.state.step % tc.log_every == 0 or self.state.step == 1:
                 self.logger.log("train", {"step": self.state.step, "epoch": epoch, **row})
             if self.state.step == first + 1:  # timed from here: step 1 pays one-off (CUDA) costs
