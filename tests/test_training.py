@@ -71,11 +71,21 @@ def test_resume_continues_exactly(tmp_path, reach, one_thread, predictions_from)
     assert load_checkpoint(full / "best.pt")["step"] == load_checkpoint(half / "best.pt")["step"]
 
 
-def test_worker_processes_build_the_same_batches(tmp_path, reach, one_thread):
+@pytest.mark.parametrize("prior", [[], ["data.rate_prior=psth_factors", "data.rate_prior_factors=1",
+                                         "data.rate_prior_dynamics=1"]], ids=["no-prior", "factor-prior"])
+def test_worker_processes_build_the_same_batches(tmp_path, reach, one_thread, prior):
     """train.num_workers > 0 builds batches ahead in worker processes: the same run, to the bit,
-    across the epoch boundary where the training windows are redrawn."""
-    cfg = tiny_cfg("train.max_steps=5", "train.eval_every=5", "sampling.kind=linear", "sampling.n=4")
-    inline = train_run(cfg, runs_dir=tmp_path / "a", recordings=[reach], quiet=True)
+    across the epoch boundary where the training windows are redrawn (a factor prior's latents
+    inferred per batch, in the workers)."""
+    from neurohorizon.data.dataset import ForecastDataset
+
+    cfg = tiny_cfg("train.max_steps=5", "train.eval_every=5", "sampling.kind=linear", "sampling.n=4", *prior)
+    batched = []
+    with pytest.MonkeyPatch.context() as patch:  # inline, a batch is fetched in one call too
+        whole = ForecastDataset.__getitems__
+        patch.setattr(ForecastDataset, "__getitems__", lambda self, idx: batched.append(len(idx)) or whole(self, idx))
+        inline = train_run(cfg, runs_dir=tmp_path / "a", recordings=[reach], quiet=True)
+    assert batched.count(8) >= 5  # the 5 training batches (validation batches come the same way)
     cfg.train.num_workers = 2
     workers = train_run(cfg, runs_dir=tmp_path / "b", recordings=[reach], quiet=True)
     assert len(losses(inline)) == 5 and losses(inline) == losses(workers)  # 24 windows / 8: 3 steps an epoch

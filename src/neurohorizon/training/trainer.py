@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from neurohorizon.config import RunConfig, SamplingConfig, to_dict
-from neurohorizon.data.dataset import collate
+from neurohorizon.data.dataset import collate, fetch
 from neurohorizon.data.progress import refresh_interval
 from neurohorizon.evaluation.predict import pooled_bps, predict_dataset
 from neurohorizon.losses import masked_nll_sum
@@ -190,7 +190,7 @@ class Trainer:
         this epoch's windows)."""
         workers = self.cfg.train.num_workers
         if workers == 0:
-            return (collate([self.data.train[i] for i in idx]) for idx in index_lists)
+            return (collate(fetch(self.data.train, idx)) for idx in index_lists)
         return iter(DataLoader(self.data.train, batch_sampler=index_lists, num_workers=workers,
                                collate_fn=collate, pin_memory=self.device.type == "cuda"))
 
