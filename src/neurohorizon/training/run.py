@@ -17,7 +17,7 @@ from neurohorizon.model.presets import check_model_overrides, count_parameters, 
 from neurohorizon.runs import new_run_dir, removed_on_failure, source_name
 from neurohorizon.training import distributed as dist_utils
 from neurohorizon.training.checkpoint import load_checkpoint
-from neurohorizon.training.trainer import Trainer, check_train_config
+from neurohorizon.training.trainer import Trainer, check_train_config, schedule_from
 
 
 def _unit_targets(dataset, max_windows: int):
@@ -88,6 +88,7 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
         vocab = UnitVocab.from_dict({"tokens": state["vocab"]})  # unit i keeps unit i's weights
     window_spec(cfg.data)  # a horizon that is not whole bins fails before anything is written
     check_train_config(cfg.train)
+    schedule_from(cfg.sampling)  # a bad sampling schedule, too, fails before the data is prepared
     if resume is None and recordings is None and Path(cfg.data.source).exists():
         cfg.data.source = str(Path(cfg.data.source).resolve())  # evaluate/forecast work from any folder
     check_model_overrides(cfg.model.overrides)
