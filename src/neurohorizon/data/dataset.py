@@ -246,10 +246,9 @@ class ForecastDataset(Dataset):
     def _prior_counts(self, windows: list[Window], items: list[dict]) -> list[np.ndarray]:
         """(T, N) per window: the prior's expected counts of its future bins (a factor prior also
         reads the context, and infers every window's latents in one batch)."""
-        requests = []
+        requests, tc = [], self.spec.context_bins
         for w, it in zip(windows, items):
             edges = w.onset + self._edge_steps
-            tc = self.spec.context_bins
             context = ({"context_starts": edges[:tc], "context_counts": it["context_counts"].astype(np.float64)}
                        if getattr(self.prior, "uses_context", False) else {})
             requests.append(dict(rec=self.recordings[w.rec], units=self._cache[w.rec].units, starts=edges[tc:-1],

@@ -104,7 +104,7 @@ def drop_units(batch: dict, fraction: float, generator: torch.Generator) -> dict
 _TRAIN_BOUNDS = (("batch_size", 1, True), ("max_steps", 1, True), ("eval_every", 1, True), ("checkpoint_every", 1, True),
                  ("log_every", 1, True), ("rollout_samples", 1, True), ("max_eval_windows", 1, True),
                  ("num_workers", 0, True), ("warmup_steps", 0, True), ("lr", 0, False), ("weight_decay", 0, True),
-                 ("max_minutes", 0, True), ("grad_clip", 0, False), ("unit_dropout", 0, True), ("ema_decay", 0, True))
+                 ("max_minutes", 0, True), ("grad_clip", 0, False))  # unit_dropout, ema_decay: in [0, 1), below
 
 
 def check_train_config(tc) -> None:
