@@ -1,6 +1,6 @@
 """The same model, training and evaluation on a CUDA GPU; skipped where there is none.
 
-CI has no GPU: these run on a lent GPU machine (see the README's "GPU" section). fp32 results
+CI has no GPU: these run on a lent GPU machine (see docs/performance.md, GPU). fp32 results
 must match the CPU's; bf16-autocast training must stay finite, resume and load on a CPU.
 """
 

@@ -123,7 +123,7 @@ class TrainConfig:
     max_eval_windows: int = 512  # validation windows scored at most
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on GPU
-    compile: bool = False  # torch.compile the model: ~3.8x SLOWER on an H200 (new shapes recompile; README)
+    compile: bool = False  # torch.compile the model: ~3.8x SLOWER on an H200 (new shapes recompile; docs/performance.md)
     num_workers: int = 0  # processes building batches ahead of the step; 0: in the loop (GPU, batch 128: 8 gave 1.5x)
 
 

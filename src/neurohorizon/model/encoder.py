@@ -21,7 +21,7 @@ SPIKE, UNIT_START, UNIT_END = 0, 1, 2
 
 # The context length S changes with every batch. cuDNN attention builds an execution plan per
 # shape, so on a GPU it re-planned at every step: training on an H100 ran 3.7x slower than with
-# the kernels below, which need no plan (README, "Speed"). On a CPU this list changes nothing.
+# the kernels below, which need no plan (docs/performance.md, GPU). On a CPU this list changes nothing.
 VARIABLE_LENGTH_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 

@@ -37,7 +37,7 @@ PRESETS: dict[str, ModelConfig] = {
         dim=32, depth_enc=1, depth_dec=1, heads=2, n_latents_per_step=2, ffn_mult=2
     ),
     # ~0.16M params: small datasets (~100 trials) and low-dimensional dynamics, where "small"
-    # overfits or trains too few steps in a CPU budget (README: pmd, lorenz; not reach)
+    # overfits or trains too few steps in a CPU budget (docs/results.md: pmd, lorenz; not reach)
     "compact": ModelConfig(
         dim=64, depth_enc=1, depth_dec=1, heads=4, n_latents_per_step=4, ffn_mult=2, dropout=0.1
     ),
