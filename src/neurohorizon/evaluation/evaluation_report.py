@@ -190,7 +190,10 @@ def _figures(out: Path, metrics: dict, predictions: dict, horizons, bin_size) ->
         # rates where the data have them; a figure mixing the two would look like a jump at 0)
         act = {name[c]: np.nanmean(g["target"][cond == c], 0) for c in labels}
         ctx = {name[c]: g["context"][cond == c].mean(0) for c in labels}
-        order = np.argsort(-np.nanmean(g["target"], axis=(0, 1)))[:6]
+        # the units the forecast modulates most across conditions and time: chosen from the
+        # prediction, never from how well it matches
+        modulation = np.nanstd(np.stack(list(pred.values())), axis=(0, 1))
+        order = np.argsort(-np.nan_to_num(modulation, nan=-1.0))[:6]
         figs["psth"] = figures.plot_psths(predicted=pred, actual=act, context=ctx, bin_size=bin_size,
                                           units=[int(u) for u in order], path=out / "figures" / "psth.png")
     cal = calibration_block(results, longest)

@@ -304,6 +304,32 @@ def _condition_colors(n: int) -> list:
     return [cmap(i if n <= 10 else i / n) for i in range(n)]
 
 
+def _smoothed(x: np.ndarray, sigma_bins: float) -> np.ndarray:
+    """(T, N) x smoothed along time by a Gaussian of `sigma_bins`, NaN bins ignored and kept NaN."""
+    if sigma_bins <= 0:
+        return x
+    from scipy.ndimage import gaussian_filter1d
+
+    ok = np.isfinite(x)
+    num = gaussian_filter1d(np.where(ok, x, 0.0), sigma_bins, axis=0, mode="nearest")
+    den = gaussian_filter1d(ok.astype(float), sigma_bins, axis=0, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok, num / den, np.nan)
+
+
+def _spread(items: list, k: int) -> list:
+    """At most k of `items`, evenly spaced (every condition when there are k or fewer)."""
+    if len(items) <= k:
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, k).round().astype(int)]
+
+
+def _grid(n: int) -> tuple[int, int]:
+    """(rows, cols) for n panels: at most 4 columns, 3 when that leaves no empty panel and 4 would."""
+    cols = 3 if n % 4 and n % 3 == 0 else min(4, n)
+    return int(np.ceil(n / cols)), cols
+
+
 def plot_psths(
     *,
     predicted: dict,
@@ -314,11 +340,16 @@ def plot_psths(
     context: dict | None = None,
     title: str = "Condition-averaged firing rates: actual vs forecast",
     unit_names: list[str] | None = None,
+    smooth_ms: float = 40.0,
+    max_conditions: int = 4,
 ) -> Path:
     """Small multiples, one panel per unit: condition-averaged rate (Hz) actual solid, predicted dashed.
 
     predicted / actual: condition -> (T, N) mean counts per bin over the future; context: optional
     condition -> (Tc, N) actual mean counts before onset (drawn thin). Rates are counts / bin_size.
+    Every curve is smoothed by the same Gaussian (sd `smooth_ms`; 0 for none), context and future
+    separately, because a few trials per condition give averages too noisy to read bin by bin. At
+    most `max_conditions` conditions, evenly spaced in their order, are drawn.
     """
     ms = _ms(bin_size)
     conds = list(actual)
@@ -327,33 +358,24 @@ def plot_psths(
     missing = [c for c in conds if c not in predicted]
     if missing:
         raise ValueError(f"plot_psths: no prediction for conditions {missing}")
-    colors = _condition_colors(len(conds))
-    ncols = min(4, len(units))
-    nrows = int(np.ceil(len(units) / ncols))
-    fig = _new_figure(3.2 * ncols + 1.6, 2.5 * nrows + 0.6)
+    shown = _spread(conds, max_conditions)
+    colors = _condition_colors(len(shown))
+    sigma = smooth_ms / ms
+
+    def curve(arrays, c, name):
+        return _smoothed(_array(arrays[c], f"plot_psths {name}[{c!r}]", 2).astype(float), sigma) / bin_size
+
+    nrows, ncols = _grid(len(units))
+    fig = _new_figure(3.2 * ncols + 1.9, 2.5 * nrows + 0.6)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, squeeze=False)).ravel()
     for ax, u in zip(axes, units):
-        for c, color in zip(conds, colors):
-            act = _array(actual[c], f"plot_psths actual[{c!r}]", 2)
-            pred = _array(predicted[c], f"plot_psths predicted[{c!r}]", 2)
-            t = (np.arange(len(act)) + 0.5) * ms
-            ax.plot(t, act[:, u] / bin_size, color=color, lw=1.5)
-            ax.plot(
-                (np.arange(len(pred)) + 0.5) * ms,
-                pred[:, u] / bin_size,
-                color=color,
-                lw=1.5,
-                ls="--",
-            )
+        for c, color in zip(shown, colors):
+            act, pred = curve(actual, c, "actual"), curve(predicted, c, "predicted")
+            ax.plot((np.arange(len(act)) + 0.5) * ms, act[:, u], color=color, lw=1.5)
+            ax.plot((np.arange(len(pred)) + 0.5) * ms, pred[:, u], color=color, lw=1.5, ls="--")
             if context is not None and c in context:
-                ctx = _array(context[c], f"plot_psths context[{c!r}]", 2)
-                ax.plot(
-                    (np.arange(-len(ctx), 0) + 0.5) * ms,
-                    ctx[:, u] / bin_size,
-                    color=color,
-                    lw=0.9,
-                    alpha=0.7,
-                )
+                ctx = curve(context, c, "context")
+                ax.plot((np.arange(-len(ctx), 0) + 0.5) * ms, ctx[:, u], color=color, lw=0.9, alpha=0.7)
         ax.axvline(0, color="0.3", ls=":", lw=1.0)
         ax.set_title(unit_names[u] if unit_names else f"unit {u}", fontsize=9)
         ax.grid(alpha=0.25)
@@ -364,19 +386,21 @@ def plot_psths(
     for ax in axes[max(0, len(units) - ncols) : len(units)]:  # lowest visible panel of each column
         ax.xaxis.set_tick_params(labelbottom=True)
         ax.set_xlabel("time from forecast onset (ms)")
-    _psth_legend(fig, conds, colors)
-    fig.suptitle(title)
+    _psth_legend(fig, shown, colors, smooth_ms)
+    note = f" ({len(shown)} of {len(conds)} conditions)" if len(shown) < len(conds) else ""
+    fig.suptitle(title + note)
     return _save(fig, path)
 
 
-def _psth_legend(fig, conds, colors) -> None:
+def _psth_legend(fig, conds, colors, smooth_ms: float) -> None:
     from matplotlib.lines import Line2D
 
     handles = [
         Line2D([], [], color="black", lw=1.5),
         Line2D([], [], color="black", lw=1.5, ls="--"),
     ]
-    labels = ["actual (trial average)", "predicted"]
+    smoothing = f", smoothed (sd {smooth_ms:g} ms)" if smooth_ms > 0 else ""
+    labels = [f"actual (trial average{smoothing})", "predicted"]
     handles += [Line2D([], [], color=col, lw=3) for col in colors]
     labels += [f"condition {c}" for c in conds]
     fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
