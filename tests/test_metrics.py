@@ -162,8 +162,9 @@ def test_coverage_nominal_for_true_distribution():
     rates, _ = poisson_data(n=100, T=10, N=6, seed=8)
     target = rng.poisson(rates).astype(float)
     samples = rng.poisson(rates, size=(200, *rates.shape)).astype(float)
-    cov = M.interval_coverage(samples, target, levels=(0.5, 0.9))
-    for level in (0.5, 0.9):
+    cov = M.interval_coverage(samples, target)  # every default level, a reliability curve
+    assert tuple(cov["neuron"]["pit"]) == M.COVERAGE_LEVELS
+    for level in M.COVERAGE_LEVELS:
         assert cov["neuron"]["pit"][level] == pytest.approx(level, abs=0.02)
         assert cov["population"]["pit"][level] == pytest.approx(level, abs=0.03)
         assert cov["neuron"]["inclusive"][level] >= level

@@ -232,7 +232,8 @@ def coverage_series(cov: dict) -> tuple[list[float], dict[str, list[float]]]:
 
 def calibration_text(cal: dict) -> str:
     levels, coverage = coverage_series(cal["coverage"])
-    parts = [f"{name}: " + ", ".join(f"{100 * lv:.0f}% intervals hold {100 * c:.1f}%" for lv, c in zip(levels, cov))
+    shown = [i for i, lv in enumerate(levels) if lv in (0.5, 0.9)] or range(len(levels))  # the figure has all
+    parts = [f"{name}: " + ", ".join(f"{100 * levels[i]:.0f}% intervals hold {100 * cov[i]:.1f}%" for i in shown)
              for name, cov in coverage.items()]
     fano = f"Mean predicted Fano factor {cal['fano_predicted']:.2f}"
     observed = _floats([cal.get("fano_observed")])[0]

@@ -280,8 +280,12 @@ def psth_correlation_per_step(pred, target, conditions) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- calibration
+# nominal levels of the central intervals: a reliability curve, not just two points
+COVERAGE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
 def interval_coverage(
-    samples, target, levels=(0.5, 0.9), *, seed: int = 0, chunk: int = 64
+    samples, target, levels=COVERAGE_LEVELS, *, seed: int = 0, chunk: int = 64
 ) -> dict:
     """Coverage of central predictive intervals, per-neuron counts and population count.
 
