@@ -230,6 +230,8 @@ def test_format_cell():
     assert format_cell(4567.8) == "4568"
     assert format_cell(2.5e-5) == "2.50e-05"
     assert format_cell(np.float32(0.5)) == "0.500"
+    assert format_cell(-4.61e-4, 3) == "-0.000" and format_cell(0.1234, 3) == "0.123"  # fixed decimals
+    assert format_cell(7, 3) == "7" and format_cell(float("nan"), 3) == "–"
     assert format_cell(np.int64(12)) == "12"
     assert format_cell(float("nan")) == "–"
     assert format_cell(None) == "–"

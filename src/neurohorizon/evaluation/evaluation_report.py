@@ -83,7 +83,7 @@ def horizon_table(results: dict, horizons: list[int], bin_size: float,
         if finite:
             lines.append(_horizon_line(results, finite, h, bin_size, predictions))
     table = Table(columns=cols, rows=rows, caption="Forecast bits/spike (rollout, NLB null) per horizon",
-                  highlight_max=cols[1:])
+                  highlight_max=cols[1:], decimals=3)
     return table, lines
 
 
@@ -131,7 +131,7 @@ def held_out_table(results: dict, horizons: list[int], bin_size: float, sessions
         return None
     cols = ["method"] + [horizon_label(h, bin_size) for h in horizons]
     rows = [[m] + [_get(results[m], str(h), "held_out", "rollout", "fp_bps") for h in horizons] for m in results]
-    return Table(columns=cols, rows=rows, highlight_max=cols[1:],
+    return Table(columns=cols, rows=rows, highlight_max=cols[1:], decimals=3,
                  caption=f"Forecast bits/spike (rollout, NLB null) on the {len(sessions)} held-out session(s)")
 
 
@@ -142,12 +142,11 @@ def gap_table(results: dict, horizons: list[int], bin_size: float) -> Table | No
         tf, ro = _get(block, "teacher_forced", "fp_bps"), _get(block, "rollout", "fp_bps")
         if np.isfinite(tf):
             gap = tf - ro
-            rows.append([horizon_label(h, bin_size), round(tf, 4), round(ro, 4), round(gap, 4),
-                         round(gap / abs(ro), 4) if ro else np.nan])
+            rows.append([horizon_label(h, bin_size), tf, ro, gap, f"{100 * gap / abs(ro):.1f} %" if ro else np.nan])
     if not rows:
         return None
     return Table(columns=["horizon", "teacher-forced", "rollout", "gap = TF − rollout", "gap / |rollout|"],
-                 rows=rows, caption="Teacher-forced vs rollout bits/spike (exposure-bias gap; positive = "
+                 rows=rows, decimals=4, caption="Teacher-forced vs rollout bits/spike (exposure-bias gap; positive = "
                                     "rollout loses to its own errors)")
 
 

@@ -31,6 +31,8 @@ class Table:
     """A table: `rows` are lists of cells aligned with `columns`.
 
     highlight_max / highlight_min: column names whose largest / smallest finite value is bold.
+    decimals: fixed decimals for every float (bits/spike tables read best aligned), instead of
+    3 significant digits.
     """
 
     columns: list[str]
@@ -38,6 +40,7 @@ class Table:
     caption: str = ""
     highlight_max: list[str] = field(default_factory=list)
     highlight_min: list[str] = field(default_factory=list)
+    decimals: int | None = None
 
     def __post_init__(self):
         for i, row in enumerate(self.rows):
@@ -57,7 +60,7 @@ class Table:
         best = [self._best(j) for j in range(len(self.columns))]
         return [
             [
-                (format_cell(v), best[j] is not None and _num(v) == best[j])
+                (format_cell(v, self.decimals), best[j] is not None and _num(v) == best[j])
                 for j, v in enumerate(row)
             ]
             for row in self.rows
@@ -88,8 +91,8 @@ def _num(v) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def format_cell(v) -> str:
-    """Cell text: ints as is, floats to 3 significant digits, NaN/None as '–'."""
+def format_cell(v, decimals: int | None = None) -> str:
+    """Cell text: ints as is, floats to 3 significant digits (or `decimals` fixed), NaN/None as '–'."""
     if v is None:
         return MISSING
     if isinstance(v, Integral):  # bool included
@@ -100,6 +103,8 @@ def format_cell(v) -> str:
             return MISSING
         if math.isinf(x):
             return "∞" if x > 0 else "−∞"
+        if decimals is not None:
+            return f"{x:.{decimals}f}"
         if x == 0:
             return "0"
         if abs(x) >= 1000:
