@@ -152,6 +152,14 @@ def test_psth_r2_and_correlation():
     assert noisy == pytest.approx(r2.mean())
     # smoothing a constant leaves it unchanged (edge renormalisation)
     np.testing.assert_allclose(M.smooth_gaussian(np.ones((2, 9, 3)), 2.0), 1.0)
+    # a window shorter than the kernel (NLB's 70 ms at 20 ms bins, 12 bins) keeps its length
+    short = M.smooth_gaussian(np.ones((4, 12, 3)), 3.5)
+    assert short.shape == (4, 12, 3)
+    np.testing.assert_allclose(short, 1.0)
+    x = np.random.default_rng(0).random((12, 2))
+    np.testing.assert_allclose(M.smooth_gaussian(x, 1.5, axis=0), M.smooth_gaussian(x.T, 1.5, axis=1).T)
+    k = np.exp(-0.5 * (np.arange(-5, 6) / 1.5) ** 2)  # bin 6, far enough from both edges
+    assert M.smooth_gaussian(x, 1.5, axis=0)[6, 0] == pytest.approx((x[1:12, 0] * k).sum() / k.sum())
     assert M.psth_r2(true, spikes, cond, smooth_sigma_bins=1.0) != noisy
     with pytest.raises(M.MetricError, match="no condition"):
         M.psth_r2(true, true, -np.ones(len(cond)))
@@ -181,6 +189,9 @@ def test_fano_factors():
     f = M.fano_factors(pois, target)
     np.testing.assert_allclose(f["predicted"], 1.0, atol=0.05)
     np.testing.assert_allclose(f["predicted_within"], 1.0, atol=0.05)
+    # few samples: the within-window variance is unbiased (ddof=0 would give (S-1)/S = 0.75)
+    few = M.fano_factors(rng.poisson(rates, size=(4, *rates.shape)).astype(float))
+    np.testing.assert_allclose(few["predicted_within"], 1.0, atol=0.05)
     np.testing.assert_allclose(f["observed"], 1.0, atol=0.15)
     # negative binomial samples with mean 2 and variance 2 + 2**2 / 2 = 4
     nb = rng.negative_binomial(2, 0.5, size=(50, *rates.shape)).astype(float)
@@ -230,3 +241,32 @@ def test_paired_difference_is_the_difference_of_pooled_bits_per_spike():
     assert lo < d < hi and lo > 0  # the true rates beat a per-neuron constant clearly
     same = M.paired_bps_difference([sessions[0]["a"]], [sessions[0]["a"]], [sessions[0]["target"]])
     assert same == (0.0, 0.0, 0.0)
+
+
+def test_pooling_sessions_is_exact_per_bin_and_ignores_silent_sessions():
+    from scipy.stats import poisson
+
+    from neurohorizon.evaluation.evaluate import pool_sessions
+
+    rng = np.random.default_rng(0)
+    T, N = 12, 5
+    ramp = np.linspace(0.05, 1.0, T)[None, :, None] * np.ones((40, T, N))
+    summaries, gain, spikes = {}, np.zeros(T), np.zeros(T)
+    for name, rate in {"early_quiet": ramp, "early_busy": ramp[:, ::-1]}.items():
+        y = rng.poisson(rate).astype(float)
+        pred = rate * rng.uniform(0.7, 1.3, rate.shape)
+        summaries[name] = M.summarize_forecast(pred, y, true_expected=rate)
+        null = y.mean((0, 1), keepdims=True)  # NLB: each session's per-neuron mean count
+        gain += (poisson.logpmf(y, pred) - poisson.logpmf(y, null)).sum((0, 2)) / np.log(2)
+        spikes += y.sum((0, 2))
+    pooled = pool_sessions(summaries)
+    np.testing.assert_allclose(pooled["rollout"]["per_bin_fp_bps"], gain / spikes, rtol=1e-6)
+    assert pooled["rollout"]["fp_bps"] == pytest.approx(gain.sum() / spikes.sum(), rel=1e-6)
+    # a session without a spike has no bits/spike: it adds no weight and removes nothing
+    quiet = np.full((3, T, N), 0.1)
+    silent = M.summarize_forecast(quiet, np.zeros_like(quiet), true_expected=quiet)
+    assert silent["rollout"]["fp_bps"] is None
+    with_silent = pool_sessions({**summaries, "silent": silent})
+    assert with_silent["rollout"]["fp_bps"] == pytest.approx(pooled["rollout"]["fp_bps"])
+    np.testing.assert_allclose(with_silent["rollout"]["per_bin_fp_bps"], pooled["rollout"]["per_bin_fp_bps"])
+    assert with_silent["oracle"]["fraction_of_oracle"] == pytest.approx(pooled["oracle"]["fraction_of_oracle"])

@@ -94,7 +94,8 @@ class SamplingConfig:
     passes: int = 2  # parallel scheduled-sampling passes (>= 2)
     # where the model's own counts come from: "passes" (no-grad teacher-forced passes, the
     # two-pass scheme) or "rollout" (a KV-cached free-running rollout: the inputs of inference,
-    # since no bin of it has seen the ground truth; both run with training's dropout on)
+    # since no bin of it has seen the ground truth; both run in eval mode, without dropout,
+    # as inference makes its counts)
     predictions_from: str = "passes"
 
 

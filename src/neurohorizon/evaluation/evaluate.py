@@ -130,45 +130,55 @@ def add_held_out_pooling(results: dict, held: list[str]) -> None:
 
 
 def pool_sessions(per_session: dict) -> dict:
-    """Spike-weighted pooling over sessions; exact for bits/spike, a weighted mean otherwise."""
-    weights = np.array([v["n_spikes"] for v in per_session.values()], dtype=float)
-    weights = weights / max(weights.sum(), 1e-12)
-
-    def pool(path):
-        vals = []
-        for v in per_session.values():
-            node = v
-            for key in path:
-                node = node.get(key) if isinstance(node, dict) else None
-                if node is None:
-                    return None
-            vals.append(np.asarray(node, dtype=float))
-        if len(vals) != len(weights):
-            return None
-        return np.tensordot(weights, np.stack(vals), axes=1).tolist()
-
-    out = {"n_spikes": float(sum(v["n_spikes"] for v in per_session.values()))}
+    """Spike-weighted pooling over sessions: exact for bits/spike (each bin of a per-bin curve
+    weighted by the sessions' spikes in that bin), a weighted mean otherwise. Sessions without
+    spikes carry no weight (their bits/spike are undefined)."""
+    spiking = {k: v for k, v in per_session.items() if v["n_spikes"] > 0}
+    out = {"n_spikes": float(sum(v["n_spikes"] for v in spiking.values()))}
     for block in ("rollout", "teacher_forced"):
         for key in ("fp_bps", "fp_bps_train_null", "per_bin_fp_bps", "r2_pooled"):
-            val = pool((block, key))
-            if val is not None:
-                out.setdefault(block, {})[key] = val
+            _put(out, block, key, _pool(spiking, (block, key)))
     for path in (("oracle", "oracle_fp_bps"), ("oracle", "oracle_per_bin_fp_bps"), ("oracle", "causal_oracle_fp_bps"),
                  ("oracle", "causal_oracle_per_bin_fp_bps"), ("oracle", "r2_vs_true_pooled"), ("psth", "psth_r2"),
                  ("psth", "corr_per_step")):
-        val = pool(path)
-        if val is not None:
-            out.setdefault(path[0], {})[path[1]] = val
-    if "oracle" in out and "rollout" in out:  # ratio of pooled values, not a mean of ratios
-        oracle = out["oracle"]["oracle_fp_bps"]
-        out["oracle"]["fraction_of_oracle"] = fraction_of_oracle(out["rollout"]["fp_bps"], oracle)
+        _put(out, *path, _pool(spiking, path))
+    if "oracle_fp_bps" in out.get("oracle", {}) and "fp_bps" in out.get("rollout", {}):
+        rollout = out["rollout"]["fp_bps"]  # a ratio of pooled values, not a mean of ratios
+        out["oracle"]["fraction_of_oracle"] = fraction_of_oracle(rollout, out["oracle"]["oracle_fp_bps"])
         if "causal_oracle_fp_bps" in out["oracle"]:
             out["oracle"]["fraction_of_causal_oracle"] = fraction_of_oracle(
-                out["rollout"]["fp_bps"], out["oracle"]["causal_oracle_fp_bps"])
+                rollout, out["oracle"]["causal_oracle_fp_bps"])
     cal = [v.get("calibration") for v in per_session.values()]
     if all(c is not None for c in cal):
         out["calibration"] = cal[0] if len(cal) == 1 else {"sessions": cal}
     return out
+
+
+def _put(out: dict, block: str, key: str, value) -> None:
+    if value is not None:
+        out.setdefault(block, {})[key] = value
+
+
+def _pool(sessions: dict, path: tuple):
+    """The sessions' values at `path`, spike-weighted; None when a session lacks it. A per-bin
+    curve is weighted bin by bin (by `n_spikes_per_bin` where the summary has it)."""
+    vals, weights = [], []
+    for v in sessions.values():
+        node = v
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is None:
+            return None
+        vals.append(np.asarray(node, dtype=float))
+        per_bin = path[-1].endswith("per_bin_fp_bps") and "n_spikes_per_bin" in v
+        weights.append(np.asarray(v["n_spikes_per_bin"] if per_bin else v["n_spikes"], dtype=float))
+    if not vals:
+        return None
+    vals = np.stack(vals)  # (sessions, ...)
+    w = np.stack([np.broadcast_to(x, vals.shape[1:]) for x in weights])
+    total = w.sum(0)
+    weighted = np.where(w > 0, vals, 0.0) * w  # a session without spikes (in a bin) adds nothing
+    return np.where(total > 0, weighted.sum(0) / np.where(total > 0, total, 1.0), np.nan).tolist()
 
 
 def evaluate_run(run_dir: Path, *, data: str | None = None, unknown_units: str = "error",

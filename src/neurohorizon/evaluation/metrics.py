@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.ndimage import convolve1d
 from scipy.special import gammaln
 
 LN2 = math.log(2.0)
@@ -224,11 +225,10 @@ def smooth_gaussian(x, sigma_bins: float, axis: int = 1) -> np.ndarray:
         return x.copy()
     half = max(1, int(math.ceil(3 * sigma_bins)))
     k = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma_bins) ** 2)
-    x = np.moveaxis(x, axis, -1)
-    ones = np.ones(x.shape[-1])
-    num = np.apply_along_axis(lambda v: np.convolve(v, k, mode="same"), -1, x)
-    den = np.convolve(ones, k, mode="same")
-    return np.moveaxis(num / den, -1, axis)
+    # zero beyond the edges (np.convolve's "same" would lengthen a window shorter than the kernel)
+    num = convolve1d(x, k, axis=axis, mode="constant")
+    den = convolve1d(np.ones(x.shape[axis]), k, mode="constant")
+    return num / np.expand_dims(den, tuple(d for d in range(x.ndim) if d != axis % x.ndim))
 
 
 def condition_average(x, conditions) -> tuple[np.ndarray, np.ndarray]:
@@ -356,7 +356,9 @@ def fano_factors(samples, target=None, conditions=None) -> dict:
     samples = _np(samples, "samples")
     if samples.ndim != 4:
         raise MetricError(f"samples: need (S, n, T, N), got {samples.shape}")
-    s_mean, s_var = samples.mean(0), samples.var(0)
+    s_mean = samples.mean(0)
+    # unbiased, as the across-repeat Fano; undefined from a single sample
+    s_var = samples.var(0, ddof=1) if len(samples) > 1 else np.full_like(s_mean, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"), _quiet():
         within = np.nanmean(np.where(s_mean > 0, s_var / s_mean, np.nan), axis=(0, 1))
     groups = _groups(samples.shape[1], conditions)
@@ -428,6 +430,7 @@ def summarize_forecast(
         "bin_size_s": bin_size,
         "horizon_ms": T * bin_size * 1000,
         "n_spikes": float(np.nansum(target)),
+        "n_spikes_per_bin": np.nansum(target, axis=(0, 2)),  # to pool per-bin curves over sessions
         "null": {
             "eval": "per-neuron mean count per bin of the evaluated targets (NLB)",
             "train": "per-neuron mean count per bin of the training split"
