@@ -188,7 +188,8 @@ def test_failed_train_leaves_no_run_folder(tmp_path, capsys, bad):
     assert (keep / "best.pt").read_text() == "x"
 
 
-@pytest.mark.parametrize("bad", ["train.batch_size=-1", "train.lr=-1", "sampling.kind=foo", "data.horizon_ms=1010"])
+@pytest.mark.parametrize("bad", ["train.batch_size=-1", "train.lr=-1", "sampling.kind=foo", "data.horizon_ms=1010",
+                                 "sampling.passes=1", "sampling.feedback=argmax", "sampling.predictions_from=future"])
 def test_bad_training_settings_fail_before_the_data_is_prepared(tmp_path, monkeypatch, capsys, bad):
     monkeypatch.setattr("neurohorizon.training.run.prepare_data", lambda *a, **k: pytest.fail("prepared the data"))
     assert main(["--runs-dir", str(tmp_path), "train", *TINY_TRAIN, bad]) == 2

@@ -2,7 +2,10 @@
 
 `torchrun --nproc_per_node=K -m neurohorizon train CONFIG.yaml` sets the env vars read here.
 Each rank takes an interleaved slice of every global batch, and the loss is normalised by
-the global count of (bin, unit) entries, so K processes reproduce one process's gradients.
+the global count of (bin, unit) entries, so K processes reproduce one process's gradients
+exactly when nothing is random (teacher forcing, no dropout). Otherwise each rank draws its own
+dropout, unit-dropout and scheduled-sampling randomness, independent across ranks as it is
+across one process's rows, so the runs agree in distribution, not bit for bit.
 """
 
 from __future__ import annotations

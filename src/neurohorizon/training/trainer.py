@@ -25,7 +25,7 @@ from neurohorizon.data.dataset import collate, fetch
 from neurohorizon.data.progress import refresh_interval
 from neurohorizon.evaluation.predict import pooled_bps, predict_dataset
 from neurohorizon.losses import masked_nll_sum
-from neurohorizon.model.feedback import feedback_counts
+from neurohorizon.model.feedback import FEEDBACK_MODES, feedback_counts
 from neurohorizon.training import distributed as dist_utils
 from neurohorizon.training.checkpoint import load_checkpoint, save_checkpoint
 from neurohorizon.training.logger import RunLogger
@@ -54,6 +54,17 @@ PACE_STEPS = 100  # steps timed before checking that max_steps fits in max_minut
 
 
 def schedule_from(cfg: SamplingConfig) -> ScheduleConfig:
+    """The ε schedule of `sampling.*`, after checking the keys that say how ε is used."""
+    if cfg.predictions_from not in PREDICTION_SOURCES:
+        raise ValueError(f"sampling.predictions_from must be one of {PREDICTION_SOURCES}, "
+                         f"got {cfg.predictions_from!r}")
+    if cfg.feedback not in FEEDBACK_MODES:
+        raise ValueError(f"sampling.feedback must be one of {FEEDBACK_MODES}, got {cfg.feedback!r}")
+    if isinstance(cfg.passes, bool) or not isinstance(cfg.passes, int) or cfg.passes < 2:
+        # one pass makes no predictions to mix in: ε would decay in the log while training
+        # stayed teacher-forced
+        raise ValueError(f"sampling.passes must be an integer >= 2 (one no-grad pass makes the fed-back "
+                         f"counts), got {cfg.passes!r}")
     return ScheduleConfig(
         kind=cfg.kind, unit=cfg.unit, warmup=cfg.warmup, floor=cfg.floor,
         value=cfg.value, n=cfg.n, k=cfg.k,
@@ -157,9 +168,6 @@ class Trainer:
             self.optimizer, lambda _: lr_factor(self.state.schedule_step)
         )
         self.schedule = schedule_from(cfg.sampling)
-        if cfg.sampling.predictions_from not in PREDICTION_SOURCES:
-            raise ValueError(f"sampling.predictions_from must be one of {PREDICTION_SOURCES}, "
-                             f"got {cfg.sampling.predictions_from!r}")
         self.autoregressive = getattr(model, "decoder_kind", "autoregressive") == "autoregressive"
         self.amp = cfg.train.amp and device.type == "cuda"
         self.logger = RunLogger(self.run_dir, enabled=self.rank == 0)
@@ -238,7 +246,9 @@ class Trainer:
         return nullcontext()
 
     def train_step(self, batch) -> dict:
-        step_seed = self.cfg.train.seed * 1_000_003 + self.state.step
+        # each rank draws its own dropout, unit-dropout and scheduled-sampling randomness, as
+        # the rows of one process do (a shared seed would repeat one rank's pattern on every rank)
+        step_seed = self.cfg.train.seed * 1_000_003 + self.state.step + 7_919 * self.rank
         torch.manual_seed(step_seed)
         generator = torch.Generator(device=self.device).manual_seed(step_seed)
         cpu_gen = torch.Generator().manual_seed(step_seed)
