@@ -67,7 +67,8 @@ def predict_dataset(
 
     Returns:
         dict(groups={session: {target, context, rollout, teacher_forced, samples,
-        true_expected, condition, start, units}}, rollout_nll=float)
+        true_expected, condition, start, units}}, rollout_nll=float: the mean NLL per (bin, unit)
+        of each rollout bin's predicted distribution, over every trajectory)
     """
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -79,9 +80,10 @@ def predict_dataset(
         n_steps = batch["target_counts"].shape[1]
         out = model.rollout(dev, likelihood, n_steps=n_steps, feedback=feedback,
                             n_samples=n_samples if sampled else 1, generator=generator)
-        nll = likelihood.nll(out["params"][0].float(), dev["target_counts"], full=True)
-        total, count = masked_nll_sum(nll, dev["unit_mask"])
-        nll_sum, nll_count = nll_sum + float(total), nll_count + float(count)
+        for params in out["params"]:  # every trajectory's per-bin distributions, not only the first
+            total, count = masked_nll_sum(likelihood.nll(params.float(), dev["target_counts"], full=True),
+                                          dev["unit_mask"])
+            nll_sum, nll_count = nll_sum + float(total), nll_count + float(count)
         tf = None
         if teacher_forced and getattr(model, "decoder_kind", "autoregressive") == "autoregressive":
             tf = likelihood.mean(model(dev, dev["target_counts"]).float()).cpu().numpy()
