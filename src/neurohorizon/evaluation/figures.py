@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from neurohorizon.data.binning import DEFAULT_BIN_SIZE, STANDARD_HORIZONS, horizon_label
+from neurohorizon.evaluation.metrics import smooth_gaussian
 
 DPI = 120
 ONSET_STYLE = dict(color="tab:red", lw=1.2, ls="-")
@@ -304,19 +305,6 @@ def _condition_colors(n: int) -> list:
     return [cmap(i if n <= 10 else i / n) for i in range(n)]
 
 
-def _smoothed(x: np.ndarray, sigma_bins: float) -> np.ndarray:
-    """(T, N) x smoothed along time by a Gaussian of `sigma_bins`, NaN bins ignored and kept NaN."""
-    if sigma_bins <= 0:
-        return x
-    from scipy.ndimage import gaussian_filter1d
-
-    ok = np.isfinite(x)
-    num = gaussian_filter1d(np.where(ok, x, 0.0), sigma_bins, axis=0, mode="nearest")
-    den = gaussian_filter1d(ok.astype(float), sigma_bins, axis=0, mode="nearest")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(ok, num / den, np.nan)
-
-
 def _spread(items: list, k: int) -> list:
     """At most k of `items`, evenly spaced (every condition when there are k or fewer)."""
     if len(items) <= k:
@@ -363,7 +351,8 @@ def plot_psths(
     sigma = smooth_ms / ms
 
     def curve(arrays, c, name):
-        return _smoothed(_array(arrays[c], f"plot_psths {name}[{c!r}]", 2).astype(float), sigma) / bin_size
+        counts = _array(arrays[c], f"plot_psths {name}[{c!r}]", 2).astype(float)
+        return smooth_gaussian(counts, sigma, axis=0) / bin_size
 
     nrows, ncols = _grid(len(units))
     fig = _new_figure(3.2 * ncols + 1.9, 2.5 * nrows + 0.6)

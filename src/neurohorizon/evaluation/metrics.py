@@ -219,16 +219,19 @@ def _r2_from(ss_res: np.ndarray, ss_tot: np.ndarray) -> np.ndarray:
 def smooth_gaussian(x, sigma_bins: float, axis: int = 1) -> np.ndarray:
     """Gaussian smoothing along `axis` (kernel ±3 sigma), renormalised at the window edges
     so that edge bins are not biased towards zero (NLB smooths the continuous recording,
-    which has no window edges)."""
+    which has no window edges). NaN bins (past a recording's end) are left out of their
+    neighbours' averages and stay NaN."""
     x = _np(x, "x")
     if sigma_bins <= 0:
         return x.copy()
     half = max(1, int(math.ceil(3 * sigma_bins)))
     k = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma_bins) ** 2)
+    ok = np.isfinite(x)
     # zero beyond the edges (np.convolve's "same" would lengthen a window shorter than the kernel)
-    num = convolve1d(x, k, axis=axis, mode="constant")
-    den = convolve1d(np.ones(x.shape[axis]), k, mode="constant")
-    return num / np.expand_dims(den, tuple(d for d in range(x.ndim) if d != axis % x.ndim))
+    num = convolve1d(np.where(ok, x, 0.0), k, axis=axis, mode="constant")
+    den = convolve1d(ok.astype(float), k, axis=axis, mode="constant")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok, num / den, np.nan)
 
 
 def condition_average(x, conditions) -> tuple[np.ndarray, np.ndarray]:
