@@ -443,56 +443,29 @@ def summarize_forecast(
         "rollout": _block(pred_mean, target, null_rates),
     }
     if tf_mean is not None:
-        tf = _block(_np(tf_mean, "tf_mean"), target, null_rates)
-        out["teacher_forced"] = tf
-        out["gap_rollout_minus_tf"] = {
-            k: out["rollout"][k] - tf[k] for k in ("fp_bps", "r2_pooled") if k in tf
-        }
-        out["gap_rollout_minus_tf"]["per_bin_fp_bps"] = out["rollout"]["_per_bin"] - tf["_per_bin"]
-        tf.pop("_per_bin")
-    out["rollout"].pop("_per_bin")
+        tf = out["teacher_forced"] = _block(_np(tf_mean, "tf_mean"), target, null_rates)
+        out["gap_rollout_minus_tf"] = {k: out["rollout"][k] - tf[k] for k in ("fp_bps", "r2_pooled", "per_bin_fp_bps")}
     if true_expected is not None:
         true_expected = _np(true_expected, "true_expected")
         if not np.isnan(true_expected[~np.isnan(target)]).any():
-            out["oracle"] = _oracle(pred_mean, true_expected, target, out["rollout"])
-            if causal_expected is not None:
-                causal = bits_per_spike(_np(causal_expected, "causal_expected"), target)
-                out["oracle"]["causal_oracle_fp_bps"] = causal
-                out["oracle"]["causal_oracle_per_bin_fp_bps"] = per_bin_fp_bps(
-                    _np(causal_expected, "causal_expected"), target)
-                out["oracle"]["fraction_of_causal_oracle"] = fraction_of_oracle(out["rollout"]["fp_bps"], causal)
+            out["oracle"] = _oracle(pred_mean, true_expected, target, out["rollout"], causal_expected)
     if conditions is not None and (np.asarray(conditions) >= 0).any():
-        truth = true_expected if "oracle" in out else target
-        sigma = 0.0 if "oracle" in out else psth_sigma_bins
+        known = "oracle" in out  # score against the true rates where the data have them
         out["psth"] = {
-            "reference": "true expected counts" if "oracle" in out else "observed counts",
-            "psth_r2": psth_r2(pred_mean, truth, conditions, sigma),
-            "corr_per_step": psth_correlation_per_step(pred_mean, truth, conditions),
+            "reference": "true expected counts" if known else "observed counts",
+            "psth_r2": psth_r2(pred_mean, true_expected if known else target, conditions,
+                               0.0 if known else psth_sigma_bins),
+            "corr_per_step": psth_correlation_per_step(pred_mean, true_expected if known else target, conditions),
         }
     if samples is not None:
-        samples = _np(samples, "samples")
-        try:
-            fano = fano_factors(samples, target, conditions)
-        except MetricError:  # too few repeats per condition for an observed Fano factor
-            fano = fano_factors(samples, None, conditions)
-            fano["observed"] = np.full_like(fano["predicted"], np.nan)
-        out["calibration"] = {
-            "coverage": interval_coverage(samples, target),
-            "fano_predicted": float(np.nanmean(fano["predicted"])),
-            "fano_predicted_within": float(np.nanmean(fano["predicted_within"])),
-            "fano_observed": _nanmean_or_nan(fano["observed"]),
-            "fano_predicted_per_neuron": np.asarray(fano["predicted"], float).tolist(),
-            "fano_observed_per_neuron": np.asarray(fano["observed"], float).tolist(),
-        }
+        out["calibration"] = _calibration(_np(samples, "samples"), target, conditions)
     return _jsonable(out)
 
 
 def _block(pred, target, null_rates) -> dict:
-    per_bin = per_bin_fp_bps(pred, target)
     block = {
         "fp_bps": fp_bps(pred, target),
-        "per_bin_fp_bps": per_bin,
-        "_per_bin": per_bin,
+        "per_bin_fp_bps": per_bin_fp_bps(pred, target),
         "r2_pooled": r2_pooled(pred, target),
         "r2_reference": "observed counts",
     }
@@ -501,13 +474,36 @@ def _block(pred, target, null_rates) -> dict:
     return block
 
 
-def _oracle(pred, true_expected, target, rollout) -> dict:
+def _oracle(pred, true_expected, target, rollout, causal_expected=None) -> dict:
     oracle = oracle_bits_per_spike(true_expected, target)
-    return {
+    out = {
         "oracle_fp_bps": oracle,
         "oracle_per_bin_fp_bps": per_bin_fp_bps(true_expected, target),
         "fraction_of_oracle": fraction_of_oracle(rollout["fp_bps"], oracle),
         "r2_vs_true_pooled": r2_pooled(pred, true_expected),
+    }
+    if causal_expected is not None:  # the best forecast from the past (synthetic reach)
+        causal_expected = _np(causal_expected, "causal_expected")
+        out["causal_oracle_fp_bps"] = bits_per_spike(causal_expected, target)
+        out["causal_oracle_per_bin_fp_bps"] = per_bin_fp_bps(causal_expected, target)
+        out["fraction_of_causal_oracle"] = fraction_of_oracle(rollout["fp_bps"], out["causal_oracle_fp_bps"])
+    return out
+
+
+def _calibration(samples, target, conditions) -> dict:
+    """Interval coverage and Fano factors of the sampled trajectories."""
+    try:
+        fano = fano_factors(samples, target, conditions)
+    except MetricError:  # too few repeats per condition for an observed Fano factor
+        fano = fano_factors(samples, None, conditions)
+        fano["observed"] = np.full_like(fano["predicted"], np.nan)
+    return {
+        "coverage": interval_coverage(samples, target),
+        "fano_predicted": float(np.nanmean(fano["predicted"])),
+        "fano_predicted_within": float(np.nanmean(fano["predicted_within"])),
+        "fano_observed": _nanmean_or_nan(fano["observed"]),
+        "fano_predicted_per_neuron": np.asarray(fano["predicted"], float).tolist(),
+        "fano_observed_per_neuron": np.asarray(fano["observed"], float).tolist(),
     }
 
 
