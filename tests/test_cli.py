@@ -122,6 +122,13 @@ def test_forecast_api_and_command(trained, tmp_path):
     np.testing.assert_array_equal(fc.samples, again.samples)  # seeded
     beyond = forecast(trained, rec, n_samples=2)  # default onset: the end of the recording
     assert np.isnan(beyond.actual).all()
+    from neurohorizon.evaluation.forecast import forecast_summary
+
+    said = forecast_summary(beyond, default_start=True)
+    assert f"{rec.n_units} units, 50 bins of 20 ms from {beyond.onset:.3f} s (the end of the recording" in said
+    assert "2 sampled trajectories" in said and "recorded over" not in said
+    rate = fc.actual.sum() / (50 * 0.02)
+    assert f"recorded over 50 of the 50 bins: {rate:.1f} spikes/s" in forecast_summary(fc)
     for bad, why in ((float("nan"), "not a number"), (0.1, "the earliest onset is"),
                      (rec.domain[1] + 1, "past the recording's end")):
         with pytest.raises(ValueError, match=f"needs 500 ms of context inside the recording .*{why}"):

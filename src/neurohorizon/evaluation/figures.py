@@ -269,8 +269,8 @@ def _population_panel(ax, context, target, mean, samples, ms: float) -> None:
     actual = np.concatenate([_population_count(context), _population_count(target)])
     ax.plot(np.concatenate([t_ctx, t_fut]), actual, color="black", lw=1.2, label="actual")
     if np.isnan(actual[Tc:]).all():  # e.g. a forecast past the end of the recording
-        ax.text(0.99, 0.95, "actual: not recorded after onset", transform=ax.transAxes, ha="right",
-                va="top", fontsize=8, color="0.3")
+        ax.text(0.99, 0.04, "actual: not recorded after onset", transform=ax.transAxes, ha="right",
+                va="bottom", fontsize=8, color="0.3")  # below the legend, which sits at the top
     bands = []
     if samples is not None and len(samples) > 1:
         pop = np.nansum(samples, axis=2)  # (S, T)

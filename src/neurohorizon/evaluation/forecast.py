@@ -103,7 +103,7 @@ def _inside_one_span(spans: np.ndarray, t0: float, t1: float) -> bool:
 
 def forecast_to_files(run_dir: Path, *, data: str | None, start: float | None, n_samples: int,
                       options: dict | None = None, session: str | None = None, unknown_units: str = "error",
-                      device: str = "auto") -> Path:
+                      device: str = "auto", log=print) -> Path:
     """`neurohorizon forecast`: forecast.npz and forecast.png in a new folder of the run. `data`
     None forecasts the run's own data (its source and source options)."""
     from neurohorizon.data.sources import load_data
@@ -129,4 +129,21 @@ def forecast_to_files(run_dir: Path, *, data: str | None, start: float | None, n
                                      samples=fc.samples, bin_size=bin_size, path=out / "forecast.png",
                                      title=f"{fc.session_id}: forecast from {fc.onset:.3f} s")
         fc.save_npz(out / "forecast.npz")
+    log(forecast_summary(fc, default_start=start is None))
     return out
+
+
+def forecast_summary(fc: Forecast, *, default_start: bool = False) -> str:
+    """What was forecast, in a few console lines."""
+    T, N = fc.mean.shape
+    bin_s = float(fc.bin_edges[1] - fc.bin_edges[0])
+    when = " (the end of the recording; --start picks another onset)" if default_start else ""
+    lines = [f"{fc.session_id}: {N} units, {T} bins of {1000 * bin_s:g} ms from {fc.onset:.3f} s{when}, "
+             f"{len(fc.samples)} sampled trajectories",
+             f"predicted population rate {fc.mean.sum(1).mean() / bin_s:.1f} spikes/s "
+             f"(context: {fc.context.sum(1).mean() / bin_s:.1f})"]
+    recorded = np.isfinite(fc.actual).all(1)
+    if recorded.any():
+        lines.append(f"recorded over {recorded.sum()} of the {T} bins: "
+                     f"{np.nansum(fc.actual[recorded]) / (recorded.sum() * bin_s):.1f} spikes/s")
+    return "\n".join(lines)
