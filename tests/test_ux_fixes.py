@@ -150,6 +150,21 @@ def test_some_known_units_suggest_known_only(reach):
     assert match_units([keep_units(reach, np.arange(12) < 5)], vocab, "error")[0].n_units == 5
 
 
+def test_a_subset_of_units_shared_across_sessions_keeps_their_ids():
+    """Runs of one Aplysia preparation share units (`unit_namespace`): a subset of them (as
+    forecast past the recording's end, or known-only, makes) must not prefix the session again."""
+    from neurohorizon.data.recording import Recording
+
+    rec = Recording.from_arrays(session_id="Jun0214da02", spike_times=[0.1, 0.2, 0.3], unit_ids=["1", "2", "1"],
+                                domain=(0.0, 1.0), unit_namespace="Jun0214")
+    assert list(rec.unit_ids) == ["Jun0214/1", "Jun0214/2"]
+    part = keep_units(rec, np.array([True, False]))
+    assert list(part.unit_ids) == ["Jun0214/1"] and part.session_id == "Jun0214da02"
+    vocab = UnitVocab(["Jun0214/1", "Jun0214/2"])
+    assert match_units([rec], UnitVocab(["Jun0214/1"]), "known-only")[0].n_units == 1
+    assert match_units([part], vocab, "error")[0].n_units == 1
+
+
 # -------------------------------------------------------------------- 7. baseline budget
 def test_evaluate_passes_the_baseline_budget_and_says_so(monkeypatch, capsys, tmp_path):
     import json

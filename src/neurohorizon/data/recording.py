@@ -97,7 +97,8 @@ class Recording:
             source: Description used in error messages.
             unit_namespace: Prefix of the global unit ids (default `session_id`). Sessions
                 that record the same neurons (e.g. runs of one preparation) share a namespace
-                so their units get the same global ids.
+                so their units get the same global ids. "" keeps `unit_ids` as given (already
+                global, e.g. a subset of another recording's units).
         """
         spike_times = np.asarray(spike_times, dtype=np.float64).ravel()
         if spike_units is None:
@@ -275,6 +276,8 @@ def _check_spike_times(times: np.ndarray, source: str) -> None:
 
 def _global_unit_id(session_id: str, unit: str) -> str:
     unit = str(unit)
+    if not session_id:  # an empty namespace: the ids are global already
+        return unit
     return unit if unit.startswith(f"{session_id}/") else f"{session_id}/{unit}"
 
 

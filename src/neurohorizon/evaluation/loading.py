@@ -117,6 +117,7 @@ def keep_units(rec: Recording, keep: np.ndarray, *, drop_truth: bool = False) ->
         spike_times=rec.spike_times[spike_keep],
         spike_units=new_index[rec.spike_units[spike_keep]],
         unit_ids=rec.unit_ids[keep],
+        unit_namespace="",  # they are global ids already (a preparation's namespace, not always the session's)
         domain=rec.domain,
         trials=None if trials is None else Trials(trials.start, trials.end, trials.condition, trials.events),
         true_rate=rate,
