@@ -176,6 +176,11 @@ def test_coverage_nominal_for_true_distribution():
         assert cov["neuron"]["pit"][level] == pytest.approx(level, abs=0.02)
         assert cov["population"]["pit"][level] == pytest.approx(level, abs=0.03)
         assert cov["neuron"]["inclusive"][level] >= level
+    # exact for any number of samples: one or three trajectories per window still cover ≈ l
+    for n_samples in (1, 3):
+        few = M.interval_coverage(samples[:n_samples], target)["neuron"]["pit"]
+        for level in M.COVERAGE_LEVELS:
+            assert few[level] == pytest.approx(level, abs=0.02)
     # an over-confident (too narrow) forecaster under-covers
     narrow = np.round(np.broadcast_to(rates, samples.shape))
     assert M.interval_coverage(narrow, target)["neuron"]["pit"][0.9] < 0.8

@@ -238,8 +238,9 @@ def calibration_text(cal: dict) -> str:
     observed = _floats([cal.get("fano_observed")])[0]
     if np.isfinite(observed):
         fano += f", observed {observed:.2f}"
-    return ("Central predictive intervals of the sampled trajectories (randomised PIT, so a calibrated "
-            "forecaster's coverage equals the level): " + "; ".join(parts) + f". {fano}.")
+    n = f"{cal['n_samples']} " if "n_samples" in cal else ""
+    return (f"Central predictive intervals of the {n}sampled trajectories per window (randomised rank PIT, so a "
+            "calibrated forecaster's coverage equals the level): " + "; ".join(parts) + f". {fano}.")
 
 
 def write_evaluation_report(out: Path, metrics: dict, predictions: dict, *, title: str,

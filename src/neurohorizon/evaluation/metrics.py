@@ -293,9 +293,11 @@ def interval_coverage(
     """Coverage of central predictive intervals, per-neuron counts and population count.
 
     Counts are discrete, so two conventions are reported for each level l:
-      - "pit": randomized PIT u = F(y-1) + V (F(y) - F(y-1)), V ~ U(0,1), with F the
-        empirical CDF of the samples; covered when |u - 1/2| <= l/2. For a calibrated
-        forecaster u is uniform, so this coverage is ≈ l (the primary number).
+      - "pit": randomized rank PIT u = (#{s < y} + V (#{s = y} + 1)) / (S + 1), V ~ U(0,1):
+        y's rank among the S samples and itself, ties broken at random; covered when
+        |u - 1/2| <= l/2. For a calibrated forecaster y and its S samples are exchangeable,
+        so u is exactly uniform and the coverage ≈ l for any S (the primary number; the
+        empirical-CDF PIT would cover 0 % at S = 1).
       - "inclusive": y within [q_lo, q_hi] (both ends included), q = empirical quantiles
         at (1-l)/2 and (1+l)/2 of the samples. For discrete counts this is >= l even when
         calibrated (many windows have q_lo = q_hi = 0).
@@ -326,9 +328,8 @@ def _coverage(samples, target, keep, levels, rng, chunk) -> dict:
     for lo in range(0, target.shape[0], chunk):
         s, y, k = samples[:, lo : lo + chunk], target[lo : lo + chunk], keep[lo : lo + chunk]
         y0 = np.where(k, y, 0.0)
-        below = (s < y0).mean(0)
-        at_or_below = (s <= y0).mean(0)
-        u = below + rng.random(y0.shape) * (at_or_below - below)
+        below, equal = (s < y0).sum(0), (s == y0).sum(0)
+        u = (below + rng.random(y0.shape) * (equal + 1)) / (len(s) + 1)
         for lv in levels:
             hits_pit[lv] += int((np.abs(u - 0.5) <= lv / 2)[k].sum())
             q_lo = np.quantile(s, (1 - lv) / 2, axis=0, method="lower")
@@ -498,6 +499,7 @@ def _calibration(samples, target, conditions) -> dict:
         fano = fano_factors(samples, None, conditions)
         fano["observed"] = np.full_like(fano["predicted"], np.nan)
     return {
+        "n_samples": int(samples.shape[0]),
         "coverage": interval_coverage(samples, target),
         "fano_predicted": float(np.nanmean(fano["predicted"])),
         "fano_predicted_within": float(np.nanmean(fano["predicted_within"])),
