@@ -410,7 +410,9 @@ def test_predictability_reads_the_first_fall_below_the_threshold():
     noisy = np.r_[-0.07, 0.02, -0.01, np.full(46, 0.005), 0.5]  # a late spike must not extend the limit
     pred = predictability(noisy, 0.02)
     assert pred["limit_ms"] == 0 and np.isnan(pred["half_life_ms"])
-    assert "at or below 0.01 bits/spike from the first bin on" in predictability_text(pred)
+    said = predictability_text(pred)
+    assert "at or below 0.01 bits/spike from the first bin on" in said
+    assert f"starting at {(-0.07 + 0.02 - 0.01) / 3:.3f} bits/spike; first bin alone: -0.070" in said  # no contradiction
     flat = predictability(np.full(50, 0.1), 0.02)
     assert flat["limit_ms"] == 1000 and "without halving" in predictability_text(flat)
     silent_first = predictability(np.r_[np.nan, np.full(49, 0.1)], 0.02)
