@@ -386,3 +386,14 @@ def test_a_run_stores_its_data_file_as_an_absolute_path(tmp_path, monkeypatch):
                              "data.train_windows_per_epoch=8", "data.source=rec.h5"])
     run = train_run(cfg, runs_dir=tmp_path / "runs", quiet=True)
     assert load_config(run / "config.yaml").data.source == str(tmp_path / "rec.h5")  # forecast works from anywhere
+
+
+def test_bad_recipe_options_get_one_line_errors():
+    from neurohorizon.data.sources import load_data
+
+    with pytest.raises(ValueError, match=r"recipe:adn_peyrache2015: unknown option\(s\) \['x'\]; valid options"):
+        load_data("recipe:adn_peyrache2015", x=1)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['file'\]; valid options: \['root', 'which', 'trial_gap'\]"):
+        load_data("pmd_reach_yu2009", file="ex1_spikecounts.mat")
+    with pytest.raises(ValueError, match="trial_gap must be a number of seconds >= 0, got 'abc'"):
+        load_data("recipe:pmd_reach_yu2009", trial_gap="abc")

@@ -83,6 +83,8 @@ def pmd_reach_yu2009(root=None, *, which: str = "ex2", trial_gap: float = 1.0) -
     choices = {"ex2": ["ex2"], "ex1": ["ex1"], "both": ["ex2", "ex1"]}
     if which not in choices:
         raise ValueError(f"pmd_reach_yu2009: which must be one of {list(choices)}, got {which!r}")
+    if isinstance(trial_gap, bool) or not isinstance(trial_gap, (int, float)) or not trial_gap >= 0:
+        raise ValueError(f"pmd_reach_yu2009: trial_gap must be a number of seconds >= 0, got {trial_gap!r}")
     folder = _dataset_dir(root, "pmd_reach_yu2009")
     gap_ms = round(trial_gap / MS)
     return [
@@ -146,6 +148,8 @@ def aplysia_bruno2017(root=None, *, sessions=None, preps=None) -> list[Recording
     naming the file; exact duplicate (neuron, time) rows are dropped with a warning;
     spikes are sorted by time (the files list them neuron by neuron).
     """
+    # one name given as `-o sessions=Jun0214da01` is a list of one, not of its characters
+    sessions, preps = ([x] if isinstance(x, str) else x for x in (sessions, preps))
     folder = _dataset_dir(root, "aplysia_bruno2017")
     files = sorted(folder.glob("*.mat"))
     if sessions is not None:

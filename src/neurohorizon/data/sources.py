@@ -44,10 +44,11 @@ def load_data(spec: str | Path, **options) -> list[Recording]:
             _check_options(GENERATORS[name], text, options)
         out = generate(name, **options)
         return list(out) if isinstance(out, (list, tuple)) else [out]
-    if text.startswith("recipe:"):
-        return load_recipe(text.split(":", 1)[1], **options)
-    if text in RECIPES:
-        return load_recipe(text, **options)
+    if text.startswith("recipe:") or text in RECIPES:
+        name = text.split(":", 1)[-1]
+        if name in RECIPES:
+            _check_options(RECIPES[name], text, options)
+        return load_recipe(name, **options)
     path = Path(text)
     if path.suffix.lower() in H5_SUFFIXES:
         _no_options(options, text)
