@@ -65,7 +65,7 @@ def test_study_command_runs_and_resumes(tmp_path, capsys):
         assert cfg["sampling"]["kind"] == ("linear" if ss else "constant")
         if ss:  # the schedule ends on the model's own counts, with three passes
             assert cfg["sampling"]["floor"] == 0.0 and cfg["sampling"]["passes"] == 3
-    cells = sorted(p.name for p in (study / "cells").iterdir())
+    cells = sorted(p.name for p in (study / "cells").glob("*.json"))
     assert cells == ["h10-parallel.json", "h10-scheduled_sampling.json", "h10-teacher_forcing.json"]
     results = json.loads((study / "study_results.json").read_text())
     signals = results["signals"]["10"]
@@ -79,6 +79,18 @@ def test_study_command_runs_and_resumes(tmp_path, capsys):
     assert "skipped" in capsys.readouterr().out
     after = {p.name: p.stat().st_mtime_ns for p in (study / "cells").iterdir()}
     assert before == after  # finished cells are not recomputed
+    # stopped after a cell's training but before its evaluation: resuming evaluates, never retrains
+    (study / "cells" / "h10-parallel.json").unlink()
+    runs_before = sorted(p.name for p in (study / "runs").iterdir())
+    assert main(["--runs-dir", str(tmp_path), "study", "synthetic:reach", "--resume", str(study)]) == 0
+    assert "h10-parallel: trained earlier, evaluating" in capsys.readouterr().out
+    assert sorted(p.name for p in (study / "runs").iterdir()) == runs_before
+    assert (study / "cells" / "h10-parallel.json").exists()
+    # a resumed study keeps its settings: other data or a changed setting is refused, not ignored
+    for extra, said in ((["synthetic:lorenz"], "is a study of synthetic:reach, not synthetic:lorenz"),
+                        (["synthetic:reach", "--horizons", "25"], "horizons (saved [10], given [25])")):
+        assert main(["--runs-dir", str(tmp_path), "study", *extra, "--resume", str(study)]) == 2
+        assert said in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -86,6 +98,12 @@ def test_study_command_runs_and_resumes(tmp_path, capsys):
     ({"horizons": (12,), "likelihoods": ("gauss",)}, "unknown likelihood"),
     ({"horizons": (12,), "max_steps": 0}, "--steps-per-cell must be >= 1"),
     ({"horizons": (12,), "overrides": ["data.bin_size_ms=7"]}, "not a whole number"),
+    ({"horizons": (12,), "overrides": ["data.horizon_ms=250"]}, "from --horizons"),
+    ({"horizons": (12,), "preset": "huge"}, "unknown model preset 'huge'"),
+    ({"horizons": (12,), "overrides": ["loss.likelihood=gauss"]}, "unknown loss.likelihood 'gauss'"),
+    ({"horizons": (12,), "overrides": ["data.events=[bogus]"]}, "data.events: 'bogus' is not a trial event"),
+    ({"horizons": (12,), "overrides": ["data.align_event=bogus"]}, "data.align_event: 'bogus' is not a trial event"),
+    ({"horizons": (12,), "overrides": ["sampling.passes=1"]}, "sampling.passes must be an integer >= 2"),
 ])
 def test_bad_study_settings_fail_before_anything_is_trained_or_written(tmp_path, kwargs, match):
     from neurohorizon.evaluation.study import run_study
@@ -94,3 +112,25 @@ def test_bad_study_settings_fail_before_anything_is_trained_or_written(tmp_path,
         run_study("synthetic:reach", runs_dir=tmp_path, options={"n_neurons": 8, "trials_per_condition": 3},
                   log=lambda *a: None, **kwargs)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_study_that_fails_before_any_cell_finishes_leaves_no_folder(tmp_path, monkeypatch):
+    from neurohorizon.evaluation.study import run_study
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("training broke")
+
+    monkeypatch.setattr("neurohorizon.training.run.train_run", broken)
+    with pytest.raises(RuntimeError, match="training broke"):
+        run_study("synthetic:reach", runs_dir=tmp_path, horizons=(12,), max_steps=2,
+                  options={"n_neurons": 8, "trials_per_condition": 3}, log=lambda *a: None)
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_study_help_names_every_likelihood():
+    from neurohorizon.cli import build_parser
+    from neurohorizon.losses import LIKELIHOODS
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["study"]
+    text = sub.format_help()
+    assert all(name in text for name in LIKELIHOODS) and "default 12 25 50" in text

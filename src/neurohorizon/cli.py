@@ -233,13 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("study", parents=[runs], help="the horizon study: teacher forcing vs scheduled sampling vs parallel")
     p.add_argument("data", help=DATA_HELP)
-    p.add_argument("--horizons", type=int, nargs="+", default=[12, 25, 50], help="horizons in bins")
-    p.add_argument("--likelihoods", nargs="*", default=[], help="extra loss families to compare")
-    p.add_argument("--minutes-per-cell", type=float, default=3.0, help="training budget per cell")
+    p.add_argument("--horizons", type=int, nargs="+", default=[12, 25, 50],
+                   help="horizons in bins (default 12 25 50: 240, 500, 1000 ms at 20 ms bins)")
+    p.add_argument("--likelihoods", nargs="*", default=[],
+                   help="extra loss families to compare, trained with teacher forcing "
+                        "(any of poisson, negbin, zip, categorical; the same names as loss.likelihood)")
+    p.add_argument("--minutes-per-cell", type=float, default=3.0, help="training time cap per cell (default 3)")
     p.add_argument("--steps-per-cell", type=int, default=600, help="training steps per cell (default 600)")
     p.add_argument("--preset", default="tiny", help="model preset (default tiny)")
     p.add_argument("--option", "-o", action="append", help="source option key=value")
-    p.add_argument("--resume", help="study folder to resume (finished cells are skipped)")
+    p.add_argument("--resume", help="study folder to resume with its saved settings (finished cells are "
+                   "skipped, trained ones only evaluated)")
     p.add_argument("overrides", nargs="*", help="config overrides for every cell, right after DATA, "
                    "e.g. data.events=[target_on,go_cue] model.overrides.dropout=0.2")
     p.set_defaults(func=cmd_study)

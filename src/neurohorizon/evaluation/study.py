@@ -6,13 +6,15 @@ For each horizon (12, 25, 50 bins = 240, 500, 1000 ms) it trains and evaluates
   - the parallel (non-autoregressive) decoder,
   - optionally other likelihood families (teacher forcing),
 then reports the decision signals and a verdict on scheduled sampling per horizon.
-Each finished cell is stored as cells/<name>.json, so a resumed study skips it.
+Each finished cell is stored as cells/<name>.json, so a resumed study skips it (and a cell
+that finished training, cells/<name>.trained, is only evaluated).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +69,63 @@ def check_study_args(horizons, likelihoods, max_steps: int, minutes_per_cell: fl
                          f"and {minutes_per_cell}")
 
 
+STUDY_DEFAULTS = {"horizons": [12, 25, 50], "options": {}, "preset": "tiny", "minutes_per_cell": 3.0,
+                  "likelihoods": [], "max_steps": 600, "overrides": []}
+
+
+def resumed_settings(study_dir: Path, given: dict) -> dict:
+    """The settings saved in study.json; a different DATA or a changed setting is refused rather
+    than silently ignored (a resumed study keeps the settings its finished cells were made with)."""
+    if not (study_dir / "study.json").is_file():
+        raise FileNotFoundError(f"{study_dir} is not a study folder (no study.json): give the folder that "
+                                f"`neurohorizon study` created")
+    saved = {**STUDY_DEFAULTS, **json.loads((study_dir / "study.json").read_text())}
+    if given["data"] != saved["data"]:
+        raise ValueError(f"{study_dir} is a study of {saved['data']}, not {given['data']}")
+    changed = [k for k, v in given.items() if k != "data" and v != STUDY_DEFAULTS[k] and v != saved[k]]
+    if changed:
+        raise ValueError(f"study --resume keeps the settings of {study_dir / 'study.json'}; these differ: "
+                         + ", ".join(f"{k} (saved {saved[k]!r}, given {given[k]!r})" for k in changed))
+    return saved
+
+
+def base_config(settings: dict, recordings) -> RunConfig:
+    """The config every cell starts from: the study's settings plus its overrides."""
+    steps = settings["max_steps"]
+    base = load_config(None, [f"data.source={settings['data']}", f"model.preset={settings['preset']}",
+                              f"train.max_minutes={settings['minutes_per_cell']}", f"train.max_steps={steps}",
+                              f"train.eval_every={max(1, steps // 3)}"])
+    base.data.options = settings["options"]
+    if recordings[0].trials is not None and recordings[0].trials.events:
+        base.data.align_event = "go_cue" if "go_cue" in recordings[0].trials.events else None
+    for item in settings["overrides"]:
+        if item.split("=", 1)[0].strip() == "data.horizon_ms":
+            raise ValueError("study: each cell's horizon comes from --horizons (in bins), not data.horizon_ms")
+        apply_override(base, item)
+    return base
+
+
+def check_cell(cfg: RunConfig, recordings) -> None:
+    """What would stop a cell's training, checked before the study folder is made."""
+    from neurohorizon.data.dataset import resolve_events
+    from neurohorizon.losses import LIKELIHOODS
+    from neurohorizon.model.presets import PRESETS
+    from neurohorizon.training.trainer import check_train_config, schedule_from
+
+    window_spec(cfg.data)
+    check_train_config(cfg.train)
+    schedule_from(cfg.sampling)
+    if cfg.model.preset not in PRESETS:
+        raise ValueError(f"unknown model preset {cfg.model.preset!r}; choose from {sorted(PRESETS)}")
+    if cfg.loss.likelihood not in LIKELIHOODS:
+        raise ValueError(f"unknown loss.likelihood {cfg.loss.likelihood!r}; valid names: {', '.join(LIKELIHOODS)}")
+    resolve_events(cfg.data.events, recordings)
+    events = set() if recordings[0].trials is None else set(recordings[0].trials.events)
+    for key, name in [("data.align_event", cfg.data.align_event), *(("data.events", e) for e in cfg.data.events)]:
+        if name and name.split("@")[0] not in events:
+            raise ValueError(f"{key}: {name!r} is not a trial event of {cfg.data.source} (events: {sorted(events)})")
+
+
 def run_cell(name: str, cfg: RunConfig, study_dir: Path, recordings, log=print) -> dict:
     """Train + evaluate one cell unless its result already exists."""
     from neurohorizon.evaluation.evaluate import evaluate_run
@@ -76,8 +135,15 @@ def run_cell(name: str, cfg: RunConfig, study_dir: Path, recordings, log=print) 
     if result_path.exists():
         log(f"  {name}: done earlier, skipped")
         return json.loads(result_path.read_text())
-    log(f"  {name}: training")
-    run_dir = train_run(cfg, runs_dir=study_dir / "runs", recordings=recordings, quiet=True)
+    trained = study_dir / "cells" / f"{name}.trained"  # training done, evaluation not (yet)
+    if trained.exists() and Path(trained.read_text()).is_dir():
+        run_dir = Path(trained.read_text())
+        log(f"  {name}: trained earlier, evaluating")
+    else:
+        log(f"  {name}: training")
+        run_dir = train_run(cfg, runs_dir=study_dir / "runs", recordings=recordings, quiet=True)
+        trained.parent.mkdir(exist_ok=True)
+        write_text_atomic(trained, str(run_dir))
     horizon = int(round(cfg.data.horizon_ms / cfg.data.bin_size_ms))
     # the cell's own horizon is scored even when it is none of the standard 12 / 25 / 50 bins
     out = evaluate_run(run_dir, baselines=False, n_samples=5, horizons=sorted({*STANDARD_HORIZONS, horizon}),
@@ -172,37 +238,32 @@ def run_study(data: str, *, runs_dir="runs", horizons=(12, 25, 50), resume: str 
     from neurohorizon.data.sources import load_data
     from neurohorizon.evaluation.study_report import write_study_report
 
+    settings = {"data": data, "horizons": list(horizons), "options": options or {}, "preset": preset,
+                "minutes_per_cell": minutes_per_cell, "likelihoods": list(likelihoods), "max_steps": max_steps,
+                "overrides": list(overrides)}
     if resume:
         study_dir = Path(resume)
-        if not (study_dir / "study.json").is_file():
-            raise FileNotFoundError(f"{study_dir} is not a study folder (no study.json): give the folder that "
-                                    f"`neurohorizon study` created")
-        spec = json.loads((study_dir / "study.json").read_text())
-        data, horizons, options = spec["data"], spec["horizons"], spec["options"]
-        minutes_per_cell, preset, likelihoods = spec["minutes_per_cell"], spec["preset"], spec["likelihoods"]
-        max_steps, overrides = spec.get("max_steps", max_steps), spec.get("overrides", [])
-    check_study_args(horizons, likelihoods, max_steps, minutes_per_cell)
-    recordings = load_data(data, **(options or {}))
-    base = load_config(None, [f"data.source={data}", f"model.preset={preset}",
-                              f"train.max_minutes={minutes_per_cell}", f"train.max_steps={max_steps}",
-                              f"train.eval_every={max(1, max_steps // 3)}"])
-    base.data.options = options or {}
-    if recordings[0].trials is not None and recordings[0].trials.events:
-        base.data.align_event = "go_cue" if "go_cue" in recordings[0].trials.events else None
-    for item in overrides:
-        apply_override(base, item)
-    configs = cell_configs(base, horizons, likelihoods)
-    for cfg in configs.values():  # every cell's windows are valid before the first one trains
-        window_spec(cfg.data)
+        settings = resumed_settings(study_dir, settings)
+    check_study_args(settings["horizons"], settings["likelihoods"], settings["max_steps"], settings["minutes_per_cell"])
+    recordings = load_data(settings["data"], **settings["options"])
+    configs = cell_configs(base_config(settings, recordings), settings["horizons"], settings["likelihoods"])
+    for cfg in configs.values():  # every cell's settings work before the first one trains
+        check_cell(cfg, recordings)
     if not resume:
         study_dir = new_run_dir(runs_dir, f"study-{data.replace(':', '-').replace('/', '_')}")
-        write_text_atomic(study_dir / "study.json", json.dumps({
-            "data": data, "horizons": list(horizons), "options": options or {}, "preset": preset,
-            "minutes_per_cell": minutes_per_cell, "likelihoods": list(likelihoods), "max_steps": max_steps,
-            "overrides": list(overrides)}))
+        write_text_atomic(study_dir / "study.json", json.dumps(settings))
     cells = {}
-    for name, cfg in configs.items():
-        cells[name] = run_cell(name, cfg, study_dir, recordings, log=log)
+    try:
+        for name, cfg in configs.items():
+            cells[name] = run_cell(name, cfg, study_dir, recordings, log=log)
+    except KeyboardInterrupt:  # a cell's own resume hint would not continue the study
+        raise KeyboardInterrupt(f"stopped; the finished cells (and a trained cell's model) are kept: continue "
+                                f"with `neurohorizon study {settings['data']} --resume {study_dir}`") from None
+    except Exception:
+        if not resume and not any((study_dir / "cells").glob("*.json")):
+            shutil.rmtree(study_dir, ignore_errors=True)  # nothing finished: leave no half-made study behind
+        raise
+    horizons, data = settings["horizons"], settings["data"]
     signals = decision_signals(cells, horizons)
     write_text_atomic(study_dir / "study_results.json", json.dumps({"cells": cells, "signals": signals},
                                                              indent=1, default=float))
