@@ -49,6 +49,17 @@ def test_factors_recover_the_loading_and_beat_the_psth():
     assert abs(np.corrcoef(learned, loading)[0, 1]) > 0.9
 
 
+def test_a_spent_time_budget_keeps_the_candidates_fitted_so_far():
+    train, _, _ = batch_of(100, 0)
+    valid, _, _ = batch_of(50, 1)
+    spent = PSTHFactors(ks=(0, 1, 2), time_budget_s=0.0).fit(train, valid)
+    assert spent.chosen()["factors_tried"] == [0] and spent.k == 0  # the PSTH alone, at once
+    ample = PSTHFactors(ks=(0, 1), iters=20, time_budget_s=600.0).fit(train, valid)
+    assert ample.chosen()["factors_tried"] == [0, 1]
+    unbounded = PSTHFactors(ks=(0, 1), iters=20).fit(train, valid)
+    torch.testing.assert_close(ample.loadings, unbounded.loadings)  # a budget not reached changes nothing
+
+
 def test_zero_factors_is_the_psth():
     train, _, _ = batch_of(200, 0, loading_sd=0.0)
     test, _, _ = batch_of(50, 3, loading_sd=0.0)

@@ -121,7 +121,7 @@ def test_categorical_runs_report_the_counts_their_k_truncates(tmp_path, reach, c
                      capsys.readouterr().out)
     out = evaluate_run(run, baselines=False, n_samples=2, log=lambda *a: None)
     report = json.loads((out / "metrics.json").read_text())["count_truncation"]
-    _, test, _ = _eval_data(load_run(run), None, "error")
+    _, test, _ = _eval_data(load_run(run), None, "error", {})
     targets = np.concatenate([test[i]["target_counts"].ravel() for i in range(len(test))])
     assert report == {"max_count": 1, "n_truncated": int((targets > 1).sum()), "n_total": targets.size,
                       "fraction": pytest.approx((targets > 1).mean())}
@@ -366,7 +366,7 @@ def test_rate_prior_run_saves_its_prior_and_forecasts_with_it(tmp_path, reach, p
     assert np.isfinite(forecast(loaded, reach, start=go, n_samples=2).mean).all()
     with monkeypatch.context() as patch:  # evaluation scores with the saved prior, never a refit
         patch.setattr(prepare, "fit_prior", lambda *a, **k: pytest.fail("evaluation refitted the prior"))
-        prepared, test, _ = _eval_data(loaded, None, "error")
+        prepared, test, _ = _eval_data(loaded, None, "error", {})
     assert prepared.prior is loaded.prior and test.prior is loaded.prior
     assert prepared.train.prior is None and "prior_counts" not in prepared.valid[0]  # baselines use none
     metrics = json.loads((evaluate_run(run, baselines=False, n_samples=2, horizons=(4,), log=lambda *a: None)

@@ -397,3 +397,8 @@ def test_bad_recipe_options_get_one_line_errors():
         load_data("pmd_reach_yu2009", file="ex1_spikecounts.mat")
     with pytest.raises(ValueError, match="trial_gap must be a number of seconds >= 0, got 'abc'"):
         load_data("recipe:pmd_reach_yu2009", trial_gap="abc")
+
+
+def test_evaluate_option_needs_data(capsys):
+    assert main(["evaluate", "no-such-run", "-o", "n_neurons=12"]) == 2
+    assert "--option sets options of --data" in capsys.readouterr().err

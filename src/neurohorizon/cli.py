@@ -109,7 +109,9 @@ def cmd_evaluate(args) -> None:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     if not args.baseline_seconds > 0:
         raise ValueError(f"--baseline-seconds must be > 0, got {args.baseline_seconds:g}")
-    out = evaluate_run(Path(args.run), data=args.data, unknown_units=args.unknown_units,
+    if args.option and not args.data:
+        raise ValueError("--option sets options of --data; without --data the run's own test split is evaluated")
+    out = evaluate_run(Path(args.run), data=args.data, data_options=_options(args.option), unknown_units=args.unknown_units,
                        n_samples=args.samples, baselines=not args.no_baselines, device=args.device,
                        baseline_budget_s=args.baseline_seconds)
     print(results_table(json.loads((out / "metrics.json").read_text())))
@@ -203,13 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="metrics, baselines and figures for a trained run")
     p.add_argument("run", help="run folder created by `train`")
-    p.add_argument("--data", help="evaluate on other data (default: the run's own test split)")
+    p.add_argument("--data", help="evaluate on other data (default: the run's own test split): the test split "
+                   "of the run's own sessions in it, every window of new sessions. " + DATA_HELP)
+    p.add_argument("--option", "-o", action="append", help="source option key=value for --data")
     p.add_argument("--unknown-units", choices=["known-only", "error"], default="error", help=UNKNOWN_UNITS_HELP)
     p.add_argument("--samples", type=int, default=20, help="sampled trajectories for calibration (default 20)")
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     p.add_argument("--baseline-seconds", type=float, default=BASELINE_SECONDS,
-                   help="training-time budget in seconds of each trained baseline (the GLMs, GRU and NDT); "
-                        "they train one after another, so they take about 4x this plus setup "
+                   help="time budget in seconds of each fitted baseline (the GLMs, GRU, NDT and psth_factors); "
+                        "they fit one after another, so they take about 5x this plus setup "
                         f"(default {BASELINE_SECONDS:g})")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_evaluate)

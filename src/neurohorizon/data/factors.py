@@ -15,6 +15,7 @@ prior * E[exp(L d z)]: the prior moved by what the context says about this trial
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,11 +64,12 @@ def factor_forecast_gain(slopes, z, cov):
 
 
 def fit_factor_model(data: list, k: int, n_vocab: int, n_rows: int, *, iters: int = 400,
-                     ridge: float = 1.0, seed: int = 0):
+                     ridge: float = 1.0, seed: int = 0, deadline: float | None = None):
     """Joint MAP loadings L (V, k) and profile d (R, k), float32, by full-batch Adam.
 
     data: [(y (B, R, N) counts, log_prior (B, R, N), units (B, N) vocabulary indices, mask (B, R, N)
     1 where observed)], each row b one trial (or window) with its own z. `ridge` pulls d towards 1.
+    `deadline` (time.monotonic()): stop the Adam steps there, for a time-budgeted baseline.
     Units never observed keep loadings 0 (no information about them)."""
     g = torch.Generator().manual_seed(seed)
     seen = torch.zeros(n_vocab)
@@ -79,6 +81,8 @@ def fit_factor_model(data: list, k: int, n_vocab: int, n_rows: int, *, iters: in
     n = sum(len(z) for z in Z)
     opt = torch.optim.Adam([L, d, *Z], lr=0.03)
     for _ in progress(range(iters), f"fitting {k} latent factor{'s' * (k != 1)}"):
+        if deadline is not None and time.monotonic() > deadline:
+            break
         L.grad, d.grad = torch.zeros_like(L), 2 * ridge * (d - 1)
         for (y, lp, u, m), z in zip(data, Z):
             loads = L[u]

@@ -61,6 +61,7 @@ def baseline_options(name: str, time_budget_s: float) -> dict:
         "glm_direct": {**glm, "max_windows": 1500},
         "gru_seq2seq": {"max_steps": 2000, "time_budget_s": time_budget_s},
         "ndt_forward": {"max_steps": 2000, "time_budget_s": time_budget_s},
+        "psth_factors": {"time_budget_s": time_budget_s},
     }.get(name, {})
 
 
@@ -181,14 +182,15 @@ def _pool(sessions: dict, path: tuple):
     return np.where(total > 0, weighted.sum(0) / np.where(total > 0, total, 1.0), np.nan).tolist()
 
 
-def evaluate_run(run_dir: Path, *, data: str | None = None, unknown_units: str = "error",
+def evaluate_run(run_dir: Path, *, data: str | None = None, data_options: dict | None = None,
+                 unknown_units: str = "error",
                  n_samples: int = 20, baselines: bool | list = True, horizons=STANDARD_HORIZONS,
                  baseline_budget_s: float = 120.0, out_dir: Path | None = None, device: str = "auto",
                  log=print) -> Path:
     """Evaluate a run on its test split (or on `data`); returns the evaluation folder."""
     torch.set_flush_denormal(True)
     run = load_run(run_dir, device=device)
-    prepared, test, split = _eval_data(run, data, unknown_units)
+    prepared, test, split = _eval_data(run, data, unknown_units, data_options or {})
     out = new_run_dir(run.run_dir / "evaluations", "eval") if out_dir is None else Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with removed_on_failure(out, remove=out_dir is None):
@@ -254,7 +256,7 @@ def count_truncation(likelihood, groups: dict) -> dict | None:
     return likelihood.truncation_report(torch.as_tensor(np.concatenate([g["target"].ravel() for g in groups.values()])))
 
 
-def _eval_data(run: LoadedRun, data: str | None, unknown_units: str):
+def _eval_data(run: LoadedRun, data: str | None, unknown_units: str, options: dict):
     """The run's prepared data (for baselines and nulls), the dataset to evaluate on, and what
     it holds: the run's test split, or for `data`, the test split of the sessions the run was
     trained on (their other windows were trained on) and every window of new sessions."""
@@ -267,7 +269,7 @@ def _eval_data(run: LoadedRun, data: str | None, unknown_units: str):
     from neurohorizon.data.dataset import ForecastDataset
     from neurohorizon.data.sources import load_data
 
-    recordings = match_units(load_data(data), run.vocab, unknown_units)
+    recordings = match_units(load_data(data, **options), run.vocab, unknown_units)
     windows, seen = [], []
     for i, rec in enumerate(recordings):
         own = run.splits.sessions.index(rec.session_id) if rec.session_id in run.splits.sessions else None

@@ -17,6 +17,8 @@ inference are data/factors.py's, which `data.rate_prior=psth_factors` gives the 
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from neurohorizon.data.factors import (
@@ -52,16 +54,21 @@ class PSTHFactors(Baseline):
         iters: Adam steps of the joint fit (the target-profile refit takes half as many).
         profile_ridge: weight of the penalty pulling the time profile d towards 1.
         seed: seed of the loadings' initialisation.
+        time_budget_s: wall-clock cap on the factor fits: candidates are fitted in the order of
+            `ks` until it is spent (the PSTH alone, K = 0, is always available), and a fit
+            running past it stops its Adam steps there.
     """
 
     name = "psth_factors"
 
     def __init__(self, *, ks=(0, 1, 2, 4, 8), k: int | None = None, iters: int = 400,
-                 profile_ridge: float = 1.0, seed: int = 0):
+                 profile_ridge: float = 1.0, seed: int = 0, time_budget_s: float | None = None):
         self.ks = (int(k),) if k is not None else tuple(int(x) for x in ks)
         if not self.ks or min(self.ks) < 0:
             raise ValueError(f"psth_factors: numbers of factors must be >= 0, got {self.ks}")
         self.iters, self.profile_ridge, self.seed = int(iters), float(profile_ridge), int(seed)
+        self.time_budget_s, self._deadline = time_budget_s, None
+        self.tried: list[int] = []
         self.psth = PSTH()
         self.k = 0
         self.loadings = torch.zeros(0, 0, dtype=torch.float64)  # (V, K)
@@ -78,7 +85,13 @@ class PSTHFactors(Baseline):
         self.psth = PSTH(**settings).fit(train)
         V, T = len(self.psth.mean_rate.bins), train[0]["target_counts"].shape[1]
         data = [self._arrays(b) for b in train]
-        fits = {k: self._fit_factors(data, k, V, T) for k in (self.ks if valid else self.ks[:1])}
+        self._deadline = None if self.time_budget_s is None else time.monotonic() + self.time_budget_s
+        fits = {}
+        for k in self.ks if valid else self.ks[:1]:
+            if fits and k > 0 and self._deadline is not None and time.monotonic() > self._deadline:
+                break  # budget spent: choose among the candidates fitted so far
+            fits[k] = self._fit_factors(data, k, V, T)
+        self.tried = list(fits)
         if len(fits) == 1:
             self.k = self.ks[0]
         else:
@@ -88,14 +101,15 @@ class PSTHFactors(Baseline):
 
     def chosen(self) -> dict:
         """The number of factors in use, and the PSTH's own smoothing, shrinkage and rank."""
-        return {"factors": self.k, **self.psth.chosen()}
+        return {"factors": self.k, "factors_tried": self.tried, **self.psth.chosen()}
 
     # ---- fitting ---------------------------------------------------------------------------
     def _fit_factors(self, data: list, k: int, V: int, T: int):
         """Loadings (V, k) and time profile (T, k) from the training arrays `data` (`_arrays`)."""
         if k == 0:
             return torch.zeros(V, 0, dtype=torch.float64), torch.zeros(T, 0, dtype=torch.float64)
-        L, d = fit_factor_model(data, k, V, T, iters=self.iters, ridge=self.profile_ridge, seed=self.seed)
+        L, d = fit_factor_model(data, k, V, T, iters=self.iters, ridge=self.profile_ridge, seed=self.seed,
+                                deadline=self._deadline)
         return L.double(), self._refit_target_profile(data, L, d).double()
 
     def _refit_target_profile(self, data, L, d):
@@ -106,6 +120,8 @@ class PSTHFactors(Baseline):
         opt = torch.optim.Adam([target], lr=0.03)
         n = sum(len(z) for z in zs)
         for _ in range(self.iters // 2):
+            if self._deadline is not None and time.monotonic() > self._deadline:
+                break
             target.grad = 2 * self.profile_ridge * (target - d[Tc:])
             for (y, lp, u, m), z in zip(data, zs):
                 loads = L[u]
