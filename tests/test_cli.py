@@ -120,6 +120,8 @@ def test_forecast_api_and_command(trained, tmp_path):
     assert fc.bin_edges[0] == pytest.approx(start) and np.allclose(np.diff(fc.bin_edges), 0.02)
     again = forecast(trained, rec, start=start, n_samples=3)
     np.testing.assert_array_equal(fc.samples, again.samples)  # seeded
+    off_grid = forecast(trained, rec, start=start + 0.013, n_samples=2)  # off the 5 ms grid of the true rates
+    assert off_grid.bin_edges[0] == pytest.approx(start + 0.013) and np.isfinite(off_grid.actual).all()
     beyond = forecast(trained, rec, n_samples=2)  # default onset: the end of the recording
     assert np.isnan(beyond.actual).all()
     from neurohorizon.evaluation.forecast import forecast_summary

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from neurohorizon.data.binning import DEFAULT_BIN_SIZE, STANDARD_HORIZONS, horizon_label
 from neurohorizon.evaluation.metrics import smooth_gaussian
@@ -163,6 +164,7 @@ def _raster_panel(fig, ax, data, extent, vmax, label, cbar_label, cmap="Greys"):
         vmax=vmax,
     )
     ax.axvline(0, **ONSET_STYLE)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # units are whole rows, not 2.5
     ax.set_ylabel("unit (sorted)")
     ax.set_title(label, loc="left", fontsize=10)
     fig.colorbar(im, ax=ax, pad=0.01, fraction=0.03).set_label(cbar_label, fontsize=8)

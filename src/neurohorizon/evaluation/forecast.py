@@ -65,8 +65,9 @@ def forecast(run: str | Path | LoadedRun, recording: Recording, *, start: float 
         raise ValueError(f"{recording.source}: the {spec.context_s * 1000:g} ms context before {start:.3f} s "
                          f"crosses unrecorded time (the recording is {len(spans)} separate intervals, e.g. trials); "
                          "choose an onset whose context lies inside one of them")
-    beyond = start + spec.horizon_s > d1 + 1e-9
-    source = keep_units(recording, np.ones(recording.n_units, bool), drop_truth=True) if beyond else recording
+    # a forecast needs no true rates; without them it may run past their end, or start off their grid
+    source = keep_units(recording, np.ones(recording.n_units, bool), drop_truth=True) \
+        if recording.has_true_rate else recording
     item = ForecastDataset([source], windows=[Window(0, start)], spec=spec, vocab=run.vocab, events=run.cfg.data.events,
                             prior=run.prior)[0]
     batch = {k: v.to(run.device) if torch.is_tensor(v) else v for k, v in collate([item]).items()}
