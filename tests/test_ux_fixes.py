@@ -402,3 +402,17 @@ def test_bad_recipe_options_get_one_line_errors():
 def test_evaluate_option_needs_data(capsys):
     assert main(["evaluate", "no-such-run", "-o", "n_neurons=12"]) == 2
     assert "--option sets options of --data" in capsys.readouterr().err
+
+
+def test_inspect_refuses_a_bin_longer_than_its_statistics_describe(capsys):
+    assert main(["inspect", "synthetic:reach", "--bin-size-ms", "200000"]) == 2
+    assert "--bin-size-ms must be in (0, 1000]" in capsys.readouterr().err
+
+
+def test_a_bin_longer_than_every_trial_is_named_before_any_statistic():
+    from neurohorizon.data.stats import recording_stats
+
+    rec = generate("reach", n_neurons=8, trials_per_condition=2, seed=1)
+    longest = float(np.max(rec.trials.end - rec.trials.start))
+    with pytest.raises(ValueError, match=f"bin is longer than its longest trial \\({longest * 1000:.0f} ms\\)"):
+        recording_stats([rec], bin_size=longest + 1.0)

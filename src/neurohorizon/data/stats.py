@@ -271,6 +271,19 @@ def describe_trials(stats: dict, max_labels: int = 8) -> list[str]:
     return lines
 
 
+def _check_bin_fits(rec, bin_size: float) -> None:
+    """A bin longer than every trial (or than the recording) leaves nothing to count: say so first."""
+    if not bin_size > 0:
+        raise ValueError(f"{rec.source}: bin size must be > 0 s, got {bin_size!r}")
+    t = rec.trials
+    longest = float(np.max(np.asarray(t.end) - np.asarray(t.start))) if t is not None and len(t.start) else \
+        float(rec.domain[1] - rec.domain[0])
+    if bin_size > longest:
+        what = "longest trial" if t is not None and len(t.start) else "recording"
+        raise ValueError(f"{rec.source}: a {bin_size * 1000:g} ms bin is longer than its {what} "
+                         f"({longest * 1000:.0f} ms); choose a shorter --bin-size-ms")
+
+
 def recording_stats(
     recordings,
     bin_size: float = 0.02,
@@ -286,6 +299,8 @@ def recording_stats(
         fano_window: counting window (s) of the continuous Fano factor.
         smooth_s: Gaussian sigma (s) of the continuous leave-one-out rate estimate.
     """
+    for r in recordings:
+        _check_bin_fits(r, bin_size)
     sessions = [_session_stats(r, bin_size, trial_event, fano_window, smooth_s) for r in recordings]
     keys = sessions[0]["per_neuron"].keys()
     per = {k: [v for s in sessions for v in s["per_neuron"][k]] for k in keys}
