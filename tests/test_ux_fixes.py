@@ -286,7 +286,7 @@ def test_inspect_lists_events_conditions_and_trial_lengths(tmp_path, reach, caps
 
 
 @pytest.mark.parametrize("args, match", [
-    (["inspect", "synthetic:reach", "--bin-size-ms", "0"], "--bin-size-ms must be positive"),
+    (["inspect", "synthetic:reach", "--bin-size-ms", "0"], r"--bin-size-ms must be in \(0, 1000\]"),
     (["evaluate", "nowhere", "--samples", "0"], "--samples must be >= 1"),
     (["evaluate", "nowhere", "--baseline-seconds", "-1"], "--baseline-seconds must be > 0, got -1"),
     (["study", "synthetic:reach", "--resume", "nowhere"], "nowhere is not a study folder"),
