@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from neurohorizon.runs import new_file_mode
+from neurohorizon.runs import fsync_folder, new_file_mode
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "config", "vocab", "step")
@@ -38,6 +38,7 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
             os.fsync(handle.fileno())
         os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
+        fsync_folder(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
