@@ -100,60 +100,20 @@ class Recording:
                 so their units get the same global ids. "" keeps `unit_ids` as given (already
                 global, e.g. a subset of another recording's units).
         """
-        spike_times = np.asarray(spike_times, dtype=np.float64).ravel()
-        if spike_units is None:
-            labels = np.asarray(unit_ids).astype(str).ravel()
-            if len(labels) != len(spike_times):
-                _fail(source, f"{len(labels)} unit labels for {len(spike_times)} spikes")
-            unit_ids, spike_units = np.unique(labels, return_inverse=True)
-        unit_ids = np.asarray(unit_ids).astype(str).ravel()
-        spike_units = np.asarray(spike_units).ravel()
-        if len(spike_units) != len(spike_times):
-            _fail(source, f"{len(spike_units)} unit indices for {len(spike_times)} spikes")
-        _check_spike_times(spike_times, source)
-        if len(spike_units) and (spike_units.min() < 0 or spike_units.max() >= len(unit_ids)):
-            _fail(source, "spike unit index out of range of unit_ids")
+        spike_times, unit_ids, spike_units = _spike_arrays(spike_times, unit_ids, spike_units, source)
         namespace = session_id if unit_namespace is None else unit_namespace
         global_ids = np.array([_global_unit_id(namespace, u) for u in unit_ids])
         trials_interval = None if trials is None else _trials_interval(trials, source)
-        if domain is None:
-            lo = [spike_times[:1], trials.start if trials else []]
-            hi = [spike_times[-1:], trials.end if trials else []]
-            lo, hi = np.concatenate(lo), np.concatenate(hi)
-            if len(lo) == 0:
-                _fail(source, "no spikes and no trials: cannot infer the time domain")
-            domain = (float(lo.min()), float(np.nextafter(hi.max(), np.inf)))
-        if not isinstance(domain, Interval):
-            domain = Interval(np.array([float(domain[0])]), np.array([float(domain[1])]))
+        domain = _domain(domain, spike_times, trials, source)
         fields = dict(
             session=_session(session_id),
             domain=domain,
-            spikes=IrregularTimeSeries(
-                timestamps=spike_times,
-                unit_index=spike_units.astype(np.int64),
-                domain=domain,
-            ),
+            spikes=IrregularTimeSeries(timestamps=spike_times, unit_index=spike_units.astype(np.int64), domain=domain),
             units=ArrayDict(id=global_ids),
         )
         if trials_interval is not None:
             fields["trials"] = trials_interval
-        for name, (ts, values) in (behavior or {}).items():
-            values = np.asarray(values, dtype=np.float32)
-            if len(values) != len(ts):
-                _fail(source, f"behaviour {name!r}: {len(ts)} timestamps for {len(values)} values")
-            fields[name] = IrregularTimeSeries(
-                timestamps=np.asarray(ts, dtype=np.float64),
-                values=values.reshape(len(values), -1),
-                domain="auto",
-            )
-        if true_rate is not None:
-            rates, rate_hz, t0 = true_rate
-            fields["true_rate"] = RegularTimeSeries(
-                rates=np.asarray(rates, dtype=np.float32),
-                sampling_rate=float(rate_hz),
-                domain_start=float(t0),
-                domain="auto",
-            )
+        fields.update(_series_fields(behavior, true_rate, source))
         return cls(Data(**fields), source=source)
 
     # ------------------------------------------------------------- file i/o
@@ -272,6 +232,54 @@ def _check_spike_times(times: np.ndarray, source: str) -> None:
         _fail(source, f"negative spike time {times.min():.6f} s")
     if len(times) > 1 and (np.diff(times) < 0).any():
         _fail(source, "spike times are not sorted ascending")
+
+
+def _spike_arrays(spike_times, unit_ids, spike_units, source: str):
+    """Checked (S,) float64 times, (N,) str unit labels and (S,) unit indices; `unit_ids` may
+    instead hold one label per spike (`spike_units` None)."""
+    spike_times = np.asarray(spike_times, dtype=np.float64).ravel()
+    if spike_units is None:
+        labels = np.asarray(unit_ids).astype(str).ravel()
+        if len(labels) != len(spike_times):
+            _fail(source, f"{len(labels)} unit labels for {len(spike_times)} spikes")
+        unit_ids, spike_units = np.unique(labels, return_inverse=True)
+    unit_ids = np.asarray(unit_ids).astype(str).ravel()
+    spike_units = np.asarray(spike_units).ravel()
+    if len(spike_units) != len(spike_times):
+        _fail(source, f"{len(spike_units)} unit indices for {len(spike_times)} spikes")
+    _check_spike_times(spike_times, source)
+    if len(spike_units) and (spike_units.min() < 0 or spike_units.max() >= len(unit_ids)):
+        _fail(source, "spike unit index out of range of unit_ids")
+    return spike_times, unit_ids, spike_units
+
+
+def _domain(domain, spike_times, trials, source: str) -> Interval:
+    """The given domain as an Interval, or the span of the spikes and trials."""
+    if domain is None:
+        lo = np.concatenate([spike_times[:1], trials.start if trials else []])
+        hi = np.concatenate([spike_times[-1:], trials.end if trials else []])
+        if len(lo) == 0:
+            _fail(source, "no spikes and no trials: cannot infer the time domain")
+        domain = (float(lo.min()), float(np.nextafter(hi.max(), np.inf)))
+    if not isinstance(domain, Interval):
+        domain = Interval(np.array([float(domain[0])]), np.array([float(domain[1])]))
+    return domain
+
+
+def _series_fields(behavior, true_rate, source: str) -> dict:
+    """Behavioural series and the synthetic true rates, as temporaldata fields."""
+    fields = {}
+    for name, (ts, values) in (behavior or {}).items():
+        values = np.asarray(values, dtype=np.float32)
+        if len(values) != len(ts):
+            _fail(source, f"behaviour {name!r}: {len(ts)} timestamps for {len(values)} values")
+        fields[name] = IrregularTimeSeries(timestamps=np.asarray(ts, dtype=np.float64),
+                                           values=values.reshape(len(values), -1), domain="auto")
+    if true_rate is not None:
+        rates, rate_hz, t0 = true_rate
+        fields["true_rate"] = RegularTimeSeries(rates=np.asarray(rates, dtype=np.float32), sampling_rate=float(rate_hz),
+                                                domain_start=float(t0), domain="auto")
+    return fields
 
 
 def _global_unit_id(session_id: str, unit: str) -> str:

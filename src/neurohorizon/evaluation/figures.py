@@ -170,6 +170,21 @@ def _raster_panel(fig, ax, data, extent, vmax, label, cbar_label, cmap="Greys"):
     fig.colorbar(im, ax=ax, pad=0.01, fraction=0.03).set_label(cbar_label, fontsize=8)
 
 
+def _raster_inputs(context, target, mean, samples):
+    """The forecast figure's arrays, checked to agree: (Tc, N), (T, N), (T, N), (S, T, N) or None."""
+    context = _array(context, "plot_forecast_raster context", 2)
+    target = _array(target, "plot_forecast_raster target", 2)
+    mean = _array(mean, "plot_forecast_raster mean", 2)
+    if target.shape != mean.shape or context.shape[1] != target.shape[1]:
+        raise ValueError(f"plot_forecast_raster: shapes disagree, context {context.shape}, "
+                         f"target {target.shape}, mean {mean.shape}")
+    if samples is not None:
+        samples = _array(samples, "plot_forecast_raster samples", 3)
+        if samples.shape[1:] != target.shape:
+            raise ValueError(f"plot_forecast_raster: samples {samples.shape} do not match target {target.shape}")
+    return context, target, mean, samples
+
+
 def plot_forecast_raster(
     *,
     context: np.ndarray,
@@ -186,25 +201,13 @@ def plot_forecast_raster(
 
     context (Tc, N) and target (T, N) observed counts, mean (T, N) predicted expected counts,
     samples (S, T, N) sampled count trajectories or None. Panels: (a) actual counts, context
-    and future; (b) predicted expected counts; (c) one or two sampled trajectories; (d) population
-    count, actual vs predicted mean with 50% / 90% bands from the samples. Rasters show at most
-    `max_units` units (default: the most active, sorted by predicted peak time); (d) sums all N.
+    and future; (b) predicted expected counts; (c, d) up to two sampled trajectories; last, the
+    population count, actual vs predicted mean with 50% / 90% bands from the samples. Rasters show
+    at most `max_units` units (default: the most active, sorted by predicted peak time); the
+    population panel sums all N.
     """
     ms = _ms(bin_size)
-    context = _array(context, "plot_forecast_raster context", 2)
-    target = _array(target, "plot_forecast_raster target", 2)
-    mean = _array(mean, "plot_forecast_raster mean", 2)
-    if target.shape != mean.shape or context.shape[1] != target.shape[1]:
-        raise ValueError(
-            f"plot_forecast_raster: shapes disagree, context {context.shape}, "
-            f"target {target.shape}, mean {mean.shape}"
-        )
-    if samples is not None:
-        samples = _array(samples, "plot_forecast_raster samples", 3)
-        if samples.shape[1:] != target.shape:
-            raise ValueError(
-                f"plot_forecast_raster: samples {samples.shape} do not match target {target.shape}"
-            )
+    context, target, mean, samples = _raster_inputs(context, target, mean, samples)
     Tc, T = len(context), len(target)
     units = _choose_units(context, target, mean, unit_order, max_units)
     n_shown = len(units)
