@@ -548,3 +548,23 @@ def test_a_resume_drops_log_rows_after_its_checkpoint(tmp_path, reach, one_threa
     with open(half / "valid_log.csv") as handle:
         valid_steps = [int(row["step"]) for row in csv.DictReader(handle)]
     assert steps == list(range(1, 9)) and valid_steps == [4, 8] and losses(full) == losses(half)
+
+
+@pytest.mark.parametrize("settings, said", [
+    (["sampling.kind=linear", "sampling.warmup=5", "sampling.n=900"], "ε is still 0.98 at the last step"),
+    (["sampling.kind=linear", "sampling.warmup=20"], "never starts, the whole run is teacher forcing"),
+    (["sampling.kind=linear", "sampling.warmup=2", "sampling.n=10", "sampling.floor=0.1"], None),
+])
+def test_schedules_that_cannot_finish_are_warned_about(tmp_path, reach, settings, said):
+    from neurohorizon.data.prepare import prepare_data
+    from neurohorizon.losses import build_likelihood
+    from neurohorizon.training.run import build_model
+    from neurohorizon.training.trainer import Trainer
+
+    cfg = tiny_cfg("train.max_steps=20", "train.warmup_steps=2", *settings)
+    data = prepare_data(cfg.data, recordings=[reach])
+    lik = build_likelihood("poisson")
+    trainer = Trainer(model=build_model(cfg, data.vocab.tokens, lik), likelihood=lik, data=data, cfg=cfg,
+                      run_dir=tmp_path, device=torch.device("cpu"))
+    warnings = " ".join(trainer.schedule_warnings())
+    assert (said in warnings) if said else not warnings

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from neurohorizon.data.binning import BinningError
 from neurohorizon.data.dataset import ForecastDataset, collate
 from neurohorizon.data.recording import Recording
 from neurohorizon.data.windows import Window
@@ -65,11 +66,7 @@ def forecast(run: str | Path | LoadedRun, recording: Recording, *, start: float 
         raise ValueError(f"{recording.source}: the {spec.context_s * 1000:g} ms context before {start:.3f} s "
                          f"crosses unrecorded time (the recording is {len(spans)} separate intervals, e.g. trials); "
                          "choose an onset whose context lies inside one of them")
-    # a forecast needs no true rates; without them it may run past their end, or start off their grid
-    source = keep_units(recording, np.ones(recording.n_units, bool), drop_truth=True) \
-        if recording.has_true_rate else recording
-    item = ForecastDataset([source], windows=[Window(0, start)], spec=spec, vocab=run.vocab, events=run.cfg.data.events,
-                            prior=run.prior)[0]
+    item = _window_item(run, recording, spec, start)
     batch = {k: v.to(run.device) if torch.is_tensor(v) else v for k, v in collate([item]).items()}
     generator = torch.Generator(device=run.device).manual_seed(seed)
     sampled = run.cfg.sampling.feedback == "sample"
@@ -90,6 +87,22 @@ def forecast(run: str | Path | LoadedRun, recording: Recording, *, start: float 
         mean=out["mean"].float().mean(0)[0].cpu().numpy(), samples=samples[:, 0].cpu().numpy(),
         context=item["context_counts"], actual=actual,
     )
+
+
+def _window_item(run: LoadedRun, recording: Recording, spec, start: float) -> dict:
+    """The dataset item of the window at `start`. A forecast needs no synthetic true rates: where
+    the window runs past their end or starts off their grid, it is cut without them (a copy of
+    the recording, so only then)."""
+    def item(rec):
+        return ForecastDataset([rec], windows=[Window(0, start)], spec=spec, vocab=run.vocab,
+                               events=run.cfg.data.events, prior=run.prior)[0]
+
+    try:
+        return item(recording)
+    except BinningError:
+        if not recording.has_true_rate:
+            raise
+        return item(keep_units(recording, np.ones(recording.n_units, bool), drop_truth=True))
 
 
 def _recorded_spans(recording: Recording) -> np.ndarray:

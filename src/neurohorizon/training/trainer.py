@@ -438,10 +438,16 @@ class Trainer:
                        "rate never leaves its warm-up (lower train.warmup_steps)")
         if self.autoregressive and sc.kind != "constant":
             steps_per_unit = 1 if sc.unit == "step" else max(1, len(self.data.train) // tc.batch_size)
+            last = tc.max_steps - 1
+            eps_end = teacher_forcing_prob(self.schedule, step=last, epoch=last // steps_per_unit)
             if sc.warmup * steps_per_unit >= tc.max_steps:
                 out.append(f"sampling.warmup={sc.warmup} {sc.unit}s >= train.max_steps={tc.max_steps} steps: "
                            f"the {sc.kind} scheduled sampling never starts, the whole run is teacher forcing "
                            "(lower sampling.warmup)")
+            elif eps_end > sc.floor + 0.1:
+                out.append(f"the {sc.kind} schedule does not finish within train.max_steps={tc.max_steps}: ε is "
+                           f"still {eps_end:.2f} at the last step, above its floor {sc.floor:g} (shorten "
+                           "sampling.warmup / sampling.n, or raise train.max_steps)")
         return out
 
     def _time_up(self, deadline: float) -> bool:
