@@ -63,7 +63,7 @@ class DataConfig:
     # time constant rate_prior_dynamics_tau_ms) that move the prior within the trial, inferred from
     # the context's last bins and fitted by Laplace-EM (data/dynamics.py); 0: none
     rate_prior_dynamics: int = 0
-    rate_prior_dynamics_tau_ms: float = 200.0
+    rate_prior_dynamics_tau_ms: float = 200.0  # time constant of those slow paths (ms)
 
 
 @dataclass

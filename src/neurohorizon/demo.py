@@ -43,6 +43,7 @@ def run_demo(*, runs_dir="runs", minutes: float = 9.0, quick: bool = False, log=
     inspect_data(recordings, root / "inspect", bin_size=cfg.data.bin_size_ms / 1000, name=cfg.data.source)
     log(f"[3/5] training ({cfg.model.preset} model, up to {cfg.train.max_minutes:g} min)")
     run_dir = train_run(cfg, runs_dir=root, recordings=recordings)
+    log(f"run folder (for evaluate, forecast and load_run): {run_dir}")
     log("[4/5] evaluating against every baseline at 12, 25 and 50 bins")
     out = evaluate_run(run_dir, out_dir=root / "evaluation", baseline_budget_s=30 if quick else 60,
                        n_samples=10 if quick else 32, log=log)
