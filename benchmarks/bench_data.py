@@ -172,6 +172,43 @@ def bench_prior_batches(train, n_windows: int = 1024, batch: int = 16) -> dict:
     }
 
 
+def bench_forecast_window(train, repeats: int = 10) -> dict:
+    """What each `forecast()` call pays to cut its one window: a new ForecastDataset over the demo
+    recording and its item (context, prior, true expected counts). The true expected counts are
+    summed over the window's own samples; the previous code built a cumulative sum of the whole
+    recording's true rates for every new dataset, timed here beside it and checked equal."""
+    from neurohorizon.data.dataset import ForecastDataset
+    from neurohorizon.data.windows import Window
+
+    rec = train.recordings[0]
+    onset = float(rec.trials.events["go_cue"][7])
+
+    def item():
+        return ForecastDataset([rec], windows=[Window(0, onset)], spec=train.spec, vocab=train.vocab,
+                               events=train.events, prior=train.prior)[0]
+
+    def cumsum_expected():
+        tr = rec.data.true_rate
+        rates = np.asarray(tr.rates, dtype=np.float64).reshape(len(tr.rates), -1)
+        cum = np.zeros((len(rates) + 1, rates.shape[1]))
+        np.cumsum(rates / float(tr.sampling_rate), axis=0, out=cum[1:])
+        edges = onset + np.arange(train.spec.horizon_bins + 1) * train.spec.bin_size
+        k = np.round((edges - float(np.asarray(tr.domain.start).min())) * float(tr.sampling_rate)).astype(int)
+        return np.diff(cum[k], axis=0)
+
+    t_item, it = best_of(item, repeats)
+    t_cumsum, ref = best_of(cumsum_expected, repeats)
+    if not np.allclose(it["true_expected"], ref, rtol=1e-5):
+        raise AssertionError("the window's summed true rates disagree with the whole-recording cumulative sum")
+    return {
+        "setting": f"one demo go-cue window, a new dataset per call as forecast() makes it, best of {repeats}",
+        "ms_per_call": 1e3 * t_item,
+        "ms_whole_recording_cumsum": 1e3 * t_cumsum,
+        "previous_ms_per_call_estimate": 1e3 * (t_item + t_cumsum),
+        "speedup": (t_item + t_cumsum) / t_item,
+    }
+
+
 def main(out: str | None = None) -> dict:
     torch.set_num_threads(1)
     result = {
@@ -187,6 +224,7 @@ def main(out: str | None = None) -> dict:
     train = demo_training_windows()
     result["prior_windows"] = bench_prior_windows(train)
     result["prior_batches"] = bench_prior_batches(train)
+    result["forecast_window"] = bench_forecast_window(train)
     path = Path(out) if out else Path(__file__).parent / "results" / "bench_data.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))

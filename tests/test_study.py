@@ -86,6 +86,13 @@ def test_study_command_runs_and_resumes(tmp_path, capsys):
     assert "h10-parallel: trained earlier, evaluating" in capsys.readouterr().out
     assert sorted(p.name for p in (study / "runs").iterdir()) == runs_before
     assert (study / "cells" / "h10-parallel.json").exists()
+    # stopped during a cell's training (its run folder has last.pt, no marker): its training continues
+    (study / "cells" / "h10-teacher_forcing.json").unlink()
+    (study / "cells" / "h10-teacher_forcing.trained").unlink()
+    assert main(["--runs-dir", str(tmp_path), "study", "synthetic:reach", "--resume", str(study)]) == 0
+    said = capsys.readouterr().out
+    assert "h10-teacher_forcing: resuming its training (h10-teacher_forcing-" in said and "nothing to do" in said
+    assert sorted(p.name for p in (study / "runs").iterdir()) == runs_before
     # a resumed study keeps its settings: other data or a changed setting is refused, not ignored
     for extra, said in ((["synthetic:lorenz"], "is a study of synthetic:reach, not synthetic:lorenz"),
                         (["synthetic:reach", "--horizons", "25"], "horizons (saved [10], given [25])")):

@@ -6,8 +6,9 @@ For each horizon (12, 25, 50 bins = 240, 500, 1000 ms) it trains and evaluates
   - the parallel (non-autoregressive) decoder,
   - optionally other likelihood families (teacher forcing),
 then reports the decision signals and a verdict on scheduled sampling per horizon.
-Each finished cell is stored as cells/<name>.json, so a resumed study skips it (and a cell
-that finished training, cells/<name>.trained, is only evaluated).
+Each finished cell is stored as cells/<name>.json, so a resumed study skips it; a cell that
+finished training (cells/<name>.trained) is only evaluated, and one stopped mid-training
+continues from its last.pt.
 """
 
 from __future__ import annotations
@@ -140,8 +141,13 @@ def run_cell(name: str, cfg: RunConfig, study_dir: Path, recordings, log=print) 
         run_dir = Path(trained.read_text())
         log(f"  {name}: trained earlier, evaluating")
     else:
-        log(f"  {name}: training")
-        run_dir = train_run(cfg, runs_dir=study_dir / "runs", recordings=recordings, quiet=True)
+        stopped = sorted(p for p in (study_dir / "runs").glob(f"{name}-*") if (p / "last.pt").is_file())
+        if stopped:  # interrupted mid-training (Ctrl-C saves last.pt): continue it exactly
+            log(f"  {name}: resuming its training ({stopped[-1].name})")
+            run_dir = train_run(None, resume=stopped[-1], recordings=recordings, quiet=True)
+        else:
+            log(f"  {name}: training")
+            run_dir = train_run(cfg, runs_dir=study_dir / "runs", recordings=recordings, quiet=True)
         trained.parent.mkdir(exist_ok=True)
         write_text_atomic(trained, str(run_dir))
     horizon = int(round(cfg.data.horizon_ms / cfg.data.bin_size_ms))
@@ -257,7 +263,7 @@ def run_study(data: str, *, runs_dir="runs", horizons=(12, 25, 50), resume: str 
         for name, cfg in configs.items():
             cells[name] = run_cell(name, cfg, study_dir, recordings, log=log)
     except KeyboardInterrupt:  # a cell's own resume hint would not continue the study
-        raise KeyboardInterrupt(f"stopped; the finished cells (and a trained cell's model) are kept: continue "
+        raise KeyboardInterrupt(f"stopped; finished cells and the stopped cell's checkpoint are kept: continue "
                                 f"with `neurohorizon study {settings['data']} --resume {study_dir}`") from None
     except Exception:
         if not resume and not any((study_dir / "cells").glob("*.json")):
