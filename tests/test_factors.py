@@ -56,6 +56,10 @@ def test_a_spent_time_budget_keeps_the_candidates_fitted_so_far():
     assert spent.chosen()["factors_tried"] == [0] and spent.k == 0  # the PSTH alone, at once
     ample = PSTHFactors(ks=(0, 1), iters=20, time_budget_s=600.0).fit(train, valid)
     assert ample.chosen()["factors_tried"] == [0, 1]
+    from neurohorizon.evaluation.evaluate import chosen_text
+
+    said = chosen_text(ample)  # the console line of `evaluate` (a list among the numbers broke it)
+    assert said.startswith(f" (factors {ample.k}, factors tried [0, 1], sigma ") and said.endswith(", chosen on validation)")
     unbounded = PSTHFactors(ks=(0, 1), iters=20).fit(train, valid)
     torch.testing.assert_close(ample.loadings, unbounded.loadings)  # a budget not reached changes nothing
 

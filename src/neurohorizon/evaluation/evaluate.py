@@ -87,10 +87,23 @@ def fit_baselines(names, prepared, *, time_budget_s: float, log=print) -> dict:
         except Exception as err:  # one failing baseline must not hide the others; it is reported
             log(f"  baseline {name} failed: {type(err).__name__}: {err}")
             continue
-        chosen = getattr(fitted[name], "chosen", lambda: {})()
-        settings = f" ({', '.join(f'{k} {v:g}' for k, v in chosen.items())}, chosen on validation)" if chosen else ""
-        log(f"  fitted {name} in {time.monotonic() - t0:.1f} s{settings}")
+        log(f"  fitted {name} in {time.monotonic() - t0:.1f} s{chosen_text(fitted[name])}")
     return fitted
+
+
+def chosen_text(forecaster) -> str:
+    """' (sigma 1, rank 8, ..., chosen on validation)': what a baseline chose, for the console."""
+    chosen = getattr(forecaster, "chosen", lambda: {})()
+    if not chosen:
+        return ""
+
+    def value(v):
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+    parts = [k.replace("_", " ") + " " + value(v) for k, v in chosen.items()]
+    return f" ({', '.join(parts)}, chosen on validation)"
 
 
 def evaluate_predictions(predictions: dict, *, horizons, bin_size, null_rates, calib_method=MODEL) -> dict:
