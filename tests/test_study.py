@@ -95,7 +95,8 @@ def test_study_command_runs_and_resumes(tmp_path, capsys):
     assert sorted(p.name for p in (study / "runs").iterdir()) == runs_before
     # a resumed study keeps its settings: other data or a changed setting is refused, not ignored
     for extra, said in ((["synthetic:lorenz"], "is a study of synthetic:reach, not synthetic:lorenz"),
-                        (["synthetic:reach", "--horizons", "25"], "horizons (saved [10], given [25])")):
+                        (["synthetic:reach", "--horizons", "25"], "horizons (saved [10], given [25])"),
+                        (["synthetic:reach", "--steps-per-cell", "600"], "max_steps (saved 3, given 600)")):
         assert main(["--runs-dir", str(tmp_path), "study", *extra, "--resume", str(study)]) == 2
         assert said in capsys.readouterr().err
 
@@ -110,7 +111,10 @@ def test_study_command_runs_and_resumes(tmp_path, capsys):
     ({"horizons": (12,), "overrides": ["loss.likelihood=gauss"]}, "unknown loss.likelihood 'gauss'"),
     ({"horizons": (12,), "overrides": ["data.events=[bogus]"]}, "data.events: 'bogus' is not a trial event"),
     ({"horizons": (12,), "overrides": ["data.align_event=bogus"]}, "data.align_event: 'bogus' is not a trial event"),
-    ({"horizons": (12,), "overrides": ["sampling.passes=1"]}, "sampling.passes must be an integer >= 2"),
+    ({"horizons": (12,), "overrides": ["sampling.kind=weird"]}, "sampling.kind is what the cells compare"),
+    ({"horizons": (12,), "overrides": ["model.decoder=foo"]}, "model.decoder is what the cells compare"),
+    ({"horizons": (12,), "overrides": ["model.overrides.dim=7"]}, "dim"),
+    ({"horizons": (12,), "overrides": ["loss.options.max_count=4"]}, r"loss.options \['max_count'\] are taken by no"),
 ])
 def test_bad_study_settings_fail_before_anything_is_trained_or_written(tmp_path, kwargs, match):
     from neurohorizon.evaluation.study import run_study
@@ -141,3 +145,13 @@ def test_the_study_help_names_every_likelihood():
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices["study"]
     text = sub.format_help()
     assert all(name in text for name in LIKELIHOODS) and "default 12 25 50" in text
+
+
+def test_likelihood_options_reach_only_the_cells_whose_likelihood_takes_them():
+    from neurohorizon.config import load_config
+    from neurohorizon.evaluation.study import cell_configs
+
+    base = load_config(None, ["loss.options.max_count=4"])
+    cells = cell_configs(base, [12], ["categorical", "negbin"])
+    assert cells["h12-categorical"].loss.options == {"max_count": 4}
+    assert all(cells[f"h12-{v}"].loss.options == {} for v in ("teacher_forcing", "scheduled_sampling", "negbin"))

@@ -168,7 +168,8 @@ def cmd_study(args) -> None:
 
     out = run_study(args.data, runs_dir=args.runs_dir, horizons=args.horizons, resume=args.resume,
                     minutes_per_cell=args.minutes_per_cell, preset=args.preset, max_steps=args.steps_per_cell,
-                    likelihoods=args.likelihoods, options=_options(args.option), overrides=args.overrides)
+                    likelihoods=args.likelihoods, options=_options(args.option) if args.option else None,
+                    overrides=args.overrides or None)
     print(f"study written to {out}")
 
 
@@ -241,14 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("study", parents=[runs], help="the horizon study: teacher forcing vs scheduled sampling vs parallel")
     p.add_argument("data", help=DATA_HELP)
-    p.add_argument("--horizons", type=int, nargs="+", default=[12, 25, 50],
+    p.add_argument("--horizons", type=int, nargs="+",
                    help="horizons in bins (default 12 25 50: 240, 500, 1000 ms at 20 ms bins)")
-    p.add_argument("--likelihoods", nargs="*", default=[],
+    p.add_argument("--likelihoods", nargs="*",
                    help="extra loss families to compare, trained with teacher forcing "
                         "(any of poisson, negbin, zip, categorical; the same names as loss.likelihood)")
-    p.add_argument("--minutes-per-cell", type=float, default=3.0, help="training time cap per cell (default 3)")
-    p.add_argument("--steps-per-cell", type=int, default=600, help="training steps per cell (default 600)")
-    p.add_argument("--preset", default="tiny", help="model preset (default tiny)")
+    # no argparse defaults: a resumed study must know which settings were given (STUDY_DEFAULTS fills the rest)
+    p.add_argument("--minutes-per-cell", type=float, help="training time cap per cell (default 3)")
+    p.add_argument("--steps-per-cell", type=int, help="training steps per cell (default 600)")
+    p.add_argument("--preset", help="model preset (default tiny)")
     p.add_argument("--option", "-o", action="append", help="source option key=value")
     p.add_argument("--resume", help="study folder to resume with its saved settings (finished cells are "
                    "skipped, trained ones only evaluated)")

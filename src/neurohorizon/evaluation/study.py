@@ -51,6 +51,7 @@ def cell_configs(base: RunConfig, horizons, likelihoods) -> dict[str, RunConfig]
                 cfg.model.decoder = "parallel"
             elif variant != "teacher_forcing":
                 cfg.loss.likelihood = variant
+            cfg.loss.options = likelihood_options(cfg.loss.likelihood, base.loss.options)
             cells[cfg.name] = cfg
     return cells
 
@@ -74,16 +75,17 @@ STUDY_DEFAULTS = {"horizons": [12, 25, 50], "options": {}, "preset": "tiny", "mi
                   "likelihoods": [], "max_steps": 600, "overrides": []}
 
 
-def resumed_settings(study_dir: Path, given: dict) -> dict:
-    """The settings saved in study.json; a different DATA or a changed setting is refused rather
-    than silently ignored (a resumed study keeps the settings its finished cells were made with)."""
+def resumed_settings(study_dir: Path, data: str, given: dict) -> dict:
+    """The settings saved in study.json; a different DATA or a setting given with another value is
+    refused rather than silently ignored (a resumed study keeps the settings its finished cells
+    were made with)."""
     if not (study_dir / "study.json").is_file():
         raise FileNotFoundError(f"{study_dir} is not a study folder (no study.json): give the folder that "
                                 f"`neurohorizon study` created")
     saved = {**STUDY_DEFAULTS, **json.loads((study_dir / "study.json").read_text())}
-    if given["data"] != saved["data"]:
-        raise ValueError(f"{study_dir} is a study of {saved['data']}, not {given['data']}")
-    changed = [k for k, v in given.items() if k != "data" and v != STUDY_DEFAULTS[k] and v != saved[k]]
+    if data != saved["data"]:
+        raise ValueError(f"{study_dir} is a study of {saved['data']}, not {data}")
+    changed = [k for k, v in given.items() if v != saved[k]]
     if changed:
         raise ValueError(f"study --resume keeps the settings of {study_dir / 'study.json'}; these differ: "
                          + ", ".join(f"{k} (saved {saved[k]!r}, given {given[k]!r})" for k in changed))
@@ -100,17 +102,34 @@ def base_config(settings: dict, recordings) -> RunConfig:
     if recordings[0].trials is not None and recordings[0].trials.events:
         base.data.align_event = "go_cue" if "go_cue" in recordings[0].trials.events else None
     for item in settings["overrides"]:
-        if item.split("=", 1)[0].strip() == "data.horizon_ms":
+        key = item.split("=", 1)[0].strip()
+        if key == "data.horizon_ms":
             raise ValueError("study: each cell's horizon comes from --horizons (in bins), not data.horizon_ms")
+        if key.startswith("sampling.") or key == "model.decoder":
+            raise ValueError(f"study: {key} is what the cells compare (teacher forcing, scheduled sampling, the "
+                             "parallel decoder); it cannot be overridden for all of them")
         apply_override(base, item)
     return base
+
+
+def likelihood_options(name: str, options: dict) -> dict:
+    """The part of `loss.options` that likelihood `name` takes (e.g. max_count only for categorical)."""
+    import inspect
+
+    from neurohorizon.losses import LIKELIHOODS
+
+    if name not in LIKELIHOODS:
+        return dict(options)  # an unknown name: check_cell says so
+    takes = inspect.signature(LIKELIHOODS[name]).parameters
+    return {k: v for k, v in options.items() if k in takes}
 
 
 def check_cell(cfg: RunConfig, recordings) -> None:
     """What would stop a cell's training, checked before the study folder is made."""
     from neurohorizon.data.dataset import resolve_events
-    from neurohorizon.losses import LIKELIHOODS
+    from neurohorizon.losses import LIKELIHOODS, build_likelihood
     from neurohorizon.model.presets import PRESETS
+    from neurohorizon.training.run import build_model
     from neurohorizon.training.trainer import check_train_config, schedule_from
 
     window_spec(cfg.data)
@@ -120,6 +139,8 @@ def check_cell(cfg: RunConfig, recordings) -> None:
         raise ValueError(f"unknown model preset {cfg.model.preset!r}; choose from {sorted(PRESETS)}")
     if cfg.loss.likelihood not in LIKELIHOODS:
         raise ValueError(f"unknown loss.likelihood {cfg.loss.likelihood!r}; valid names: {', '.join(LIKELIHOODS)}")
+    likelihood = build_likelihood(cfg.loss.likelihood, **cfg.loss.options)
+    build_model(cfg, ["check/0"], likelihood)  # model.overrides, on one stand-in unit
     resolve_events(cfg.data.events, recordings)
     events = set() if recordings[0].trials is None else set(recordings[0].trials.events)
     for key, name in [("data.align_event", cfg.data.align_event), *(("data.events", e) for e in cfg.data.events)]:
@@ -149,7 +170,7 @@ def run_cell(name: str, cfg: RunConfig, study_dir: Path, recordings, log=print) 
             log(f"  {name}: training")
             run_dir = train_run(cfg, runs_dir=study_dir / "runs", recordings=recordings, quiet=True)
         trained.parent.mkdir(exist_ok=True)
-        write_text_atomic(trained, str(run_dir))
+        write_text_atomic(trained, str(Path(run_dir).resolve()))  # valid from any working folder
     horizon = int(round(cfg.data.horizon_ms / cfg.data.bin_size_ms))
     # the cell's own horizon is scored even when it is none of the standard 12 / 25 / 50 bins
     out = evaluate_run(run_dir, baselines=False, n_samples=5, horizons=sorted({*STANDARD_HORIZONS, horizon}),
@@ -236,23 +257,32 @@ def verdict(h: int, s: dict) -> str:
     return text
 
 
-def run_study(data: str, *, runs_dir="runs", horizons=(12, 25, 50), resume: str | None = None,
-              minutes_per_cell: float = 3.0, preset: str = "tiny", likelihoods=(), options=None,
-              max_steps: int = 600, overrides=(), log=print) -> Path:
+def run_study(data: str, *, runs_dir="runs", horizons=None, resume: str | None = None,
+              minutes_per_cell: float | None = None, preset: str | None = None, likelihoods=None, options=None,
+              max_steps: int | None = None, overrides=None, log=print) -> Path:
     """Train and evaluate every (horizon, variant) cell; `overrides` (dotted key=value, e.g.
-    "data.events=[target_on, go_cue]") apply to every cell's config."""
+    "data.events=[target_on, go_cue]") apply to every cell's config. A setting left None takes
+    its default (STUDY_DEFAULTS), or with `resume` the study's saved value."""
     from neurohorizon.data.sources import load_data
     from neurohorizon.evaluation.study_report import write_study_report
 
-    settings = {"data": data, "horizons": list(horizons), "options": options or {}, "preset": preset,
-                "minutes_per_cell": minutes_per_cell, "likelihoods": list(likelihoods), "max_steps": max_steps,
-                "overrides": list(overrides)}
+    given = {k: v for k, v in {"horizons": horizons, "options": options, "preset": preset,
+                               "minutes_per_cell": minutes_per_cell, "likelihoods": likelihoods,
+                               "max_steps": max_steps, "overrides": overrides}.items() if v is not None}
+    given = {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}
     if resume:
         study_dir = Path(resume)
-        settings = resumed_settings(study_dir, settings)
+        settings = resumed_settings(study_dir, data, given)
+    else:
+        settings = {"data": data, **STUDY_DEFAULTS, **given}
     check_study_args(settings["horizons"], settings["likelihoods"], settings["max_steps"], settings["minutes_per_cell"])
     recordings = load_data(settings["data"], **settings["options"])
-    configs = cell_configs(base_config(settings, recordings), settings["horizons"], settings["likelihoods"])
+    base = base_config(settings, recordings)
+    configs = cell_configs(base, settings["horizons"], settings["likelihoods"])
+    unused = set(base.loss.options) - {k for cfg in configs.values() for k in cfg.loss.options}
+    if unused:
+        raise ValueError(f"study: loss.options {sorted(unused)} are taken by no cell's likelihood "
+                         f"({sorted({cfg.loss.likelihood for cfg in configs.values()})})")
     for cfg in configs.values():  # every cell's settings work before the first one trains
         check_cell(cfg, recordings)
     if not resume:
