@@ -127,7 +127,7 @@ def test_forecast_api_and_command(trained, tmp_path):
     from neurohorizon.evaluation.forecast import forecast_summary
 
     said = forecast_summary(beyond, default_start=True)
-    assert f"{rec.n_units} units, 50 bins of 20 ms from {beyond.onset:.3f} s (the end of the recording" in said
+    assert f"{rec.n_units} units, 50 bins of 20 ms from {round(beyond.onset, 6)} s (the end of the recording" in said
     assert "2 sampled trajectories" in said and "recorded over" not in said
     rate = fc.actual.sum() / (50 * 0.02)
     assert f"recorded over 50 of the 50 bins: {rate:.1f} spikes/s" in forecast_summary(fc)

@@ -286,7 +286,7 @@ def test_inspect_lists_events_conditions_and_trial_lengths(tmp_path, reach, caps
 
 
 @pytest.mark.parametrize("args, match", [
-    (["inspect", "synthetic:reach", "--bin-size-ms", "0"], r"--bin-size-ms must be in \(0, 1000\]"),
+    (["inspect", "synthetic:reach", "--bin-size-ms", "0"], r"--bin-size-ms must be in \[1, 1000\]"),
     (["evaluate", "nowhere", "--samples", "0"], "--samples must be >= 1"),
     (["evaluate", "nowhere", "--baseline-seconds", "-1"], "--baseline-seconds must be > 0, got -1"),
     (["study", "synthetic:reach", "--resume", "nowhere"], "nowhere is not a study folder"),
@@ -406,7 +406,8 @@ def test_evaluate_option_needs_data(capsys):
 
 def test_inspect_refuses_a_bin_longer_than_its_statistics_describe(capsys):
     assert main(["inspect", "synthetic:reach", "--bin-size-ms", "200000"]) == 2
-    assert "--bin-size-ms must be in (0, 1000]" in capsys.readouterr().err
+    assert "--bin-size-ms must be in [1, 1000]" in capsys.readouterr().err
+    assert main(["inspect", "synthetic:reach", "--bin-size-ms", "0.02"]) == 2  # seconds given as ms
 
 
 def test_a_bin_longer_than_every_trial_is_named_before_any_statistic():

@@ -63,9 +63,9 @@ def cmd_inspect(args) -> None:
     from neurohorizon.evaluation.inspect import inspect_data
     from neurohorizon.runs import new_run_dir, removed_on_failure, source_name
 
-    if not 0 < args.bin_size_ms <= MAX_INSPECT_BIN_MS:  # before any folder is made
-        raise ValueError(f"--bin-size-ms must be in (0, {MAX_INSPECT_BIN_MS}] (the statistics smooth rates over "
-                         f"100 ms and the raster shows 10 s), got {args.bin_size_ms:g}")
+    if not 1 <= args.bin_size_ms <= MAX_INSPECT_BIN_MS:  # before any folder is made
+        raise ValueError(f"--bin-size-ms must be in [1, {MAX_INSPECT_BIN_MS}] (milliseconds; the statistics smooth "
+                         f"rates over 100 ms and the raster shows 10 s), got {args.bin_size_ms:g}")
     recordings = load_data(args.data, **_options(args.option))
     out = new_run_dir(args.runs_dir, f"inspect-{source_name(args.data)}")
     with removed_on_failure(out):  # Ctrl-C or a failure leaves no half-written inspection
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", parents=[runs], help="statistics, figures and a likelihood recommendation for DATA")
     p.add_argument("data", help=DATA_HELP)
     p.add_argument("--bin-size-ms", type=float, default=20.0,
-                   help=f"bin size in ms, at most {MAX_INSPECT_BIN_MS} (default 20, as data.bin_size_ms)")
+                   help=f"bin size in ms, 1 to {MAX_INSPECT_BIN_MS} (default 20, as data.bin_size_ms)")
     p.add_argument("--option", "-o", action="append", help="source option key=value, e.g. n_neurons=80")
     p.set_defaults(func=cmd_inspect)
 

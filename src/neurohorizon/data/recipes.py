@@ -148,22 +148,35 @@ def aplysia_bruno2017(root=None, *, sessions=None, preps=None) -> list[Recording
     naming the file; exact duplicate (neuron, time) rows are dropped with a warning;
     spikes are sorted by time (the files list them neuron by neuron).
     """
-    # one name given as `-o sessions=Jun0214da01` is a list of one, not of its characters
-    sessions, preps = ([x] if isinstance(x, str) else x for x in (sessions, preps))
+    sessions, preps = _names("sessions", sessions), _names("preps", preps)
     folder = _dataset_dir(root, "aplysia_bruno2017")
     files = sorted(folder.glob("*.mat"))
     if sessions is not None:
-        files = [f for f in files if f.stem in set(sessions)]
         missing = set(sessions) - {f.stem for f in files}
         if missing:
-            raise FileNotFoundError(
-                f"aplysia_bruno2017: no file for sessions {sorted(missing)} in {folder}"
-            )
+            raise FileNotFoundError(f"aplysia_bruno2017: no file for sessions {sorted(missing)} in {folder} "
+                                    f"(sessions: {[f.stem for f in files]})")
+        files = [f for f in files if f.stem in set(sessions)]
     if preps is not None:
+        missing = set(preps) - {_aplysia_prep(f) for f in files}
+        if missing:
+            raise FileNotFoundError(f"aplysia_bruno2017: no files of preps {sorted(missing)} in {folder} "
+                                    f"(preps: {sorted({_aplysia_prep(f) for f in files})})")
         files = [f for f in files if _aplysia_prep(f) in set(preps)]
     if not files:
         raise FileNotFoundError(f"aplysia_bruno2017: no matching .mat files in {folder}")
     return [read_aplysia_file(f) for f in files]
+
+
+def _names(option: str, value) -> list[str] | None:
+    """A recipe option naming files: None, one name (`-o sessions=Jun0214da01`, not split into
+    characters) or a list of names."""
+    if value is None:
+        return None
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"aplysia_bruno2017: {option} must be a name or a list of names, got {value!r}")
+    return list(names)
 
 
 def _aplysia_prep(path: Path) -> str:

@@ -129,9 +129,10 @@ def forecast_to_files(run_dir: Path, *, data: str | None, start: float | None, n
         data, options = run.cfg.data.source, run.cfg.data.options
     recordings = load_data(data, **(options or {}))
     if session is not None:
+        ids = [r.session_id for r in recordings]
         recordings = [r for r in recordings if r.session_id == session]
         if not recordings:
-            raise ValueError(f"{data}: no session {session!r}")
+            raise ValueError(f"{data}: no session {session!r} (sessions: {ids})")
     elif len(recordings) > 1:
         ids = [r.session_id for r in recordings]
         raise ValueError(f"{data} holds {len(ids)} sessions; choose one with --session ({ids[:5]} ...)")
@@ -152,7 +153,7 @@ def forecast_summary(fc: Forecast, *, default_start: bool = False) -> str:
     T, N = fc.mean.shape
     bin_s = float(fc.bin_edges[1] - fc.bin_edges[0])
     when = " (the end of the recording; --start picks another onset)" if default_start else ""
-    lines = [f"{fc.session_id}: {N} units, {T} bins of {1000 * bin_s:g} ms from {fc.onset:.3f} s{when}, "
+    lines = [f"{fc.session_id}: {N} units, {T} bins of {1000 * bin_s:g} ms from {round(fc.onset, 6)} s{when}, "
              f"{len(fc.samples)} sampled trajectories",
              f"predicted population rate {fc.mean.sum(1).mean() / bin_s:.1f} spikes/s "
              f"(context: {fc.context.sum(1).mean() / bin_s:.1f})"]

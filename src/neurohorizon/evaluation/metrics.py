@@ -501,8 +501,8 @@ def _calibration(samples, target, conditions) -> dict:
     return {
         "n_samples": int(samples.shape[0]),
         "coverage": interval_coverage(samples, target),
-        "fano_predicted": float(np.nanmean(fano["predicted"])),
-        "fano_predicted_within": float(np.nanmean(fano["predicted_within"])),
+        "fano_predicted": _nanmean_or_nan(fano["predicted"]),
+        "fano_predicted_within": _nanmean_or_nan(fano["predicted_within"]),  # NaN from one sample
         "fano_observed": _nanmean_or_nan(fano["observed"]),
         "fano_predicted_per_neuron": np.asarray(fano["predicted"], float).tolist(),
         "fano_observed_per_neuron": np.asarray(fano["observed"], float).tolist(),
