@@ -275,3 +275,17 @@ def test_pooling_sessions_is_exact_per_bin_and_ignores_silent_sessions():
     assert with_silent["rollout"]["fp_bps"] == pytest.approx(pooled["rollout"]["fp_bps"])
     np.testing.assert_allclose(with_silent["rollout"]["per_bin_fp_bps"], pooled["rollout"]["per_bin_fp_bps"])
     assert with_silent["oracle"]["fraction_of_oracle"] == pytest.approx(pooled["oracle"]["fraction_of_oracle"])
+
+
+def test_calibration_survives_one_sample_of_one_window_per_condition():
+    rng = np.random.default_rng(3)
+    rates = np.full((6, 5, 4), 0.5)
+    target = rng.poisson(rates).astype(float)
+    samples = rng.poisson(rates, size=(1, *rates.shape)).astype(float)
+    out = M.summarize_forecast(rates, target, samples=samples, conditions=np.arange(6))  # every label unique
+    cal = out["calibration"]
+    assert cal["n_samples"] == 1 and cal["fano_predicted"] is None and cal["fano_observed"] is None
+    assert cal["coverage"]["neuron"]["pit"]["0.5"] == pytest.approx(0.5, abs=0.2)
+    from neurohorizon.evaluation.evaluation_report import calibration_text
+
+    assert "No Fano factor: too few repeats" in calibration_text(cal)

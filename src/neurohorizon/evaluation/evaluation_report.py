@@ -235,8 +235,9 @@ def calibration_text(cal: dict) -> str:
     shown = [i for i, lv in enumerate(levels) if lv in (0.5, 0.9)] or range(len(levels))  # the figure has all
     parts = [f"{name}: " + ", ".join(f"{100 * levels[i]:.0f}% intervals hold {100 * cov[i]:.1f}%" for i in shown)
              for name, cov in coverage.items()]
-    fano = f"Mean predicted Fano factor {cal['fano_predicted']:.2f}"
-    observed = _floats([cal.get("fano_observed")])[0]
+    predicted, observed = _floats([cal.get("fano_predicted"), cal.get("fano_observed")])
+    fano = (f"Mean predicted Fano factor {predicted:.2f}" if np.isfinite(predicted) else
+            "No Fano factor: too few repeats (samples, or windows per condition)")
     if np.isfinite(observed):
         fano += f", observed {observed:.2f}"
     n = f"{cal['n_samples']} " if "n_samples" in cal else ""

@@ -493,11 +493,7 @@ def _oracle(pred, true_expected, target, rollout, causal_expected=None) -> dict:
 
 def _calibration(samples, target, conditions) -> dict:
     """Interval coverage and Fano factors of the sampled trajectories."""
-    try:
-        fano = fano_factors(samples, target, conditions)
-    except MetricError:  # too few repeats per condition for an observed Fano factor
-        fano = fano_factors(samples, None, conditions)
-        fano["observed"] = np.full_like(fano["predicted"], np.nan)
+    fano = _fano_or_nan(samples, target, conditions)
     return {
         "n_samples": int(samples.shape[0]),
         "coverage": interval_coverage(samples, target),
@@ -535,6 +531,22 @@ class _quiet:
 
     def __exit__(self, *exc):
         self._w.__exit__(*exc)
+
+
+def _fano_or_nan(samples, target, conditions) -> dict:
+    """fano_factors, with NaN where there are too few repeats: for the observed Fano factor
+    (fewer than 2 windows per condition), and for the predicted one too (one sample of one
+    window per condition, e.g. a condition label unique to each trial)."""
+    for observed in (target, None):
+        try:
+            fano = fano_factors(samples, observed, conditions)
+        except MetricError:
+            continue
+        if observed is None:
+            fano["observed"] = np.full_like(fano["predicted"], np.nan)
+        return fano
+    nan = np.full(samples.shape[-1], np.nan)
+    return {"predicted": nan, "predicted_within": nan, "observed": nan}
 
 
 def _nanmean_or_nan(x) -> float:
