@@ -417,3 +417,22 @@ def test_a_bin_longer_than_every_trial_is_named_before_any_statistic():
     longest = float(np.max(rec.trials.end - rec.trials.start))
     with pytest.raises(ValueError, match=f"bin is longer than its longest trial \\({longest * 1000:.0f} ms\\)"):
         recording_stats([rec], bin_size=longest + 1.0)
+
+
+def test_inspect_says_when_bins_leave_much_of_the_recording_uncounted():
+    from torch_brain.data import Interval
+
+    from neurohorizon.data.recording import Recording
+    from neurohorizon.data.stats import recommend_likelihood
+    from neurohorizon.evaluation.inspect import summary_text
+
+    # two recorded 1.0 s pieces (trials) with a gap: 0.6 s bins count only 0.6 s of each
+    rng = np.random.default_rng(0)
+    times = np.sort(np.r_[rng.uniform(0, 1, 40), rng.uniform(5, 6, 40)])
+    rec = Recording.from_arrays(session_id="s", spike_times=times, unit_ids=rng.integers(0, 3, 80).astype(str),
+                                domain=Interval(np.array([0.0, 5.0]), np.array([1.0, 6.0])))
+    for bin_size, said in ((0.6, True), (0.02, False)):
+        stats = recording_stats([rec], bin_size=bin_size)
+        assert stats["sessions"][0]["recorded_s"] == pytest.approx(2.0)
+        text = summary_text(stats, "s", recommend_likelihood(stats))
+        assert ("of the 2.0 s recorded fall in whole" in text) == said

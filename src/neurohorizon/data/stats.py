@@ -201,7 +201,8 @@ def _session_stats(rec, bin_size, trial_event, fano_window, smooth_s) -> dict:
         "session": rec.session_id,
         "source": rec.source,
         "method": method,
-        "duration_s": dur,
+        "duration_s": dur,  # time in whole bins inside the recorded intervals
+        "recorded_s": float(np.sum(np.asarray(rec.data.domain.end) - np.asarray(rec.data.domain.start))),
         "n_units": rec.n_units,
         "n_spikes": int(counts.sum()),
         "n_trials": 0 if tr is None else len(tr.start),

@@ -51,6 +51,11 @@ def summary_text(stats: dict, name: str, recommendation) -> str:
             f"{s['n_trials']:4d} trials  rate {m['mean_rate_hz']:6.2f} Hz  zeros {m['zero_fraction']:.3f}  "
             f"Fano {m['median_fano']:.2f}  disp {m['median_dispersion_index']:.2f}"
         )
+        recorded = s.get("recorded_s", s["duration_s"])
+        if s["duration_s"] < 0.9 * recorded:  # bins crossing the edges of recorded intervals are not counted
+            lines.append(f"    only {s['duration_s']:.1f} s of the {recorded:.1f} s recorded fall in whole "
+                         f"{stats['bin_size'] * 1000:g} ms bins inside the recorded intervals (e.g. trials); "
+                         "a shorter bin counts more")
     o = stats["overall"]["summary"]
     lines += [
         f"  overall: {_unit_count(o)}, {o['hours']:.3f} h, mean rate {o['mean_rate_hz']:.2f} Hz "
