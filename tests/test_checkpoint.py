@@ -56,6 +56,29 @@ def test_clear_errors(tmp_path):
         load_checkpoint(future)
 
 
+class _RunsCode:
+    def __reduce__(self):  # what a malicious pickle does: call a function on load
+        import os
+
+        return os.system, ("touch ran-code",)
+
+
+def test_checkpoints_load_safely(tmp_path, monkeypatch):
+    """Loading never runs code from the file; the numpy RNG state still round-trips."""
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.RandomState(3).get_state()
+    state = load_checkpoint(save_checkpoint({**_state(), "rng": {"numpy": rng}, "best": np.float64(0.5)},
+                                            tmp_path / "ok.pt"))
+    assert np.array_equal(state["rng"]["numpy"][1], rng[1]) and state["best"] == 0.5
+    bad = tmp_path / "bad.pt"
+    torch.save({**_state(), "format_version": ckpt.FORMAT_VERSION, "x": _RunsCode()}, bad)
+    with pytest.raises(CheckpointError, match=r"bad.pt: refused: it holds Python objects .*\(posix.system\)"):
+        load_checkpoint(bad)
+    assert not (tmp_path / "ran-code").exists()
+
+
 def test_run_dirs_never_collide(tmp_path):
     dirs = {new_run_dir(tmp_path, "demo") for _ in range(5)}
     assert len(dirs) == 5 and all(d.is_dir() for d in dirs)

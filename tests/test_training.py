@@ -131,7 +131,7 @@ def test_categorical_runs_report_the_counts_their_k_truncates(tmp_path, reach, c
 def test_a_resume_on_other_units_is_a_clear_error(tmp_path, reach):
     half = train_run(tiny_cfg(), runs_dir=tmp_path, recordings=[reach], quiet=True, stop_after=2)
     other = generate("reach", **{**SMALL_REACH, "n_neurons": SMALL_REACH["n_neurons"] + 2})
-    with pytest.raises(ValueError, match=r"last.pt: --resume needs the run's own data; its units differ \(2 new"):
+    with pytest.raises(ValueError, match=r"last.pt: --resume needs the run's own data; its units differ \(26 new, .*; 24 missing"):
         train_run(None, resume=half, recordings=[other])
     assert load_checkpoint(half / "last.pt")["step"] == 2  # nothing was touched
 

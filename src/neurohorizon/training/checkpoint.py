@@ -7,15 +7,26 @@ scheduler, step/epoch, the resolved config, the unit vocabulary and RNG states.
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from neurohorizon.runs import fsync_folder, new_file_mode
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "config", "vocab", "step")
+
+
+def _numpy_globals() -> list:
+    """What unpickling numpy arrays and scalars (the RNG state, some logged numbers) needs beyond
+    plain data, allowed so that checkpoints load with weights_only=True (no arbitrary code)."""
+    core = getattr(np, "_core", None) or np.core
+    dtypes = [type(np.dtype(t)) for t in (np.uint32, np.int64, np.int32, np.float64, np.float32, np.bool_)]
+    return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype, *dtypes]
 
 
 class CheckpointError(RuntimeError):
@@ -51,7 +62,15 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(_numpy_globals()):
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if found is None:
+            raise CheckpointError(f"{path}: corrupt or unreadable checkpoint (UnpicklingError)") from None
+        raise CheckpointError(f"{path}: refused: it holds Python objects beyond tensors and plain data "
+                              f"({found.group(1)}), which could run code when loaded; NeuroHorizon "
+                              "checkpoints hold none") from None
     except Exception as err:  # torch raises many types for truncated/corrupt files
         raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(state, dict) or "format_version" not in state:
