@@ -109,6 +109,15 @@ def test_reach_sizes_accepted(n_neurons, n_conditions):
     assert len(np.unique(rec.trials.condition)) == n_conditions
 
 
+def test_session_id_names_every_non_default_shape():
+    """Recordings of other shapes must not pass for the default one (evaluate --data matches
+    the run's sessions by id); the defaults keep the plain id."""
+    assert make_reach(trials_per_condition=40, seed=2).session_id == "synthetic_reach_seed2_poisson"
+    small = make_reach(n_neurons=20, trials_per_condition=2, seed=0)
+    assert small.session_id == "synthetic_reach_seed0_poisson_n_neurons20_trials_per_condition2"
+    assert make_lorenz(duration=30.0, seed=1).session_id == "synthetic_lorenz_seed1_poisson_duration30"
+
+
 def test_single_trial_variability_persists(reach):
     """PSTH is not a perfect predictor, and the residual is autocorrelated (past informs future)."""
     log_rate = np.log(np.asarray(reach.data.true_rate.rates, dtype=np.float64))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from neurohorizon.data.recording import Recording, Trials
@@ -65,6 +67,14 @@ def log_rate_offset(latent: np.ndarray, loadings: np.ndarray, mean_hz: np.ndarra
     return np.log(scale) - shift
 
 
+def non_default(maker, **values) -> str:
+    """Session-id suffix naming each of `values` that differs from `maker`'s default, so that
+    recordings of different shapes never share a session id (e.g. "_n_neurons50")."""
+    defaults = inspect.signature(maker).parameters
+    return "".join(f"_{k}{v:g}" if isinstance(v, float) else f"_{k}{v}"
+                   for k, v in values.items() if v != defaults[k].default)
+
+
 def assemble(
     *,
     name: str,
@@ -76,8 +86,10 @@ def assemble(
     params: dict,
     trials: Trials | None = None,
     behavior: dict | None = None,
+    variant: str = "",
 ) -> Recording:
-    """Draw spikes from the (float32) rates and build a Recording with the ground truth."""
+    """Draw spikes from the (float32) rates and build a Recording with the ground truth.
+    `variant` (`non_default`) ends the session id."""
     family = noise_params(noise, dispersion)
     if len(rates) % 4:
         raise ValueError(f"{name}: {len(rates)} fine bins is not whole 20 ms bins")
@@ -87,7 +99,7 @@ def assemble(
         rates.astype(np.float64), sampling_rate=FINE_RATE_HZ, noise=noise, dispersion=value, rng=rng
     )
     n_units = rates.shape[1]
-    session = f"synthetic_{name}_seed{seed}_{noise}"
+    session = f"synthetic_{name}_seed{seed}_{noise}{variant}"
     rec = Recording.from_arrays(
         session_id=session,
         spike_times=times,

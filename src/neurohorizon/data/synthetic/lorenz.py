@@ -21,6 +21,7 @@ from neurohorizon.data.synthetic.common import (
     check_count,
     log_linear_rates,
     lognormal_mean_rates,
+    non_default,
     streams,
 )
 
@@ -106,4 +107,6 @@ def make_lorenz(
         rng=spike_rng,
         params=params,
         behavior={"latent": (times, latent.astype(np.float32))},
+        variant=non_default(make_lorenz, n_neurons=n_neurons, duration=duration, time_scale=time_scale,
+                           dispersion=dispersion),
     )

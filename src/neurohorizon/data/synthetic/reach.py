@@ -38,6 +38,7 @@ from neurohorizon.data.synthetic.common import (
     check_count,
     log_linear_rates,
     lognormal_mean_rates,
+    non_default,
     streams,
 )
 
@@ -237,4 +238,6 @@ def make_reach(
         params=params,
         trials=trials,
         behavior={"hand_vel": _hand_velocity(sched, n_conditions)},
+        variant=non_default(make_reach, n_neurons=n_neurons, n_conditions=n_conditions,
+                           trials_per_condition=trials_per_condition, dispersion=dispersion),
     )
