@@ -107,6 +107,7 @@ def test_study_command_runs_and_resumes(tmp_path, capsys):
     ({"horizons": (12,), "max_steps": 0}, "--steps-per-cell must be >= 1"),
     ({"horizons": (12,), "overrides": ["data.bin_size_ms=7"]}, "not a whole number"),
     ({"horizons": (12,), "overrides": ["data.horizon_ms=250"]}, "from --horizons"),
+    ({"horizons": (12,), "overrides": ["data.bin_size_ms=0"]}, "data.bin_size_ms must be > 0, got 0"),
     ({"horizons": (12,), "preset": "huge"}, "unknown model preset 'huge'"),
     ({"horizons": (12,), "overrides": ["loss.likelihood=gauss"]}, "unknown loss.likelihood 'gauss'"),
     ({"horizons": (12,), "overrides": ["data.events=[bogus]"]}, "data.events: 'bogus' is not a trial event"),

@@ -109,6 +109,8 @@ def base_config(settings: dict, recordings) -> RunConfig:
             raise ValueError(f"study: {key} is what the cells compare (teacher forcing, scheduled sampling, the "
                              "parallel decoder); it cannot be overridden for all of them")
         apply_override(base, item)
+    if not base.data.bin_size_ms > 0:  # the cells' horizons are multiples of it
+        raise ValueError(f"study: data.bin_size_ms must be > 0, got {base.data.bin_size_ms}")
     return base
 
 
