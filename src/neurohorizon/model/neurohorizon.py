@@ -114,6 +114,15 @@ class DecoderBlock(nn.Module):
         return x + self.ffn(x)
 
 
+def _check_shape(decoder: str, n_params: int, unit_only_params: int, dim: int, heads: int) -> None:
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    if not 0 <= unit_only_params < n_params:
+        raise ValueError(f"need 0 <= unit_only_params < n_params={n_params}")
+    if dim % heads or (dim // heads) % 2:
+        raise ValueError(f"dim={dim} must split into {heads} heads of even size")
+
+
 class NeuroHorizon(nn.Module):
     """Spike forecaster. All arguments are keyword-only.
 
@@ -163,12 +172,7 @@ class NeuroHorizon(nn.Module):
         rate_prior: bool = False,
     ):
         super().__init__()
-        if decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
-        if not 0 <= unit_only_params < n_params:
-            raise ValueError(f"need 0 <= unit_only_params < n_params={n_params}")
-        if dim % heads or (dim // heads) % 2:
-            raise ValueError(f"dim={dim} must split into {heads} heads of even size")
+        _check_shape(decoder, n_params, unit_only_params, dim, heads)
         self.decoder, self.n_params, self.unit_only_params = decoder, n_params, unit_only_params
         self.bin_size, self.max_bins, self.heads = bin_size, max_bins, heads
         self.event_names = tuple(event_names)
@@ -193,18 +197,22 @@ class NeuroHorizon(nn.Module):
             rotary=self.rotary,
             n_event_types=len(self.event_names),
         )
+        self._build_decoder(dim=dim, heads=heads, depth=depth_dec, ffn_mult=ffn_mult, dropout=dropout)
+        self._build_readout(dim=dim, readout_dim=readout_dim or dim // 2, n_units=len(unit_ids))
 
+    def _build_decoder(self, *, dim: int, heads: int, depth: int, ffn_mult: int, dropout: float) -> None:
+        """Bin phasors, the decoder's input (fed-back counts or a learned query) and its blocks."""
         # rotary phasors of every future bin centre, as a real (max_bins, Dh/2, 2) table: a
         # decoding step indexes it instead of computing complex phasors (which inductor cannot
         # compile) per bin
-        centres = (torch.arange(max_bins).float() + 0.5) * bin_size
+        centres = (torch.arange(self.max_bins).float() + 0.5) * self.bin_size
         self.register_buffer(
             "bin_phasors", torch.view_as_real(rotary_cis(self.rotary, centres)), persistent=False
         )
         # decoder input: AR tokens from fed-back counts; otherwise one learned query
-        self.bin_pos = nn.Embedding(max_bins, dim)
+        self.bin_pos = nn.Embedding(self.max_bins, dim)
         nn.init.normal_(self.bin_pos.weight, std=0.02)
-        if decoder == "autoregressive":
+        if self.decoder == "autoregressive":
             # features per (bin, unit): log1p(c), 1 - exp(-c), 1 (unit present); each feature
             # gets its own projection of the unit embedding, summed over units.
             self.count_proj = nn.Linear(dim, 3 * dim, bias=False)
@@ -215,18 +223,19 @@ class NeuroHorizon(nn.Module):
             self.query = nn.Parameter(torch.randn(dim) * 0.02)
         self.blocks = nn.ModuleList(
             DecoderBlock(dim=dim, heads=heads, ffn_mult=ffn_mult, dropout=dropout)
-            for _ in range(depth_dec)
+            for _ in range(depth)
         )
 
-        # readout: params = W_o gelu(W_h h_t + W_u e_n) (+ unit-only params)
-        r = readout_dim or dim // 2
+    def _build_readout(self, *, dim: int, readout_dim: int, n_units: int) -> None:
+        """params = W_o gelu(W_h h_t + W_u e_n) (+ unit-only params) + a per-unit bias."""
+        n_shared = self.n_params - self.unit_only_params
         self.norm_out = nn.LayerNorm(dim)
-        self.ro_bin = nn.Linear(dim, r)
-        self.ro_unit = nn.Linear(dim, r, bias=False)
-        self.ro_out = nn.Linear(r, n_params - unit_only_params)
-        self.ro_unit_only = nn.Linear(dim, unit_only_params) if unit_only_params else None
+        self.ro_bin = nn.Linear(dim, readout_dim)
+        self.ro_unit = nn.Linear(dim, readout_dim, bias=False)
+        self.ro_out = nn.Linear(readout_dim, n_shared)
+        self.ro_unit_only = nn.Linear(dim, self.unit_only_params) if self.unit_only_params else None
         # per-unit output bias: each neuron's baseline (e.g. log mean rate) without the MLP
-        self.unit_bias = nn.Embedding(len(unit_ids) + 1, n_params - unit_only_params)
+        self.unit_bias = nn.Embedding(n_units + 1, n_shared)
         nn.init.zeros_(self.unit_bias.weight)
 
     @torch.no_grad()
