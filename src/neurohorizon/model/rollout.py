@@ -73,12 +73,7 @@ def rollout(
     Returns dict(params (S, B, T, N, P), counts (S, B, T, N) fed-back values, mean (S, B, T, N)
     expected counts).
     """
-    if feedback not in FEEDBACK_MODES:
-        raise ValueError(f"feedback must be one of {FEEDBACK_MODES}, got {feedback!r}")
-    if n_samples < 1 or n_steps < 1:
-        raise ValueError("n_samples and n_steps must be >= 1")
-    if likelihood.n_params != model.n_params:
-        raise ValueError(f"likelihood has {likelihood.n_params} params, model {model.n_params}")
+    _check_rollout(model, likelihood, feedback, n_samples, n_steps)
     S = n_samples
     bins = model._bins(0, n_steps, batch["units"].device)
     prep = _repeat(model._prepare(batch), S)
@@ -93,18 +88,8 @@ def rollout(
         return _split(S, params=params, counts=counts, mean=mean)
 
     prev = batch["context_counts"][:, -1].repeat(S, 1)  # (S*B, N)
-    k0 = prep["lat_kv"][0][0]  # latent keys: the dtype self-attention keys will have
-
-    def make_caches():
-        return [KVCache((k0.shape[0], model.heads, n_steps, k0.shape[-1]), dtype=k0.dtype,
-                        device=k0.device) for _ in model.blocks]
-
-    step = _compiled_step(model) if compile else model._step
-    caches = make_caches() if use_cache and not cuda_graph else None
-    if cuda_graph:
-        if not use_cache or k0.device.type != "cuda":
-            raise ValueError("cuda_graph=True needs a model on a CUDA device and use_cache=True")
-        step = _graphed_step(model, step, prep, prev, n_steps, make_caches, compile)
+    step, caches = _step_and_caches(model, prep, prev, n_steps, use_cache=use_cache, compile=compile,
+                                    cuda_graph=cuda_graph)
     inputs, out_params, out_mean, out_fed = [], [], [], []
     for t in range(n_steps):
         inputs.append(prev)
@@ -118,6 +103,33 @@ def rollout(
         out_fed.append(prev)
     return _split(S, params=torch.stack(out_params, 1), counts=torch.stack(out_fed, 1),
                   mean=torch.stack(out_mean, 1))
+
+
+def _check_rollout(model, likelihood, feedback: str, n_samples: int, n_steps: int) -> None:
+    if feedback not in FEEDBACK_MODES:
+        raise ValueError(f"feedback must be one of {FEEDBACK_MODES}, got {feedback!r}")
+    if n_samples < 1 or n_steps < 1:
+        raise ValueError("n_samples and n_steps must be >= 1")
+    if likelihood.n_params != model.n_params:
+        raise ValueError(f"likelihood has {likelihood.n_params} params, model {model.n_params}")
+
+
+def _step_and_caches(model, prep: dict, prev: torch.Tensor, n_steps: int, *, use_cache: bool, compile: bool,
+                     cuda_graph: bool) -> tuple:
+    """The one-bin decoding step (eager, compiled or graphed) and its KV caches (None when the
+    step is graphed, which owns its own, or without the cache)."""
+    k0 = prep["lat_kv"][0][0]  # latent keys: the dtype self-attention keys will have
+
+    def make_caches():
+        return [KVCache((k0.shape[0], model.heads, n_steps, k0.shape[-1]), dtype=k0.dtype,
+                        device=k0.device) for _ in model.blocks]
+
+    step = _compiled_step(model) if compile else model._step
+    if not cuda_graph:
+        return step, make_caches() if use_cache else None
+    if not use_cache or k0.device.type != "cuda":
+        raise ValueError("cuda_graph=True needs a model on a CUDA device and use_cache=True")
+    return _graphed_step(model, step, prep, prev, n_steps, make_caches, compile), None
 
 
 def _graphed_step(model, step, prep: dict, prev: torch.Tensor, n_steps: int, make_caches, compiled: bool):
