@@ -198,6 +198,37 @@ def _trials_inside(rec, intervals) -> list[int]:
     return np.flatnonzero(inside).tolist()
 
 
+def _checked_fractions(fractions) -> tuple:
+    fractions = tuple(float(f) for f in fractions)
+    if len(fractions) != 3 or min(fractions) < 0 or fractions[0] <= 0:
+        raise ValueError(f"fractions must be 3 non-negative numbers with train > 0: {fractions}")
+    if abs(sum(fractions) - 1.0) > 1e-6:  # trial splits take valid and test first: the sum must be whole
+        raise ValueError(f"fractions (train, valid, test) must sum to 1, got {fractions} (sum {sum(fractions):g})")
+    return fractions
+
+
+def _resolve_mode(mode: str, recordings, held: list) -> str:
+    """"auto" is trials when every recording that is not held out has trials."""
+    if mode == "auto":
+        has = [r.trials is not None and len(r.trials.start) > 0 for r in recordings]
+        mode = "trials" if all(h for h, x in zip(has, held) if not x) else "continuous"
+    if mode not in ("trials", "continuous"):
+        raise ValueError(f"unknown split mode {mode!r}; use 'auto', 'trials' or 'continuous'")
+    if mode == "trials":
+        for rec, x in zip(recordings, held):
+            if not x and (rec.trials is None or len(rec.trials.start) == 0):
+                raise ValueError(f"{rec.source}: split mode 'trials' but the recording has none")
+    return mode
+
+
+def _held_out(rec, split: str) -> tuple[dict, dict]:
+    """A held-out session: all of its recorded time (and trials) in `split`."""
+    d = rec.data.domain
+    ivs = {s: [] for s in SPLITS}
+    ivs[split] = [(float(a), float(b)) for a, b in zip(d.start, d.end)]
+    return ivs, {s: _trials_inside(rec, ivs[s]) for s in SPLITS}
+
+
 # ----------------------------------------------------------------------- API
 def make_splits(
     recordings,
@@ -219,34 +250,21 @@ def make_splits(
         n_rounds: continuous mode, rounds of (train, valid, test) blocks per recording
             (default: up to 5, fewer for short recordings).
     """
-    fractions = tuple(float(f) for f in fractions)
-    if len(fractions) != 3 or min(fractions) < 0 or fractions[0] <= 0:
-        raise ValueError(f"fractions must be 3 non-negative numbers with train > 0: {fractions}")
-    if abs(sum(fractions) - 1.0) > 1e-6:  # trial splits take valid and test first: the sum must be whole
-        raise ValueError(f"fractions (train, valid, test) must sum to 1, got {fractions} (sum {sum(fractions):g})")
+    fractions = _checked_fractions(fractions)
     _check_split(holdout_split)
     sessions = [r.session_id for r in recordings]
     unknown = sorted(set(holdout_sessions) - set(sessions))
     if unknown:
         raise ValueError(f"held-out session(s) {unknown} not among the sessions {sessions}")
     held = [s in set(holdout_sessions) for s in sessions]
-    if mode == "auto":
-        has = [r.trials is not None and len(r.trials.start) > 0 for r in recordings]
-        mode = "trials" if all(h for h, x in zip(has, held) if not x) else "continuous"
-    if mode not in ("trials", "continuous"):
-        raise ValueError(f"unknown split mode {mode!r}; use 'auto', 'trials' or 'continuous'")
+    mode = _resolve_mode(mode, recordings, held)
     rng = np.random.default_rng(seed)
     intervals = {s: [] for s in SPLITS}
     trials = {s: [] for s in SPLITS}
     for rec, is_held in zip(recordings, held):
         if is_held:
-            d = rec.data.domain
-            ivs = {s: [] for s in SPLITS}
-            ivs[holdout_split] = [(float(a), float(b)) for a, b in zip(d.start, d.end)]
-            trs = {s: _trials_inside(rec, ivs[s]) for s in SPLITS}
+            ivs, trs = _held_out(rec, holdout_split)
         elif mode == "trials":
-            if rec.trials is None or len(rec.trials.start) == 0:
-                raise ValueError(f"{rec.source}: split mode 'trials' but the recording has none")
             trs = _split_trials(rec, fractions, rng)
             tr = rec.trials
             ivs = {s: [(float(tr.start[i]), float(tr.end[i])) for i in trs[s]] for s in SPLITS}
