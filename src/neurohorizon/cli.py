@@ -184,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
     runs = argparse.ArgumentParser(add_help=False)
     runs.add_argument("--runs-dir", default=argparse.SUPPRESS, help="where run folders are created (default: runs)")
 
+    _add_inspect(sub, runs)
+    _add_import(sub)
+    _add_train(sub, runs)
+    _add_evaluate(sub)
+    _add_forecast(sub)
+    _add_demo(sub, runs)
+    _add_study(sub, runs)
+    return parser
+
+
+def _add_inspect(sub, runs) -> None:
     p = sub.add_parser("inspect", parents=[runs], help="statistics, figures and a likelihood recommendation for DATA")
     p.add_argument("data", help=DATA_HELP)
     p.add_argument("--bin-size-ms", type=float, default=20.0,
@@ -191,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", "-o", action="append", help="source option key=value, e.g. n_neurons=80")
     p.set_defaults(func=cmd_inspect)
 
+
+def _add_import(sub) -> None:
     p = sub.add_parser("import", help="convert DATA to NeuroHorizon/brainsets HDF5 files")
     p.add_argument("data", help=DATA_HELP)
     p.add_argument("out", help="output .h5 file (one recording) or folder")
@@ -198,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=cmd_import)
 
+
+def _add_train(sub, runs) -> None:
     p = sub.add_parser("train", parents=[runs], help="train a model from a YAML config plus key=value overrides",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="config keys (section.key=default), settable in the YAML file or as overrides:\n"
@@ -208,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", help="continue the run in this run folder from its last checkpoint")
     p.set_defaults(func=cmd_train)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics, baselines and figures for a trained run")
     p.add_argument("run", help="run folder created by `train`")
     p.add_argument("--data", help="evaluate on other data (default: the run's own test split): the test split "
@@ -223,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_forecast(sub) -> None:
     p = sub.add_parser("forecast", help="forecast from a trained run; writes NPZ and a figure")
     p.add_argument("run", help="run folder created by `train`")
     p.add_argument("--data", help="data to forecast (default: the run's own data, with its source options). "
@@ -235,11 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_forecast)
 
+
+def _add_demo(sub, runs) -> None:
     p = sub.add_parser("demo", parents=[runs], help="generate, inspect, train, evaluate and report on synthetic reach data")
     p.add_argument("--minutes", type=float, default=9.0, help="training time cap in minutes (default 9)")
     p.add_argument("--quick", action="store_true", help="a 1-minute smoke version")
     p.set_defaults(func=cmd_demo)
 
+
+def _add_study(sub, runs) -> None:
     p = sub.add_parser("study", parents=[runs], help="the horizon study: teacher forcing vs scheduled sampling vs parallel")
     p.add_argument("data", help=DATA_HELP)
     p.add_argument("--horizons", type=int, nargs="+",
@@ -257,7 +280,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="config overrides for every cell, right after DATA, "
                    "e.g. data.events=[target_on,go_cue] model.overrides.dropout=0.2")
     p.set_defaults(func=cmd_study)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
