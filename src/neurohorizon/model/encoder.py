@@ -173,24 +173,10 @@ class SpikeEncoder(nn.Module):
         centres = -context + (torch.arange(n_steps, device=device) + 0.5) * self.latent_step
         return centres.repeat_interleave(self.n_latents_per_step)
 
-    def forward(
-        self,
-        *,
-        unit_emb: nn.Module,
-        spike_times: torch.Tensor,
-        spike_units: torch.Tensor,
-        spike_mask: torch.Tensor,
-        units: torch.Tensor,
-        unit_mask: torch.Tensor,
-        context: float,
-        event_times: torch.Tensor | None = None,
-        event_types: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """spike_* (B, S), units/unit_mask (B, N), context duration (s); event_times and
-        event_types (B, E) (type 0 = padding) when the encoder has event types.
-
-        Returns latents (B, L, D) and their times (L,).
-        """
+    def _tokens(self, unit_emb, spike_times, spike_units, spike_mask, units, unit_mask, context,
+                event_times, event_types) -> tuple:
+        """The context tokens as rows of a table of distinct embeddings: table (R, D), and per
+        token (B, S + 2N [+ E]) its row, time and mask."""
         B, N = units.shape
         # token = unit embedding + token type; spikes first, then per-unit start/end markers
         tok_units = torch.cat([spike_units, units, units], dim=1)  # (B, S + 2N)
@@ -220,7 +206,29 @@ class SpikeEncoder(nn.Module):
             table = torch.cat([table, self.event_emb.weight])
             times = torch.cat([times, event_times.to(times.dtype)], dim=1)
             mask = torch.cat([mask, event_types > 0], dim=1)
+        return table, index, times, mask
 
+    def forward(
+        self,
+        *,
+        unit_emb: nn.Module,
+        spike_times: torch.Tensor,
+        spike_units: torch.Tensor,
+        spike_mask: torch.Tensor,
+        units: torch.Tensor,
+        unit_mask: torch.Tensor,
+        context: float,
+        event_times: torch.Tensor | None = None,
+        event_types: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """spike_* (B, S), units/unit_mask (B, N), context duration (s); event_times and
+        event_types (B, E) (type 0 = padding) when the encoder has event types.
+
+        Returns latents (B, L, D) and their times (L,).
+        """
+        B = units.shape[0]
+        table, index, times, mask = self._tokens(unit_emb, spike_times, spike_units, spike_mask, units, unit_mask,
+                                                 context, event_times, event_types)
         lat_t = self.latent_times(context, units.device)  # (L,)
         lat_idx = torch.arange(lat_t.shape[0], device=units.device) % self.n_latents_per_step
         latents = self.latent_emb(lat_idx).unsqueeze(0).expand(B, -1, -1)  # (B, L, D)
