@@ -327,6 +327,11 @@ def test_no_steps_or_no_spikes_fail_before_a_run(tmp_path, reach, capsys):
     ("model.overrides.dimm=96", r"model.overrides.dimm: not a model setting; valid: \[.*'dim'"),
     ("model.overrides.decoder=parallel", "model.overrides.decoder: set model.decoder instead"),
     ("model.overrides.bin_size=0.01", "model.overrides.bin_size: set data.bin_size_ms instead"),
+    ("model.overrides.dim=abc", r"model.overrides.dim must be a whole number >= 1, got 'abc'"),
+    ("model.overrides.dim=0", r"model.overrides.dim must be a whole number >= 1, got 0"),
+    ("model.overrides.dropout=1.5", r"model.overrides.dropout must be a number in \[0, 1\), got 1.5"),
+    ("model.overrides.max_bins=10", "data.horizon_ms is 50 bins, more than the model's max_bins=10: raise "
+                                    "model.overrides.max_bins or shorten data.horizon_ms"),
 ])
 def test_bad_model_overrides_are_clear_errors_before_any_run_folder(tmp_path, capsys, override, match):
     import re

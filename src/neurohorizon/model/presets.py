@@ -96,14 +96,44 @@ SET_ELSEWHERE = {  # NeuroHorizon keywords that model.overrides must not set: th
 }
 
 
-def check_model_overrides(overrides: dict) -> None:
-    """model.overrides may set any other NeuroHorizon keyword; a typo is an error, not a traceback."""
+def check_model_overrides(overrides: dict, preset: str | None = None, horizon_bins: int | None = None) -> None:
+    """model.overrides may set any other NeuroHorizon keyword; a typo or a value of the wrong kind
+    is an error, not a traceback. With `preset` and `horizon_bins`: the model must reach that far."""
     allowed = set(inspect.signature(NeuroHorizon.__init__).parameters) - {"self", *SET_ELSEWHERE}
-    for key in overrides:
+    for key, value in overrides.items():
         if key in SET_ELSEWHERE:
             raise ValueError(f"model.overrides.{key}: set {SET_ELSEWHERE[key]} instead")
         if key not in allowed:
             raise ValueError(f"model.overrides.{key}: not a model setting; valid: {sorted(allowed)}")
+        _check_value(key, value)
+    if preset in PRESETS and horizon_bins is not None:
+        max_bins = overrides.get("max_bins", PRESETS[preset].max_bins)
+        if horizon_bins > max_bins:
+            raise ValueError(f"data.horizon_ms is {horizon_bins} bins, more than the model's max_bins={max_bins}: "
+                             f"raise model.overrides.max_bins or shorten data.horizon_ms")
+
+
+_FRACTIONS = ("dropout",)  # in [0, 1)
+_OPTIONAL = ("readout_dim",)  # None keeps the model's default
+_MAY_BE_ZERO = ("depth_enc",)  # no encoder self-attention: cross-attention only
+
+
+def _check_value(key: str, value) -> None:
+    """Whole numbers > 0 (depth_enc: >= 0) where the model's default is one, numbers > 0 (dropout: in
+    [0, 1)) where it is a float."""
+    default = _DEFAULT[key]
+    if value is None and key in _OPTIONAL:
+        return
+    if isinstance(default, int) or key in _OPTIONAL:
+        least = 0 if key in _MAY_BE_ZERO else 1
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= least
+        kind = f"a whole number >= {least}"
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+            0 <= value < 1 if key in _FRACTIONS else value > 0)
+        kind = "a number in [0, 1)" if key in _FRACTIONS else "a number > 0"
+    if not ok:
+        raise ValueError(f"model.overrides.{key} must be {kind}, got {value!r}")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -86,12 +86,12 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
         cfg = from_dict(state["config"])
         splits = Splits.from_json(Path(resume) / "splits.json")
         vocab = UnitVocab.from_dict({"tokens": state["vocab"]})  # unit i keeps unit i's weights
-    window_spec(cfg.data)  # a horizon that is not whole bins fails before anything is written
+    spec = window_spec(cfg.data)  # a horizon that is not whole bins fails before anything is written
     check_train_config(cfg.train)
     schedule_from(cfg.sampling)  # a bad sampling schedule, too, fails before the data is prepared
     if resume is None and recordings is None and Path(cfg.data.source).exists():
         cfg.data.source = str(Path(cfg.data.source).resolve())  # evaluate/forecast work from any folder
-    check_model_overrides(cfg.model.overrides)
+    check_model_overrides(cfg.model.overrides, cfg.model.preset, spec.horizon_bins)
     likelihood = build_likelihood(cfg.loss.likelihood, **cfg.loss.options)  # an unknown name is said first
     if check_rate_prior(cfg.data) and not likelihood.log_rate_first:
         raise ValueError(f"data.rate_prior needs a log-rate likelihood (poisson, negbin, zip), "
