@@ -165,7 +165,7 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, reach, monkey
     def exploding(self, params, counts, **kw):
         calls["n"] += 1
         out = original(self, params, counts, **kw)
-        return out * float("nan") if calls["n"] > 3 else out
+        return out * float("nan") if calls["n"] > 3 or calls["n"] < 0 else out
 
     monkeypatch.setattr(Poisson, "nll", exploding)
     cfg = tiny_cfg("train.checkpoint_every=1", "train.eval_every=100")
@@ -173,6 +173,11 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, reach, monkey
         train_run(cfg, runs_dir=tmp_path, recordings=[reach], quiet=True)
     run = next(tmp_path.iterdir())
     assert load_checkpoint(run / "last.pt")["step"] == 3
+    # diverging before the first checkpoint says so instead of pointing to a file that is not there
+    calls["n"] = -10
+    with pytest.raises(TrainingDiverged, match="step 0.*No checkpoint had been saved yet"):
+        train_run(tiny_cfg("train.checkpoint_every=100", "train.eval_every=100"), runs_dir=tmp_path / "early",
+                  recordings=[reach], quiet=True)
 
 
 def test_scheduled_sampling_feeds_back_model_predictions(tmp_path, reach):

@@ -261,18 +261,12 @@ class Trainer:
             params = self.model(batch, inputs, n_steps=batch["target_counts"].shape[1])
         loss = self.loss(batch, params)
         if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"loss became {loss.item()} at step {self.state.step}; training stopped. "
-                f"The last good checkpoint is kept in {self.run_dir / 'last.pt'}"
-            )
+            raise TrainingDiverged(self._diverged(f"loss became {loss.item()}"))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.cfg.train.grad_clip)
         if not torch.isfinite(grad_norm):
-            raise TrainingDiverged(
-                f"gradient norm became {grad_norm.item()} at step {self.state.step}; training stopped. "
-                f"The last good checkpoint is kept in {self.run_dir / 'last.pt'}"
-            )
+            raise TrainingDiverged(self._diverged(f"gradient norm became {grad_norm.item()}"))
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update_parameters(self.raw_model)
@@ -295,6 +289,14 @@ class Trainer:
             out[f"val_{kind}_bps"] = pooled_bps(preds["groups"], kind)
         out["val_nll"] = float(preds["rollout_nll"])
         return out
+
+    def _diverged(self, what: str) -> str:
+        """The divergence message: where the last good checkpoint is, or that there is none yet."""
+        last = self.run_dir / "last.pt"
+        kept = (f"The last good checkpoint is kept in {last}" if last.is_file() else
+                f"No checkpoint had been saved yet, so {self.run_dir} holds only the settings and the log "
+                "of the steps before; lower train.lr or raise train.warmup_steps and start again")
+        return f"{what} at step {self.state.step}; training stopped. {kept}"
 
     # --------------------------------------------------------- checkpoints
     def checkpoint_state(self) -> dict:
