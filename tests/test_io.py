@@ -267,6 +267,11 @@ def test_load_data_paths_and_folders(tmp_path):
     assert [p.name for p in paths] == ["s1.h5", "c_20131003_center_out_reaching.h5"]
     with pytest.warns(UserWarning), pytest.raises(ValueError, match="holds 2 recordings"):
         import_to_h5(tmp_path / "d", tmp_path / "single.h5")
+    # two copies of one session in a folder would split it twice: refused, naming both files
+    save_recording(rec, tmp_path / "dup" / "a.h5")
+    save_recording(rec, tmp_path / "dup" / "b.h5")
+    with pytest.raises(ValueError, match=r"dup: a.h5 and b.h5 hold the same session 's1'"):
+        load_data(tmp_path / "dup")
 
 
 def test_load_data_dispatches_synthetic_and_recipes(monkeypatch, tmp_path):

@@ -106,6 +106,12 @@ def test_too_few_trials_is_a_clear_error():
         make_splits([trial_rec(per_condition=(2, 2))], SPEC)
 
 
+def test_a_session_given_twice_is_a_clear_error():
+    rec = trial_rec()
+    with pytest.raises(ValueError, match=r"session id\(s\) \['.*'\] appear more than once"):
+        make_splits([rec, rec], SPEC)
+
+
 def test_trial_windows_and_trials_as_continuous():
     rec = trial_rec()
     sp = make_splits([rec], SPEC, seed=0)

@@ -61,9 +61,21 @@ def load_data(spec: str | Path, **options) -> list[Recording]:
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in H5_SUFFIXES)
         if not files:
             raise FileNotFoundError(f"{path}: folder holds no .h5/.hdf5 recordings")
-        return [load_recording(p) for p in files]
+        recordings = [load_recording(p) for p in files]
+        _check_distinct_sessions(recordings, files, path)
+        return recordings
     missing = "" if path.exists() or ":" in text else " (no such file or folder)"
     raise ValueError(f"unknown data source {text!r}{missing}; valid forms: {VALID_FORMS}")
+
+
+def _check_distinct_sessions(recordings, files, folder) -> None:
+    """Two files of one session would be split apart: its test trials trained on in the other copy."""
+    first = {}
+    for rec, f in zip(recordings, files):
+        if rec.session_id in first:
+            raise ValueError(f"{folder}: {first[rec.session_id].name} and {f.name} hold the same session "
+                             f"{rec.session_id!r}; keep one (a session split twice would train on its own test trials)")
+        first[rec.session_id] = f
 
 
 def _check_options(loader, spec: str, options: dict) -> None:

@@ -253,6 +253,10 @@ def make_splits(
     fractions = _checked_fractions(fractions)
     _check_split(holdout_split)
     sessions = [r.session_id for r in recordings]
+    repeated = sorted({s for s in sessions if sessions.count(s) > 1})
+    if repeated:
+        raise ValueError(f"session id(s) {repeated} appear more than once; a session split twice would train "
+                         "on its own test trials")
     unknown = sorted(set(holdout_sessions) - set(sessions))
     if unknown:
         raise ValueError(f"held-out session(s) {unknown} not among the sessions {sessions}")
