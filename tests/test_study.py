@@ -156,3 +156,20 @@ def test_likelihood_options_reach_only_the_cells_whose_likelihood_takes_them():
     cells = cell_configs(base, [12], ["categorical", "negbin"])
     assert cells["h12-categorical"].loss.options == {"max_count": 4}
     assert all(cells[f"h12-{v}"].loss.options == {} for v in ("teacher_forcing", "scheduled_sampling", "negbin"))
+
+
+def test_a_study_of_a_file_saves_its_absolute_path_and_resumes_from_anywhere(tmp_path, monkeypatch):
+    """Cells' configs and study.json hold the absolute path, so their runs evaluate from any folder;
+    a resume may name the file relatively, and an older study.json's relative path still matches."""
+    from neurohorizon.evaluation.study import absolute_source, resumed_settings
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "reach.h5").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    full = str(tmp_path / "d" / "reach.h5")
+    assert absolute_source("d/reach.h5") == full and absolute_source("synthetic:reach") == "synthetic:reach"
+    for saved in (full, "d/reach.h5"):
+        (tmp_path / "study.json").write_text(json.dumps({"data": saved}))
+        assert resumed_settings(tmp_path, "d/reach.h5", {})["data"] == full
+    with pytest.raises(ValueError, match="is a study of"):
+        resumed_settings(tmp_path, "synthetic:reach", {})

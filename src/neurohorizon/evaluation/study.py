@@ -83,13 +83,19 @@ def resumed_settings(study_dir: Path, data: str, given: dict) -> dict:
         raise FileNotFoundError(f"{study_dir} is not a study folder (no study.json): give the folder that "
                                 f"`neurohorizon study` created")
     saved = {**STUDY_DEFAULTS, **json.loads((study_dir / "study.json").read_text())}
-    if data != saved["data"]:
+    saved["data"] = absolute_source(saved["data"])  # older studies saved the path as given
+    if absolute_source(data) != saved["data"]:
         raise ValueError(f"{study_dir} is a study of {saved['data']}, not {data}")
     changed = [k for k, v in given.items() if v != saved[k]]
     if changed:
         raise ValueError(f"study --resume keeps the settings of {study_dir / 'study.json'}; these differ: "
                          + ", ".join(f"{k} (saved {saved[k]!r}, given {given[k]!r})" for k in changed))
     return saved
+
+
+def absolute_source(data: str) -> str:
+    """A data path made absolute, so cells and the study resume from any folder (other sources as given)."""
+    return str(Path(data).resolve()) if Path(data).exists() else data
 
 
 def base_config(settings: dict, recordings) -> RunConfig:
@@ -276,7 +282,7 @@ def run_study(data: str, *, runs_dir="runs", horizons=None, resume: str | None =
         study_dir = Path(resume)
         settings = resumed_settings(study_dir, data, given)
     else:
-        settings = {"data": data, **STUDY_DEFAULTS, **given}
+        settings = {"data": absolute_source(data), **STUDY_DEFAULTS, **given}
     check_study_args(settings["horizons"], settings["likelihoods"], settings["max_steps"], settings["minutes_per_cell"])
     recordings = load_data(settings["data"], **settings["options"])
     base = base_config(settings, recordings)
