@@ -37,6 +37,11 @@ def test_signals_and_verdicts_from_known_numbers():
     # AR quality halves from 12 to 50 bins while the parallel decoder keeps 83%: out of proportion
     assert s["50"]["drops_out_of_proportion"] is True
     assert "not enough information" in verdict(12, {"relative_gap": np.nan, "tf_only_rollout_bps": np.nan})
+    # no gap left by teacher forcing alone (or a negative one): nothing to close, no ratio of noise
+    for ro in (0.2002, 0.1999):
+        s = decision_signals({"h12-teacher_forcing": _cell(12, 0.20, ro),
+                              "h12-scheduled_sampling": _cell(12, 0.20, 0.19)}, [12])
+        assert np.isnan(s["12"]["gap_closed"])
 
 
 def test_no_verdict_when_every_model_is_below_the_null():

@@ -27,6 +27,7 @@ from neurohorizon.runs import new_run_dir, write_text_atomic
 
 GAP_THRESHOLD = 0.10  # teacher-forced/rollout gap, relative to |rollout|
 LATE_STEP = 30  # the knowledge base's "step 30+" PSTH-correlation check
+MIN_GAP_BPS = 1e-3  # below this teacher-forced/rollout gap there is nothing for scheduled sampling to close
 
 
 def cell_configs(base: RunConfig, horizons, likelihoods) -> dict[str, RunConfig]:
@@ -212,7 +213,7 @@ def decision_signals(cells: dict, horizons) -> dict:
         if ss is not None:
             ss_ro, ss_tf = _pooled(ss, "rollout", "fp_bps"), _pooled(ss, "teacher_forced", "fp_bps")
             s.update(ss_rollout_bps=ss_ro, ss_gap=(ss_tf - ss_ro) / abs(ss_ro) if ss_ro else np.nan,
-                     gap_closed=1 - (ss_tf - ss_ro) / (tf_bps - ro_bps) if tf_bps != ro_bps else np.nan)
+                     gap_closed=1 - (ss_tf - ss_ro) / (tf_bps - ro_bps) if tf_bps - ro_bps > MIN_GAP_BPS else np.nan)
         if par is not None:
             s["parallel_rollout_bps"] = _pooled(par, "rollout", "fp_bps")
         corr = np.asarray(_pooled(tf, "psth", "corr_per_step"), dtype=float)
