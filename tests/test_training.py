@@ -146,6 +146,8 @@ def test_run_folder_holds_config_splits_and_never_overwrites(tmp_path, reach):
     state = load_checkpoint(first / "best.pt")
     for key in ("optimizer", "scheduler", "rng", "config", "vocab", "train_state"):
         assert key in state
+    with open(first / "train_log.csv") as handle:  # each step logs the rate it used (warm-up: 1/2, 2/2)
+        assert [float(r["lr"]) for r in csv.DictReader(handle)] == pytest.approx([cfg.train.lr / 2, cfg.train.lr])
 
 
 def test_best_checkpoint_is_chosen_by_rollout_bps(tmp_path, reach):
@@ -344,7 +346,7 @@ def test_a_binding_time_cap_shortens_the_schedules_so_they_finish(tmp_path, reac
     assert 10 < state["step"] < 60 and state["train_state"]["schedule_rate"] > 1000
     assert state["train_state"]["schedule_step"] >= 100000 - 1e-6
     assert float(rows[-1]["eps"]) == 0.1  # the sampling schedule reached its floor
-    assert float(rows[-1]["lr"]) == pytest.approx(1e-4)  # the cosine reached 10 % of train.lr
+    assert float(rows[-1]["lr"]) == pytest.approx(1e-4, rel=0.01)  # the last step ran at ~10 % of train.lr
     train_run(tiny_cfg(*capped, "train.fit_to_time=false"), runs_dir=tmp_path / "warn", recordings=[reach], quiet=True)
     assert "will not finish (lower train.max_steps)" in capsys.readouterr().out
     train_run(tiny_cfg(), runs_dir=tmp_path / "fits", recordings=[reach], quiet=True)

@@ -267,13 +267,14 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.cfg.train.grad_clip)
         if not torch.isfinite(grad_norm):
             raise TrainingDiverged(self._diverged(f"gradient norm became {grad_norm.item()}"))
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses (logged as such)
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update_parameters(self.raw_model)
         self.state.schedule_step += self.state.schedule_rate  # before the LR of the next step is set
         self.scheduler.step()
         global_loss = dist_utils.all_reduce_sum(loss.detach()) / self.world  # the global-batch loss
-        return {"loss": global_loss.item(), "eps": eps, "lr": self.scheduler.get_last_lr()[0],
+        return {"loss": global_loss.item(), "eps": eps, "lr": lr,
                 "grad_norm": grad_norm.item()}
 
     # ---------------------------------------------------------- validation
