@@ -462,6 +462,11 @@ def test_anchored_training_windows_train_and_need_an_align_event(tmp_path, reach
     with pytest.raises(ValueError, match="train_anchor_fraction > 0 needs data.align_event"):
         train_run(tiny_cfg("data.train_anchor_fraction=0.5", "data.align_event=null"), runs_dir=tmp_path / "bad",
                   recordings=[reach], quiet=True)
+    # settings that would be silently ignored without the one they modify
+    for extra, match in ((["data.train_anchor_jitter_ms=40"], "train_anchor_jitter_ms .* needs data.train_anchor_fraction"),
+                         (["data.align_offset_ms=-500", "data.align_event=null"], "align_offset_ms .* set that too")):
+        with pytest.raises(ValueError, match=match):
+            train_run(tiny_cfg(*extra), runs_dir=tmp_path / "bad", recordings=[reach], quiet=True)
     assert not (tmp_path / "bad").exists()
 
 

@@ -102,6 +102,11 @@ def prepare_data(
         aligned = fixed("train") if cfg.align_event else None
         if cfg.train_anchor_fraction > 0 and aligned is None:
             raise ValueError("data.train_anchor_fraction > 0 needs data.align_event, the trial event to anchor to")
+        if cfg.train_anchor_jitter_ms and not cfg.train_anchor_fraction > 0:
+            raise ValueError("data.train_anchor_jitter_ms jitters the anchored training windows: it needs "
+                             "data.train_anchor_fraction > 0")
+        if cfg.align_offset_ms and aligned is None:
+            raise ValueError("data.align_offset_ms places windows relative to data.align_event: set that too")
         leave_out = prior is not None and cfg.rate_prior_leave_one_out and not given
         train_prior = prior.leave_one_out() if leave_out else prior
         train = ForecastDataset(recordings, windows=[], spec=spec, vocab=vocab, random_windows_per_epoch=cfg.train_windows_per_epoch,
