@@ -327,3 +327,16 @@ def test_evaluate_edge_cases_from_the_second_review(tmp_path):
     assert set(metrics["results"]) == {"NeuroHorizon", "persistence"}
     assert list(metrics["horizons"]) == ["10"]  # 200 ms: 10 bins, scored at its own horizon
     assert np.isfinite(metrics["results"]["NeuroHorizon"]["10"]["held_out"]["rollout"]["fp_bps"])
+
+
+def test_own_warnings_print_as_plain_lines():
+    import os
+    import warnings
+
+    from neurohorizon.cli import _plain_warnings
+
+    ours = os.path.join(os.sep, "x", "neurohorizon", "data", "prepare.py")
+    with _plain_warnings():
+        assert warnings.formatwarning("dropped 5 windows", UserWarning, ours, 93) == "warning: dropped 5 windows\n"
+        assert "torch/x.py:3: UserWarning" in warnings.formatwarning("m", UserWarning, "/y/torch/x.py", 3, "")
+    assert "prepare.py:93" in warnings.formatwarning("m", UserWarning, ours, 93, "")  # restored after

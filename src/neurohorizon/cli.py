@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 from neurohorizon.config import key_reference
@@ -284,8 +285,26 @@ def _add_study(sub, runs) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with _sigterm_as_interrupt():
+    with _sigterm_as_interrupt(), _plain_warnings():
         return _run(args)
+
+
+@contextlib.contextmanager
+def _plain_warnings():
+    """NeuroHorizon's own warnings (about the data, mostly) print as `warning: ...` lines, not as
+    Python warnings with a source file and a line of code; other libraries' keep their form."""
+    original = warnings.formatwarning
+
+    def plain(message, category, filename, lineno, line=None):
+        if issubclass(category, UserWarning) and f"{os.sep}neurohorizon{os.sep}" in filename:
+            return f"warning: {message}\n"
+        return original(message, category, filename, lineno, line)
+
+    warnings.formatwarning = plain
+    try:
+        yield
+    finally:
+        warnings.formatwarning = original
 
 
 @contextlib.contextmanager
