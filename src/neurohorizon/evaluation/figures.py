@@ -8,6 +8,7 @@ Time axes are in ms; horizons are labelled in bins and ms with `horizon_label`.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -257,7 +258,9 @@ def plot_forecast_raster(
     )
     axes[-1].set_xlabel("time relative to forecast onset (ms)")
     axes[-1].set_xlim(-Tc * ms, T * ms)
-    fig.suptitle(f"{title} — horizon {horizon_label(T, bin_size)}, context {Tc * ms:g} ms")
+    # the title (often a long session id) wraps to the figure's width instead of running off it
+    width = int(fig.get_figwidth() * 11)  # characters per line at the default title size
+    fig.suptitle(textwrap.fill(f"{title} — horizon {horizon_label(T, bin_size)}, context {Tc * ms:g} ms", width))
     return _save(fig, path)
 
 
