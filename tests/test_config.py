@@ -40,6 +40,7 @@ def test_round_trip_through_yaml(tmp_path):
         ("train.max_steps=1.5", ["wrong type"]),
         ("nonsense", ["key.sub=value"]),
         ("bogus.x=1", ["unknown key"]),
+        ("data.options={n_neurons:20}", ["reads {a:1} as the key 'a:1'", "data.options.a=1"]),
     ],
 )
 def test_bad_overrides_name_the_key(override, words):

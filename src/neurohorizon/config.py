@@ -225,6 +225,9 @@ def apply_override(cfg: RunConfig, item: str) -> None:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         value = text
+    if isinstance(value, dict) and any(":" in str(k) and v is None for k, v in value.items()):
+        raise ConfigError(f"override {item!r}: YAML reads {{a:1}} as the key 'a:1'; write a space after each "
+                          f"colon ({{a: 1}}) or set one key at a time ({key.strip()}.a=1)")
     _set(cfg, key.strip(), value, "command line")
 
 
