@@ -14,6 +14,11 @@ except the trial's gain, preparatory jitter and OU state, which it infers from t
 spikes (the demo's 0.5 s) under their true priors: what a perfectly learned model of this
 generator could reach from that context (up to Laplace's approximation).
 
+`generator_psth` is the observer before it sees a spike: the generator's own condition average
+(gain, jitter and OU state averaged over their priors). A PSTH fitted from the training trials
+falls short of it by the cost of estimating it; the observer beats it by what single-trial
+inference is worth.
+
 `causal_without_ou` is the causal oracle without the OU state at the go cue (averaged over its
 stationary law): what knowing the single-trial OU state is worth at each horizon.
 """
@@ -31,7 +36,7 @@ from neurohorizon.config import load_config
 from neurohorizon.data.binning import bin_spikes_at_edges
 from neurohorizon.data.prepare import prepare_data
 from neurohorizon.data.synthetic.causal import ReachTruth, reach_causal_expected
-from neurohorizon.data.synthetic.observer import reach_observer_expected
+from neurohorizon.data.synthetic.observer import reach_generator_psth, reach_observer_expected
 from neurohorizon.data.synthetic.oracle import expected_counts
 from neurohorizon.evaluation.metrics import bits_per_spike
 
@@ -55,13 +60,15 @@ def score(rec, truth, starts, bin_size, context) -> dict:
     blind = reach_causal_expected(rec, starts, n_bins=n, bin_size=bin_size, truth=truth, know_ou=False)
     observer = reach_observer_expected(rec, starts, n_bins=n, bin_size=bin_size, context=context,
                                        truth=truth)
+    psth = reach_generator_psth(rec, starts, n_bins=n, bin_size=bin_size, truth=truth)
     out = {}
     for h in HORIZONS:
-        o, c, v, b = (bits_per_spike(x[:, :h], target[:, :h]) for x in (oracle, causal, observer, blind))
+        o, c, v, b, p = (bits_per_spike(x[:, :h], target[:, :h]) for x in (oracle, causal, observer, blind, psth))
         out[str(h)] = {"oracle_fp_bps": o, "causal_oracle_fp_bps": c, "causal_fraction_of_oracle": c / o,
                        "causal_without_ou_fp_bps": b, "causal_without_ou_fraction_of_oracle": b / o,
                        "observer_fp_bps": v, "observer_fraction_of_oracle": v / o,
-                       "observer_fraction_of_causal": v / c}
+                       "observer_fraction_of_causal": v / c,
+                       "generator_psth_fp_bps": p, "generator_psth_fraction_of_oracle": p / o}
     return {"n_windows": len(starts), "fp_bps": out}
 
 

@@ -12,8 +12,10 @@ from neurohorizon.data.synthetic.observer import (
     ContextPosterior,
     _forecast,
     ou_precision,
+    reach_generator_psth,
     reach_observer_expected,
 )
+from neurohorizon.data.synthetic.reach import JITTER_SD, LOG_GAIN_SD
 from neurohorizon.evaluation.metrics import bits_per_spike
 
 
@@ -64,6 +66,27 @@ def test_observer_scores_between_the_null_and_the_causal_oracle(reach_rec, reach
     bps_causal = bits_per_spike(np.repeat(causal, 20, axis=0), spikes)
     assert np.all(np.isfinite(observer)) and observer.min() > 0
     assert 0 < bps_obs < bps_causal
+
+
+def test_generator_psth_is_the_forecast_averaged_over_the_trial_laws(reach_rec, reach_truth):
+    """Monte Carlo over gain, jitter and the OU value at the go cue, each known exactly (the
+    causal oracle's forecast), averages to the closed form."""
+    i = 6
+    go = reach_truth.sched["go"][i]
+    psth = reach_generator_psth(reach_rec, [go * FINE_DT], n_bins=5, truth=reach_truth)[0]
+    rng = np.random.default_rng(1)
+    draws = [_forecast(reach_truth, i, go + np.arange(20), np.exp(LOG_GAIN_SD * rng.standard_normal()),
+                       np.r_[JITTER_SD * rng.standard_normal(D_PREP), rng.standard_normal(3)], np.zeros((9, 9)))
+             for _ in range(150)]
+    mc = np.mean(draws, 0).reshape(5, 4, -1).sum(1) * FINE_DT
+    np.testing.assert_allclose(psth.sum(1), mc.sum(1), rtol=0.03)
+    np.testing.assert_allclose(psth, mc, rtol=0.15)
+    # it knows no single-trial state, so the causal oracle (which knows it) scores higher
+    starts = reach_truth.sched["go"][1:5] * FINE_DT
+    causal = reach_causal_expected(reach_rec, starts, n_bins=10, truth=reach_truth)
+    spikes = np.random.default_rng(2).poisson(np.repeat(causal, 50, axis=0))
+    psth = reach_generator_psth(reach_rec, starts, n_bins=10, truth=reach_truth, n_gains=9)
+    assert 0 < bits_per_spike(np.repeat(psth, 50, axis=0), spikes) < bits_per_spike(np.repeat(causal, 50, axis=0), spikes)
 
 
 def test_a_context_before_the_recording_is_a_clear_error(reach_rec, reach_truth):

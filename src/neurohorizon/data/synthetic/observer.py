@@ -181,6 +181,27 @@ def reach_observer_expected(rec: Recording, starts, *, n_bins: int, bin_size: fl
     return out
 
 
+def reach_generator_psth(rec: Recording, starts, *, n_bins: int, bin_size: float = 0.02,
+                         truth: ReachTruth | None = None, n_gains: int = 25) -> np.ndarray:
+    """(n, n_bins, N) the observer's forecast before it sees any spike: the condition average
+    of the generator itself (gain, jitter and OU state averaged over their priors). The gap
+    between a condition prior fitted from trials and this is the cost of estimating the PSTH;
+    the gap between this and the observer is what single-trial inference is worth."""
+    truth = truth or ReachTruth(rec)
+    per_bin = int(round(bin_size / FINE_DT))
+    z = np.linspace(-4, 4, n_gains)
+    weights = np.exp(-0.5 * z**2) / np.exp(-0.5 * z**2).sum()
+    cov = np.diag(np.r_[np.full(D_PREP, reach.JITTER_SD**2), np.ones(3)])  # the prior of (j, o_last)
+    out = np.empty((len(starts), n_bins, len(truth.offset)))
+    for w, start in enumerate(np.asarray(starts, dtype=float)):
+        i = truth.trial_at_go(start)
+        steps = truth.sched["go"][i] + np.arange(n_bins * per_bin)
+        rate = sum(wk * _forecast(truth, i, steps, g, np.zeros(D_PREP + 3), cov)
+                   for wk, g in zip(weights, np.exp(reach.LOG_GAIN_SD * z)))
+        out[w] = rate.reshape(n_bins, per_bin, -1).sum(1) * FINE_DT
+    return out
+
+
 def _gain_posterior(post: ContextPosterior, z: np.ndarray) -> list:
     """[(weight, g, mode, hessian)] over the gains exp(LOG_GAIN_SD z) holding 99.99 % of the
     posterior mass (weights renormalised): prior N(0, 1) in z times the Laplace evidence."""
