@@ -35,7 +35,7 @@ def window_arrays(ds, prior, spec) -> dict:
     for i, w in enumerate(ds.windows):
         item, rec = ds[i], ds.recordings[w.rec]
         edges = w.onset + spec.bin_size * np.arange(-tc, spec.horizon_bins)
-        expected = prior.expected(rec, item["units"], edges, rec_index=w.rec)
+        expected = prior.expected(rec, item["units"], edges, rec_index=w.rec, onset=w.onset)
         out["context"].append(item["context_counts"])
         out["context_prior"].append(expected[:tc])
         out["prior"].append(expected[tc:])

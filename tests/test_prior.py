@@ -65,6 +65,22 @@ def test_prior_is_the_condition_average_at_the_time_from_the_event():
     np.testing.assert_allclose(prior.expected(rec, units, np.array([1.5])), prior.unit_mean[units][None])
 
 
+def test_bins_of_a_trial_that_starts_after_the_onset_get_the_unit_mean():
+    """The next trial's condition and event time are not known at the onset: no leak."""
+    rec = trials_recording()
+    prior, units = fit(rec)
+    onset = 14.9  # late in trial 7 (B, ends at 15.0); trial 8 (A, 16.0-17.0, burst 16.4-16.6) follows
+    starts = onset + np.arange(90) * BIN
+    got = prior.expected(rec, units, starts)
+    np.testing.assert_allclose(got[5:], np.broadcast_to(prior.unit_mean[units], (85, 2)))  # gap, trial 8
+    np.testing.assert_array_equal(got[:5], prior.table[prior.labels.index("B"), 45:50][:, units])  # trial 7
+    # relabelling trial 8 changes nothing; seen from inside trial 8, its burst is there
+    conditions = prior.trial_conditions(rec)
+    conditions[8] = prior.labels.index("B")
+    np.testing.assert_array_equal(prior.expected(rec, units, starts, conditions), got)
+    assert prior.expected(rec, units, starts[55:])[20:30, 0].mean() > 0.5 * 200 * BIN  # onset 16.0
+
+
 def test_prior_uses_the_training_trials_only():
     a, units = fit(trials_recording(test_rate=0.0))
     b, _ = fit(trials_recording(test_rate=500.0))  # trial 9 (t = 18-19 s) is outside training
@@ -135,17 +151,17 @@ def test_leave_one_out_equals_a_fit_without_the_windows_own_trial(seed):
     prior, units = fit(rec)
     loo = prior.leave_one_out()
     tr = rec.trials
-    # 2.4 s windows from each fitted trial's start: its bins, the gap, then the next trial's
+    # 2.4 s windows from each fitted trial's start: its bins, the gap, then the next trial's, which
+    # has not started at the onset and so gets the unit mean
     for j in range(8):
         starts = tr.start[j] + np.arange(120) * BIN
         got = loo.expected(rec, units, starts, rec_index=0)
         centre = starts + BIN / 2
-        for k in (j, j + 1):
-            inside = (centre >= tr.start[k]) & (centre < tr.end[k])
-            want = refit_without(rec, k).expected(rec, units, starts[inside])
-            np.testing.assert_allclose(got[inside], want, rtol=1e-5, atol=1e-7)
-        gap = (centre >= tr.end[j]) & (centre < tr.start[j + 1])
-        np.testing.assert_array_equal(got[gap], prior.expected(rec, units, starts[gap]))
+        inside = (centre >= tr.start[j]) & (centre < tr.end[j])
+        want = refit_without(rec, j).expected(rec, units, starts[inside])
+        np.testing.assert_allclose(got[inside], want, rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(got[~inside], prior.expected(rec, units, starts)[~inside])
+        np.testing.assert_array_equal(got[~inside], np.broadcast_to(prior.unit_mean[units], got[~inside].shape))
     # the leak it removes: the A trial with the largest burst raises the plain average on itself
     go = tr.events["go"]
     bursts = [np.sum((rec.spike_times >= go[j]) & (rec.spike_times < go[j] + 0.2)) for j in range(0, 9, 2)]

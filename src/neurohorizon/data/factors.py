@@ -216,11 +216,11 @@ class FactorPrior:
         """One window's base expectation and, inside a known trial, what inferring its latents needs."""
         conditions = self.trial_conditions(rec) if conditions is None else conditions
         future = self.base.expected(rec, units, starts, conditions, rec_index=rec_index)
-        where = self.table_prior.locate(rec, np.r_[starts[:1], context_starts, starts], conditions)
+        where = self.table_prior.locate(rec, np.r_[starts[:1], context_starts, starts], conditions, onset=starts[0])
         rows, trial = where[0], where[1]
         if not len(rows) or rows[0] != 0:  # the forecast does not start inside a known trial
             return _Inference(future)
-        context = self.base.expected(rec, units, context_starts, conditions, rec_index=rec_index)
+        context = self.base.expected(rec, units, context_starts, conditions, rec_index=rec_index, onset=starts[0])
         same = trial == trial[0]
         row_of = np.full(1 + len(context_starts) + len(starts), -1)
         row_of[rows[same]] = where[3][same]

@@ -3,7 +3,8 @@
 With `data.rate_prior=psth` every future bin of a window inside a trial gets the expected count
 that the training trials of the same condition had at the same time from the trial event
 (`data.align_event`); the model then forecasts the single-trial deviation from it. Bins outside
-a trial, of an unseen condition, or beyond the trials' time range get the unit's mean count.
+a trial, of an unseen condition, beyond the trials' time range, or in a trial that starts after the
+forecast onset (whose condition is not known yet) get the unit's mean count.
 It is the information the condition-given PSTH baseline has, fitted on the training split only.
 
 The table is Gaussian-smoothed over time (sigma 2 bins) and shrunk 5 % toward the unit's mean
@@ -98,26 +99,32 @@ class ConditionPrior:
         return np.array([label_index.get(str(c), -1) for c in tr.condition], dtype=np.int64)
 
     def expected(self, rec, units: np.ndarray, starts: np.ndarray, conditions=None, rec_index=None,
-                 *, located=None) -> np.ndarray:
+                 *, onset: float | None = None, located=None) -> np.ndarray:
         """(T, N) prior expected counts of the bins starting at `starts` (T,) for vocabulary
         units `units` (N,) of recording `rec`; `conditions`: its `trial_conditions` (computed
-        when not given); `located`: `locate`'s answer, when already known. `rec_index` (its
-        position among the fitted recordings) is unused here; `LeaveOneOutPrior.expected` needs it."""
+        when not given); `onset`: the forecast onset (`locate`); `located`: `locate`'s answer,
+        when already known. `rec_index` (its position among the fitted recordings) is unused
+        here; `LeaveOneOutPrior.expected` needs it."""
         out = np.broadcast_to(self.unit_mean[units], (len(starts), len(units))).copy()
-        rows, trial, cond, r = self.locate(rec, starts, conditions) if located is None else located
+        rows, trial, cond, r = self.locate(rec, starts, conditions, onset=onset) if located is None else located
         out[rows] = self.table[cond[:, None], r[:, None], units[None, :]]
         return out
 
-    def locate(self, rec, starts: np.ndarray, conditions=None):
+    def locate(self, rec, starts: np.ndarray, conditions=None, *, onset: float | None = None):
         """The bins starting at `starts` that the table covers: their positions `rows`, and for
-        each its trial, the trial's table condition and the table row r (time from the event)."""
+        each its trial, the trial's table condition and the table row r (time from the event).
+
+        Only trials that have started by `onset` (the forecast onset, s; default ``starts[0]``)
+        count: a later trial's condition and event times are not known when the forecast is
+        made, so its bins are left to the unit's mean like bins outside any trial."""
         conditions = self.trial_conditions(rec) if conditions is None else conditions
-        if not len(conditions):
+        if not len(conditions) or not len(starts):
             return (np.zeros(0, np.int64),) * 4
         tr = rec.trials
+        onset = starts[0] if onset is None else onset
         centre = starts + self.bin_size / 2
         j = np.searchsorted(tr.start, centre, side="right") - 1
-        inside = (j >= 0) & (centre < tr.end[np.maximum(j, 0)])
+        inside = (j >= 0) & (centre < tr.end[np.maximum(j, 0)]) & (tr.start[np.maximum(j, 0)] <= onset)
         j = np.maximum(j, 0)
         cond = conditions[j]
         r = np.floor((centre - tr.events[self.event][j] - self.rel_start) / self.bin_size)
@@ -261,13 +268,14 @@ class LeaveOneOutPrior:
     def trial_conditions(self, rec) -> np.ndarray:
         return self.prior.trial_conditions(rec)
 
-    def expected(self, rec, units: np.ndarray, starts: np.ndarray, conditions=None, rec_index=None) -> np.ndarray:
+    def expected(self, rec, units: np.ndarray, starts: np.ndarray, conditions=None, rec_index=None,
+                 *, onset: float | None = None) -> np.ndarray:
         if rec_index is None:
             raise ValueError("LeaveOneOutPrior.expected needs rec_index, the recording's position in the fit")
         if len(units) != rec.n_units:  # the trial's own spikes are counted per local unit
             raise ValueError(f"LeaveOneOutPrior.expected needs all {rec.n_units} units of {rec.source} in their "
                              f"order, got {len(units)}")
-        located = self.prior.locate(rec, starts, conditions)
+        located = self.prior.locate(rec, starts, conditions, onset=onset)
         out = self.prior.expected(rec, units, starts, located=located)
         rows, trial, cond, r = located
         fitted = self.stats.fitted[rec_index]
