@@ -150,6 +150,24 @@ def test_run_folder_holds_config_splits_and_never_overwrites(tmp_path, reach):
         assert [float(r["lr"]) for r in csv.DictReader(handle)] == pytest.approx([cfg.train.lr / 2, cfg.train.lr])
 
 
+def test_eps_is_logged_every_step_by_default(tmp_path, reach):
+    """The issue asks for eps every step: the default log_every is 1, and each row holds the eps
+    the linear schedule gives that step (progress counted from 0)."""
+    from neurohorizon.config import TrainConfig
+    from neurohorizon.training.schedules import ScheduleConfig, teacher_forcing_prob
+
+    assert TrainConfig().log_every == 1
+    cfg = tiny_cfg("sampling.kind=linear", "sampling.unit=step", "sampling.n=4", "sampling.floor=0.1",
+                   f"train.log_every={TrainConfig().log_every}")
+    run = train_run(cfg, runs_dir=tmp_path, recordings=[reach], quiet=True)
+    with open(run / "train_log.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in rows] == list(range(1, 9))
+    want = [teacher_forcing_prob(ScheduleConfig(kind="linear", unit="step", n=4, floor=0.1), i, 0) for i in range(8)]
+    assert [float(r["eps"]) for r in rows] == pytest.approx(want)
+    assert want[:5] == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.1])
+
+
 def test_best_checkpoint_is_chosen_by_rollout_bps(tmp_path, reach):
     run = train_run(tiny_cfg(), runs_dir=tmp_path, recordings=[reach], quiet=True)
     with open(run / "valid_log.csv") as handle:

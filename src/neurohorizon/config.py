@@ -119,7 +119,7 @@ class TrainConfig:
     unit_dropout: float = 0.0  # fraction of units removed from a training window
     eval_every: int = 200  # steps between validations (teacher-forced and rollout; best.pt by rollout)
     checkpoint_every: int = 200  # steps between last.pt saves
-    log_every: int = 10  # steps between train_log.csv rows
+    log_every: int = 1  # steps between train_log.csv rows: 1 logs the loss and scheduled-sampling eps every step
     rollout_samples: int = 8  # sampled trajectories per window in validation (feedback=sample)
     max_eval_windows: int = 512  # validation windows scored at most
     device: str = "auto"  # auto | cpu | cuda
