@@ -333,6 +333,19 @@ def test_compiled_rollout_matches_eager():
         assert torch.equal(runs[1]["counts"], runs[0]["counts"])
 
 
+def test_chunked_compiled_rollout_matches_eager():
+    """K bins per compiled call, a shorter last call included (7 = 3 + 3 + 1), equal the eager rollout."""
+    m, b = model(), make_batch()
+    eager = m.rollout(b, LIK, n_steps=7, feedback="mean", n_samples=2)
+    chunked = m.rollout(b, LIK, n_steps=7, feedback="mean", n_samples=2, compile=True, compile_chunk=3)
+    for key in ("params", "counts", "mean"):
+        torch.testing.assert_close(chunked[key], eager[key], atol=1e-5, rtol=1e-5)
+    for bad in ({"compile_chunk": 0, "compile": True}, {"compile_chunk": 2},
+                {"compile_chunk": 2, "compile": True, "feedback": "sample"}):
+        with pytest.raises(ValueError, match="compile_chunk"):
+            m.rollout(b, LIK, n_steps=4, **{"feedback": "mean", **bad})
+
+
 def test_bad_batches_are_clear_errors():
     m, b = model(), make_batch()
     n_vocab = len(m.unit_emb.vocab)

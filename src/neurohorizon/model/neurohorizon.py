@@ -408,7 +408,7 @@ class NeuroHorizon(nn.Module):
     def rollout(self, batch: dict, likelihood, **options) -> dict:
         """Free-running forecast without ground-truth future (``model/rollout.py``): the
         encoder runs once, then each bin's prediction is fed back as the next bin's input.
-        Options: n_steps, feedback, n_samples, generator, use_cache, compile, cuda_graph.
+        Options: n_steps, feedback, n_samples, generator, use_cache, compile, compile_chunk, cuda_graph.
         Returns dict(params (S, B, T, N, P), counts (S, B, T, N), mean (S, B, T, N)).
         """
         return rollout(self, batch, likelihood, **options)
