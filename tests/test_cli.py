@@ -99,6 +99,25 @@ def test_evaluate_on_the_runs_own_data_scores_its_test_split_only(trained, tmp_p
     assert _evaluated(trained, save_recording(replay, tmp_path / "next.h5")) == (len(rec.trials.start), "all windows")
 
 
+def test_a_run_whose_data_moved_is_evaluated_with_data_new_path(tmp_path, capsys):
+    from neurohorizon.data.io import save_recording
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    save_recording(generate("reach", **SMALL), folder / "s.h5")
+    assert main(["--runs-dir", str(tmp_path / "runs"), "train", "model.preset=tiny", "train.max_steps=2",
+                 "train.eval_every=2", "train.batch_size=8", "data.train_windows_per_epoch=16",
+                 "data.align_event=go_cue", f"data.source={folder}"]) == 0
+    run = next((tmp_path / "runs").iterdir())
+    n_before = _evaluated(run, folder)[0]
+    folder.rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--no-baselines"]) == 2
+    assert f"the data it was trained on, {folder} (data.source in its config.yaml), is missing; evaluate it with " \
+           "--data NEW_PATH" in capsys.readouterr().err
+    assert _evaluated(run, tmp_path / "moved") == (n_before, "test split of the run's sessions")
+
+
 def _evaluated(run, data) -> tuple[int, str]:
     """(number of windows scored, the split metrics.json names) of `evaluate RUN --data DATA`."""
     from neurohorizon.evaluation.evaluate import evaluate_run
@@ -302,7 +321,11 @@ def test_evaluate_edge_cases_from_the_second_review(tmp_path):
     folder = tmp_path / "sessions"
     folder.mkdir()
     reach = generate("reach", **SMALL)
-    lorenz = generate("lorenz", n_neurons=12, duration=40.0, seed=3)
+    dynamics = generate("lorenz", n_neurons=12, duration=40.0, seed=3)
+    local = [u.split("/", 1)[1] for u in reach.unit_ids[:11]] + ["new"]  # 11 of reach's neurons and one new
+    lorenz = Recording.from_arrays(session_id=dynamics.session_id, unit_namespace=reach.session_id,
+                                   spike_times=dynamics.spike_times, unit_ids=local, spike_units=dynamics.spike_units,
+                                   domain=dynamics.domain, trials=dynamics.trials)
     for rec in (reach, lorenz):
         save_recording(rec, folder / f"{rec.session_id}.h5")
     common = ["model.preset=tiny", "train.max_steps=2", "train.eval_every=2", "train.batch_size=8",

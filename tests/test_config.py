@@ -56,8 +56,9 @@ def test_bad_files(tmp_path):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [1, 2\n")
-    with pytest.raises(ConfigError, match="bad.yaml"):
+    with pytest.raises(ConfigError, match="bad.yaml") as err:
         load_config(bad)
+    assert "\n" not in str(err.value) and "at line 2, column 1" in str(err.value)
     notmap = tmp_path / "list.yaml"
     notmap.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
@@ -121,3 +122,12 @@ def test_train_help_lists_every_config_key_with_its_default_and_note(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "loss.likelihood=poisson" in capsys.readouterr().out
+
+
+def test_demo_minutes_must_be_positive_before_any_folder(tmp_path, capsys):
+    from neurohorizon.cli import main
+
+    for bad in ("0", "-1"):
+        assert main(["--runs-dir", str(tmp_path), "demo", "--minutes", bad]) == 2
+        assert f"demo --minutes must be > 0, got {bad}" in capsys.readouterr().err
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())

@@ -251,6 +251,14 @@ def test_load_data_paths_and_folders(tmp_path):
     assert [r.session_id for r in both] == ["s1", "c_20131003_center_out_reaching"]
     with pytest.raises(FileNotFoundError, match="no .h5"):
         load_data(tmp_path)
+    # NWB files in a data folder are not read: said, not silently skipped
+    (tmp_path / "d" / "day3.nwb").write_bytes(b"")
+    with pytest.warns(UserWarning, match=r"ignoring 1 .nwb file\(s\) \(day3.nwb\).*neurohorizon import"):
+        assert len(load_data(tmp_path / "d")) == 2
+    (tmp_path / "n").mkdir()
+    (tmp_path / "n" / "x.nwb").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="no .h5/.hdf5 recordings; a data folder is read for .h5"):
+        load_data(tmp_path / "n")
     with pytest.raises(ValueError, match="valid forms: synthetic:reach.*pmd_reach_yu2009"):
         load_data("not-a-thing")
     with pytest.raises(FileNotFoundError, match="gone.h5"):

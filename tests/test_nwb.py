@@ -159,3 +159,21 @@ def test_adn_peyrache_against_h5py(shared_data, tmp_path):
     cut.write_bytes(cut.read_bytes()[:3_000_000])
     with pytest.raises(RecordingError, match=r"A2929-cut\.nwb"):
         read_nwb(cut)
+
+
+def test_inspect_of_a_silent_unit_and_trials_without_conditions_prints_no_library_warnings(tmp_path, capsys):
+    """A unit without spikes and trials without a condition column are common in NWB files: the
+    report says so in its own words, with no numpy or matplotlib warnings on the console."""
+    from neurohorizon.cli import main
+
+    rng = np.random.default_rng(0)
+    units = [np.sort(rng.uniform(0, 60, 600)) for _ in range(4)] + [np.array([])]
+    trials = [{"start_time": s, "stop_time": s + 2.5, "go_cue_time": s + 1.5} for s in np.arange(1, 56, 3.0)]
+    path = write_nwb(tmp_path / "s.nwb", units, trials=trials, extra_trial_cols=[("go_cue_time", "go")])
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["--runs-dir", str(tmp_path / "runs"), "inspect", str(path)]) == 0
+    said = [str(w.message) for w in caught]
+    assert not [m for m in said if "Mean of empty slice" in m or "No artists" in m], said

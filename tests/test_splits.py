@@ -10,11 +10,12 @@ from neurohorizon.data.windows import WindowSpec
 SPEC = WindowSpec(bin_size=0.02, context_bins=25, horizon_bins=50)
 
 
-def cont_rec(sid="a", duration=300.0, n_units=3, seed=0):
+def cont_rec(sid="a", duration=300.0, n_units=3, seed=0, namespace=None):
     rng = np.random.default_rng(seed)
     n = int(5 * n_units * duration)
     return Recording.from_arrays(
         session_id=sid,
+        unit_namespace=namespace,
         spike_times=np.sort(rng.random(n) * duration),
         unit_ids=np.arange(n_units),
         spike_units=rng.integers(0, n_units, n),
@@ -169,7 +170,7 @@ def test_continuous_blocks_guard_gap_and_fractions():
 
 
 def test_holdout_sessions_go_to_test():
-    recs = [cont_rec("a", 200.0), cont_rec("b", 100.0, seed=1)]
+    recs = [cont_rec("a", 200.0), cont_rec("b", 100.0, seed=1, namespace="a")]  # b records a's units again
     sp = make_splits(recs, SPEC, holdout_sessions=["b"])
     assert sp.intervals("test", 1) == [(0.0, 100.0)]
     assert sp.intervals("train", 1) == [] and sp.intervals("valid", 1) == []
@@ -178,6 +179,17 @@ def test_holdout_sessions_go_to_test():
     assert {x.rec for x in w} == {0, 1}
     with pytest.raises(ValueError, match=r"held-out session\(s\) \['zz'\]"):
         make_splits(recs, SPEC, holdout_sessions=["zz"])
+
+
+def test_a_held_out_session_needs_units_that_training_has():
+    """Units are keyed by global id: a held-out session of other ids would run on untrained embeddings."""
+    a = cont_rec("a", 200.0)
+    with pytest.raises(ValueError, match="held-out session 'b' shares none of its 3 unit ids"):
+        make_splits([a, cont_rec("b", 100.0, seed=1)], SPEC, holdout_sessions=["b"])
+    with pytest.warns(UserWarning, match="held-out session 'c': 1 of its 4 units"):
+        make_splits([a, cont_rec("c", 100.0, n_units=4, seed=1, namespace="a")], SPEC, holdout_sessions=["c"])
+    with pytest.raises(ValueError, match="holds every session"):
+        make_splits([a], SPEC, holdout_sessions=["a"])
 
 
 def test_short_recording_error_names_it():

@@ -113,6 +113,8 @@ def test_study_command_runs_and_resumes(tmp_path, capsys):
     ({"horizons": (12,), "overrides": ["data.bin_size_ms=7"]}, "not a whole number"),
     ({"horizons": (12,), "overrides": ["data.horizon_ms=250"]}, "from --horizons"),
     ({"horizons": (12,), "overrides": ["data.bin_size_ms=0"]}, "data.bin_size_ms must be > 0, got 0"),
+    ({"horizons": (12,), "overrides": ["data.options.n_neurons=10"]}, "data.options.n_neurons cannot be overridden"),
+    ({"horizons": (12,), "overrides": ["data.source=synthetic:lorenz"]}, "data.source cannot be overridden"),
     ({"horizons": (12,), "preset": "huge"}, "unknown model preset 'huge'"),
     ({"horizons": (12,), "overrides": ["loss.likelihood=gauss"]}, "unknown loss.likelihood 'gauss'"),
     ({"horizons": (12,), "overrides": ["data.events=[bogus]"]}, "data.events: 'bogus' is not a trial event"),
@@ -178,3 +180,18 @@ def test_a_study_of_a_file_saves_its_absolute_path_and_resumes_from_anywhere(tmp
         assert resumed_settings(tmp_path, "d/reach.h5", {})["data"] == full
     with pytest.raises(ValueError, match="is a study of"):
         resumed_settings(tmp_path, "synthetic:reach", {})
+
+
+def test_a_study_keeps_its_folder_once_a_cell_has_trained(tmp_path, monkeypatch):
+    """A failure after a cell trained (e.g. in its evaluation) must not delete that training."""
+    from neurohorizon.evaluation.study import run_study
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("evaluation broke")
+
+    monkeypatch.setattr("neurohorizon.evaluation.evaluate.evaluate_run", broken)
+    with pytest.raises(RuntimeError, match="evaluation broke"):
+        run_study("synthetic:reach", runs_dir=tmp_path, horizons=(12,), max_steps=2,
+                  options={"n_neurons": 8, "trials_per_condition": 3}, log=lambda *a: None)
+    (study,) = tmp_path.iterdir()
+    assert list((study / "cells").glob("*.trained")) and list((study / "runs").glob("*/last.pt"))

@@ -168,6 +168,21 @@ def test_eps_is_logged_every_step_by_default(tmp_path, reach):
     assert want[:5] == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.1])
 
 
+def test_a_run_being_trained_cannot_be_trained_by_a_second_process(tmp_path, reach):
+    """While one process holds the run's lock, `train --resume` of it is refused, naming that pid."""
+    import os
+
+    from neurohorizon.runs import training_lock
+
+    run = train_run(tiny_cfg("train.max_steps=4"), runs_dir=tmp_path, recordings=[reach], quiet=True, stop_after=2)
+    busy = f"another process \\(pid {os.getpid()}\\) is training this run"
+    with training_lock(run), pytest.raises(RuntimeError, match=busy):  # the lock: the first process, still training
+        train_run(None, resume=run, recordings=[reach], quiet=True)
+    assert load_checkpoint(run / "last.pt")["step"] == 2  # untouched
+    train_run(None, resume=run, recordings=[reach], quiet=True)  # the lock is gone with its holder
+    assert load_checkpoint(run / "last.pt")["step"] == 4
+
+
 def test_best_checkpoint_is_chosen_by_rollout_bps(tmp_path, reach):
     run = train_run(tiny_cfg(), runs_dir=tmp_path, recordings=[reach], quiet=True)
     with open(run / "valid_log.csv") as handle:
@@ -381,8 +396,9 @@ def test_rate_prior_run_saves_its_prior_and_forecasts_with_it(tmp_path, reach, p
     from neurohorizon.evaluation.loading import load_run
     from neurohorizon.evaluation.metrics import bits_per_spike
 
-    run = train_run(tiny_cfg("train.max_steps=2", "train.eval_every=2", f"data.rate_prior={prior}",
-                             "data.rate_prior_factors=2"), runs_dir=tmp_path, recordings=[reach], quiet=True)
+    factors = ["data.rate_prior_factors=2"] if prior == "psth_factors" else []
+    run = train_run(tiny_cfg("train.max_steps=2", "train.eval_every=2", f"data.rate_prior={prior}", *factors),
+                    runs_dir=tmp_path, recordings=[reach], quiet=True)
     loaded = load_run(run)
     assert loaded.model.rate_prior and isinstance(loaded.prior, FactorPrior) == (prior == "psth_factors")
     table = getattr(loaded.prior, "table_prior", loaded.prior)
@@ -403,7 +419,9 @@ def test_rate_prior_run_saves_its_prior_and_forecasts_with_it(tmp_path, reach, p
     for bad, message in (("loss.likelihood=categorical", "needs a log-rate likelihood"),
                          ("data.align_event=null", "needs data.align_event"),
                          ("data.rate_prior=glm", "must be 'none', 'psth' or 'psth_factors'"),
-                         *[("data.rate_prior_factors=0", "rate_prior_factors must be an integer >= 1")] * (prior != "psth")):
+                         *[("data.rate_prior_factors=0", "rate_prior_factors must be an integer >= 1")] * (prior != "psth"),
+                         *[("data.rate_prior_factors=auto", "sets the factors of data.rate_prior=psth_factors, not of "
+                            "data.rate_prior=psth")] * (prior == "psth")):
         with pytest.raises(ValueError, match=message):
             train_run(tiny_cfg(f"data.rate_prior={prior}", bad), runs_dir=tmp_path / "bad", recordings=[reach], quiet=True)
     assert not (tmp_path / "bad").exists()  # refused before a run folder was made

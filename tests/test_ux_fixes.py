@@ -192,13 +192,16 @@ def test_evaluate_passes_the_baseline_budget_and_says_so(monkeypatch, capsys, tm
 # ------------------------------------------------------------- 8. no empty run folders
 @pytest.mark.parametrize("bad", ["model.preset=huge", "train.ema_decay=2", "train.batch_size=-1", "train.batch_size=0",
                                  "train.lr=0", "data.train_windows_per_epoch=3", "data.bin_size_ms=-20",
-                                 "data.horizon_ms=1010"])
+                                 "data.horizon_ms=1010", "data.fractions=[0.7,0.15,abc]",
+                                 "data.train_windows_per_epoch=0", "data.events=[go_cue,go_cue]",
+                                 "data.rate_prior_factors=auto"])
 def test_failed_train_leaves_no_run_folder(tmp_path, capsys, bad):
     keep = tmp_path / "earlier-run"
     keep.mkdir()
     (keep / "best.pt").write_text("x")
     assert main(["--runs-dir", str(tmp_path), "train", *TINY_TRAIN, bad]) == 2
-    assert bad.split("=")[1] in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert bad.split("=")[1].strip("[]").split(",")[-1] in err  # the bad value is named
     assert [p.name for p in tmp_path.iterdir()] == ["earlier-run"]  # only what was there before
     assert (keep / "best.pt").read_text() == "x"
 

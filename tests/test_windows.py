@@ -260,6 +260,8 @@ def test_condition_typed_events_tell_which_condition_was_cued():
     events = resolve_events(["target_on", "go_cue@condition"], [rec])
     assert events == ["target_on", "go_cue@condition=left", "go_cue@condition=right"]
     assert resolve_events(events, [rec]) == events  # already expanded: unchanged (resume, load)
+    with pytest.raises(ValueError, match=r"data.events lists \['go_cue'\] more than once"):
+        resolve_events(["go_cue", "go_cue"], [rec])
     ds = ForecastDataset([rec], windows=[Window(0, t) for t in (1.7, 4.7, 9.7)], spec=SPEC, vocab=UnitVocab.from_recordings([rec]),
                          events=events[1:])
     assert [list(ds[i]["event_types"]) for i in range(3)] == [[1], [2], [1]]

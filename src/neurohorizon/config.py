@@ -19,6 +19,13 @@ import yaml
 from neurohorizon.runs import write_text_atomic
 
 
+def _yaml_problem(err) -> str:
+    """A YAML parser error in one line: what and where (line, column), not the parser's dump."""
+    mark = getattr(err, "problem_mark", None)
+    what = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{what} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else what
+
+
 class ConfigError(ValueError):
     """A bad config file or override; the message names the key."""
 
@@ -191,7 +198,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+            raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(err)})") from None
         except UnicodeDecodeError as err:
             raise ConfigError(f"{path}: not a text (UTF-8) file ({err.reason} at byte {err.start})") from None
         if not isinstance(raw, dict):

@@ -18,6 +18,8 @@ from neurohorizon.runs import new_run_dir
 
 
 def demo_config(minutes: float, quick: bool):
+    if not minutes > 0:  # 0 would mean no cap at all (train.max_minutes=0)
+        raise ValueError(f"demo --minutes must be > 0, got {minutes:g}")
     path = resources.files("neurohorizon") / "configs" / "demo.yaml"
     overrides = [f"train.max_minutes={minutes}"]
     if quick:  # smoke version: tiny model, a few steps, short rollouts for evaluation

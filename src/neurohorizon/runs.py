@@ -89,3 +89,43 @@ def removed_on_failure(folder: Path, *, remove: bool = True):
         if remove:
             shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+@contextmanager
+def training_lock(run_dir: Path, *, hold: bool = True):
+    """Hold RUN/.train.lock while this process trains the run: a second process training the
+    same folder (e.g. `train --resume` while the first still runs) would interleave checkpoints
+    and logs, so it is refused. The OS frees the lock when the process ends, even on a crash.
+    hold=False (DDP ranks other than 0) takes nothing."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no lock
+        fcntl = None
+    if not hold or fcntl is None:
+        yield
+        return
+    with open(Path(run_dir) / ".train.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            raise RuntimeError(f"{run_dir}: another process (pid {handle.read().strip() or '?'}) is training this "
+                               "run; wait for it to finish or stop it first") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+
+
+def check_run_folder(run_dir: str | Path) -> Path:
+    """`run_dir` as a Path when it is a run folder (it holds last.pt), else a clear error that
+    names the run folders inside it, if any (e.g. a demo's folder, or runs/ itself)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: run folder not found")
+    if not (run_dir / "last.pt").exists():
+        inside = sorted(p.name for p in run_dir.iterdir() if (p / "last.pt").exists())
+        raise FileNotFoundError(f"{run_dir}: not a run folder (no last.pt)"
+                                + (f"; it holds the run folder(s) {inside}" if inside else ""))
+    return run_dir

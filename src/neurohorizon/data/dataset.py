@@ -22,6 +22,9 @@ def resolve_events(events, recordings) -> list[str]:
     """Expand each "EVENT@condition" into one event type per trial condition label found in
     `recordings` ("EVENT@condition=LABEL"), so the model is told which condition (e.g. which
     reach target) the experimenter cued, as the condition-given PSTH baseline is."""
+    repeated = sorted({str(e) for e in events if list(events).count(e) > 1})
+    if repeated:
+        raise ValueError(f"data.events lists {repeated} more than once; give each event once")
     out = []
     for name in events:
         if not name.endswith(CONDITION_EVENT):

@@ -70,6 +70,8 @@ def prepare_data(
     data.rate_prior again: what evaluation does, so the model is scored with the prior it was
     trained with. Such a prior cannot leave each trial out, so every split, training windows
     included, gets it as it is (fine for evaluating, not for training)."""
+    if not (isinstance(cfg.train_windows_per_epoch, int) and cfg.train_windows_per_epoch >= 1):
+        raise ValueError(f"data.train_windows_per_epoch must be a whole number >= 1, got {cfg.train_windows_per_epoch!r}")
     if recordings is None:
         from neurohorizon.data.sources import load_data
 
@@ -213,6 +215,10 @@ def check_rate_prior(cfg: DataConfig) -> bool:
     if not _is_count(cfg.rate_prior_rank):
         raise ValueError(f"data.rate_prior_rank must be an integer >= 0, got {cfg.rate_prior_rank!r}")
     _check_dynamics(cfg)
+    k = cfg.rate_prior_factors
+    if cfg.rate_prior != "psth_factors" and k not in (0, DataConfig.rate_prior_factors):
+        raise ValueError(f"data.rate_prior_factors={k!r} sets the factors of data.rate_prior=psth_factors, not of "
+                         f"data.rate_prior={cfg.rate_prior}")
     if cfg.rate_prior == "none":
         if cfg.rate_prior_rank:
             raise ValueError("data.rate_prior_rank denoises the condition prior: set data.rate_prior=psth too")

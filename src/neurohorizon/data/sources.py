@@ -10,6 +10,7 @@ Valid specs:
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from neurohorizon.data.io import load_recording, save_recording
@@ -59,8 +60,13 @@ def load_data(spec: str | Path, **options) -> list[Recording]:
     if path.is_dir():
         _no_options(options, text)
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in H5_SUFFIXES)
+        nwb = sorted(p.name for p in path.iterdir() if p.suffix.lower() == ".nwb")
+        hint = f"; a data folder is read for .h5 recordings: convert NWB with `neurohorizon import FILE.nwb {path}`"
         if not files:
-            raise FileNotFoundError(f"{path}: folder holds no .h5/.hdf5 recordings")
+            raise FileNotFoundError(f"{path}: folder holds no .h5/.hdf5 recordings" + (hint if nwb else ""))
+        if nwb:
+            warnings.warn(f"{path}: ignoring {len(nwb)} .nwb file(s) ({', '.join(nwb[:3])}{', ...' if len(nwb) > 3 else ''})"
+                          + hint, stacklevel=2)
         recordings = [load_recording(p) for p in files]
         _check_distinct_sessions(recordings, files, path)
         return recordings

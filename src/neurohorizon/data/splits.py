@@ -199,7 +199,10 @@ def _trials_inside(rec, intervals) -> list[int]:
 
 
 def _checked_fractions(fractions) -> tuple:
-    fractions = tuple(float(f) for f in fractions)
+    try:
+        fractions = tuple(float(f) for f in fractions)
+    except (TypeError, ValueError):
+        raise ValueError(f"data.fractions must be 3 numbers (train, valid, test), got {fractions!r}") from None
     if len(fractions) != 3 or min(fractions) < 0 or fractions[0] <= 0:
         raise ValueError(f"fractions must be 3 non-negative numbers with train > 0: {fractions}")
     if abs(sum(fractions) - 1.0) > 1e-6:  # trial splits take valid and test first: the sum must be whole
@@ -261,6 +264,7 @@ def make_splits(
     if unknown:
         raise ValueError(f"held-out session(s) {unknown} not among the sessions {sessions}")
     held = [s in set(holdout_sessions) for s in sessions]
+    _check_held_out_units(recordings, held)
     mode = _resolve_mode(mode, recordings, held)
     rng = np.random.default_rng(seed)
     intervals = {s: [] for s in SPLITS}
@@ -294,6 +298,25 @@ def make_splits(
         intervals_=intervals,
         trials_=trials,
     )
+
+
+def _check_held_out_units(recordings, held: list[bool]) -> None:
+    """Units are keyed by global id, so a held-out session is forecast with the embeddings of the
+    same ids in training sessions; ids no training session has would be random embeddings."""
+    if all(held) and held:
+        raise ValueError("data.holdout_sessions holds every session: nothing is left to train on")
+    trained = {str(u) for rec, h in zip(recordings, held) if not h for u in rec.unit_ids}
+    for rec, h in zip(recordings, held):
+        new = [str(u) for u in rec.unit_ids if str(u) not in trained] if h else []
+        if new and len(new) == rec.n_units:
+            raise ValueError(f"held-out session {rec.session_id!r} shares none of its {rec.n_units} unit ids (e.g. "
+                             f"{new[0]!r}) with the training sessions, so it would be forecast from untrained unit "
+                             "embeddings; hold out only sessions whose units (the same ids) are also recorded in "
+                             "training sessions")
+        if new:
+            warnings.warn(f"held-out session {rec.session_id!r}: {len(new)} of its {rec.n_units} units (e.g. "
+                          f"{new[0]!r}) are in no training session; they are forecast from untrained embeddings",
+                          stacklevel=2)
 
 
 def outside_other_splits(windows: list[Window], splits: Splits, split: str, spec: WindowSpec,

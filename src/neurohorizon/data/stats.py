@@ -20,6 +20,8 @@ Per neuron we report:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy.ndimage import convolve1d
 
@@ -102,7 +104,8 @@ def _trial_dispersion(groups):
     w = np.concatenate([np.full(g.shape[1:], g.shape[0] - 1.0) for g in groups])  # (sum K, N)
     m = np.concatenate([g.mean(0) for g in groups])
     v = np.concatenate([g.var(0, ddof=1) for g in groups])
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a silent unit's Fano factor is NaN, said elsewhere
         fano = np.nanmean(np.where(m > 0, v / np.where(m > 0, m, 1), np.nan), axis=0)
         index = (w * v).sum(0) / (w * m).sum(0)
         z = (w * (v - m)).sum(0) / np.sqrt((w * (m + 2 * m**2)).sum(0))

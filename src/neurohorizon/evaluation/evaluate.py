@@ -273,7 +273,8 @@ def _eval_data(run: LoadedRun, data: str | None, unknown_units: str, options: di
     """The run's prepared data (for baselines and nulls), the dataset to evaluate on, and what
     it holds: the run's test split, or for `data`, the test split of the sessions the run was
     trained on (their other windows were trained on) and every window of new sessions."""
-    prepared = prepare_data(run.cfg.data, splits=run.splits, vocab=run.vocab, prior=run.prior)
+    prepared = prepare_data(run.cfg.data, recordings=_moved_training_data(run, data, options), splits=run.splits,
+                            vocab=run.vocab, prior=run.prior)
     for split in (prepared.train, prepared.valid, prepared.train_aligned):  # read by baselines, which use no
         if split is not None:  # prior: computing it per window (10-20 ms with factors) is only lost time
             split.prior = None
@@ -295,6 +296,24 @@ def _eval_data(run: LoadedRun, data: str | None, unknown_units: str, options: di
     test = ForecastDataset(recordings, windows=windows, spec=prepared.spec, vocab=run.vocab, events=run.cfg.data.events,
                            prior=prepared.prior)
     return prepared, test, split
+
+
+def _moved_training_data(run: LoadedRun, data: str | None, options: dict):
+    """None while the run's data.source is where it was trained (prepare_data loads it); when a
+    file or folder source has moved, the run's sessions taken from `data` (the new place)."""
+    from neurohorizon.data.sources import RECIPES, load_data
+
+    source = str(run.cfg.data.source)
+    if source.startswith(("synthetic:", "recipe:")) or source in RECIPES or Path(source).exists():
+        return None
+    where = f"{run.run_dir}: the data it was trained on, {source} (data.source in its config.yaml), is missing"
+    if data is None:
+        raise ValueError(f"{where}; evaluate it with --data NEW_PATH, the same data where it is now")
+    by_id = {rec.session_id: rec for rec in load_data(data, **options)}
+    lost = [s for s in run.splits.sessions if s not in by_id]
+    if lost:
+        raise ValueError(f"{where}, and {data} lacks its session(s) {lost}: --data must hold every session of the run")
+    return [by_id[s] for s in run.splits.sessions]
 
 
 def _session_windows(run: LoadedRun, spec, rec, i: int, own: int | None) -> list:

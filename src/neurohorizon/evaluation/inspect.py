@@ -112,7 +112,7 @@ def _raster(rec, stats_session, bin_size, trial_event, path):
             title="PSTH per condition (population mean)",
             xlabel=f"time from {trial_event or 'trial start'} (s)",
         )
-        if len(groups) <= 10:
+        if 1 < len(groups) <= 10 and ax_p.get_legend_handles_labels()[0]:  # one group needs no legend
             ax_p.legend(fontsize=7)
     else:
         counts = bin_recording(rec, bin_size, start=t0, end=t1)

@@ -15,6 +15,7 @@ from neurohorizon.data.recording import Recording, Trials
 from neurohorizon.data.splits import Splits
 from neurohorizon.data.windows import UnitVocab
 from neurohorizon.losses import build_likelihood
+from neurohorizon.runs import check_run_folder
 from neurohorizon.training.checkpoint import CheckpointError, load_checkpoint
 from neurohorizon.training.run import build_model, pick_device
 
@@ -35,13 +36,7 @@ class LoadedRun:
 
 def load_run(run_dir: str | Path, *, device: str = "auto", which: str = "best") -> LoadedRun:
     """Model, likelihood, vocabulary and splits of a run folder (best checkpoint by default)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: run folder not found")
-    if not (run_dir / "last.pt").exists():
-        inside = sorted(p.name for p in run_dir.iterdir() if (p / "last.pt").exists())
-        raise FileNotFoundError(f"{run_dir}: not a run folder (no last.pt)"
-                                + (f"; it holds the run folder(s) {inside}" if inside else ""))
+    run_dir = check_run_folder(run_dir)
     if which not in ("best", "last"):
         raise ValueError(f"checkpoint {which!r}: use 'best' (chosen by validation rollout) or 'last'")
     path = run_dir / f"{which}.pt"

@@ -112,6 +112,9 @@ def base_config(settings: dict, recordings) -> RunConfig:
         key = item.split("=", 1)[0].strip()
         if key == "data.horizon_ms":
             raise ValueError("study: each cell's horizon comes from --horizons (in bins), not data.horizon_ms")
+        if key == "data.source" or key.startswith("data.options"):
+            raise ValueError(f"study: {key} cannot be overridden; the data is the DATA argument and its options "
+                             "are given with -o KEY=VALUE (e.g. `neurohorizon study synthetic:reach -o n_neurons=50`)")
         if key.startswith("sampling.") or key == "model.decoder":
             raise ValueError(f"study: {key} is what the cells compare (teacher forcing, scheduled sampling, the "
                              "parallel decoder); it cannot be overridden for all of them")
@@ -305,7 +308,8 @@ def run_study(data: str, *, runs_dir="runs", horizons=None, resume: str | None =
         raise KeyboardInterrupt(f"stopped; finished cells and the stopped cell's checkpoint are kept: continue "
                                 f"with `neurohorizon study {settings['data']} --resume {study_dir}`") from None
     except Exception:
-        if not resume and not any((study_dir / "cells").glob("*.json")):
+        kept = [*(study_dir / "cells").glob("*"), *(study_dir / "runs").glob("*/last.pt")]
+        if not resume and not kept:  # no cell finished, trained or checkpointed
             shutil.rmtree(study_dir, ignore_errors=True)  # nothing finished: leave no half-made study behind
         raise
     horizons, data = settings["horizons"], settings["data"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -14,7 +15,13 @@ from neurohorizon.data.splits import Splits
 from neurohorizon.data.windows import UnitVocab
 from neurohorizon.losses import build_likelihood
 from neurohorizon.model.presets import check_model_overrides, count_parameters, from_config
-from neurohorizon.runs import new_run_dir, removed_on_failure, source_name
+from neurohorizon.runs import (
+    check_run_folder,
+    new_run_dir,
+    removed_on_failure,
+    source_name,
+    training_lock,
+)
 from neurohorizon.training import distributed as dist_utils
 from neurohorizon.training.checkpoint import load_checkpoint
 from neurohorizon.training.trainer import Trainer, check_train_config, schedule_from
@@ -78,11 +85,20 @@ def build_model(cfg: RunConfig, vocab_tokens: list[str], likelihood):
 
 def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = None,
               recordings=None, stop_after: int | None = None, quiet: bool = False) -> Path:
-    """Train a model; returns the run folder. `resume` continues a run folder exactly."""
+    """Train a model; returns the run folder. `resume` continues a run folder exactly. While
+    it trains, the run folder is locked against a second training process (`training_lock`)."""
+    with contextlib.ExitStack() as locks:
+        return _train_run(cfg, runs_dir=runs_dir, resume=resume, recordings=recordings, stop_after=stop_after,
+                          quiet=quiet, lock=lambda run_dir: locks.enter_context(
+                              training_lock(run_dir, hold=dist_utils.rank() == 0)))
+
+
+def _train_run(cfg: RunConfig | None, *, runs_dir, resume: Path | None, recordings, stop_after: int | None,
+               quiet: bool, lock) -> Path:
     torch.set_flush_denormal(True)  # denormal floats made the seed's elementwise ops 10-20x slower
     splits = vocab = None
     if resume is not None:
-        state = load_checkpoint(Path(resume) / "last.pt")
+        state = load_checkpoint(check_run_folder(resume) / "last.pt")
         cfg = from_dict(state["config"])
         splits = Splits.from_json(Path(resume) / "splits.json")
         vocab = UnitVocab.from_dict({"tokens": state["vocab"]})  # unit i keeps unit i's weights
@@ -99,6 +115,8 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
     device = pick_device(cfg.train.device)
     dist_utils.init_from_env(device.type)
     device = pick_device(cfg.train.device)
+    if resume is not None:
+        lock(Path(resume))
     if vocab is not None:
         recordings = recordings if recordings is not None else load_data(cfg.data.source, **cfg.data.options)
         _check_same_units(recordings, vocab, Path(resume) / "last.pt")
@@ -122,6 +140,7 @@ def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = N
         # claimed after the data and the model: bad settings leave no empty run folder
         run_dir = _claim_run_dir(runs_dir, run_name(cfg))
         with removed_on_failure(run_dir, remove=dist_utils.rank() == 0):
+            lock(run_dir)
             _write_run_files(cfg, data, model, run_dir, quiet)
             if hasattr(likelihood, "truncation_report") and not quiet and dist_utils.rank() == 0:
                 print(training_truncation(likelihood, data.train))
