@@ -265,6 +265,9 @@ def test_load_data_paths_and_folders(tmp_path):
         load_data(tmp_path / "gone.h5")
 
     # import: single file, folder, never silently overwritten
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="afile: is a file, not a folder"):
+        import_to_h5(str(path), tmp_path / "afile")
     (out,) = import_to_h5(str(path), tmp_path / "copy.h5")
     np.testing.assert_array_equal(load_recording(out).spike_times, rec.spike_times)
     with pytest.raises(FileExistsError, match="copy.h5"):

@@ -3,6 +3,7 @@
 import base64
 import re
 import warnings
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -70,6 +71,20 @@ def test_plot_forecast_raster(tmp_path, rng, with_samples):
         max_units=20,
     )
     assert_png(out)
+
+
+def test_forecast_raster_hatches_bins_past_the_recording(tmp_path, rng, monkeypatch):
+    """Unrecorded bins (NaN: a forecast near the recording's end) are not drawn as zero counts."""
+    context, target, mean, samples = _window(rng)
+    target = target.astype(float)
+    target[-5:] = np.nan
+    figs = []
+    monkeypatch.setattr(F, "_save", lambda fig, path: figs.append(fig) or Path(path))
+    F.plot_forecast_raster(context=context, target=target, mean=mean, samples=samples, bin_size=BIN,
+                           path=tmp_path / "r.png")
+    titles = [ax.get_title(loc="left") for ax in figs[0].axes]
+    assert "hatched: not recorded" in titles[0] and not any("hatched" in t for t in titles[1:])
+    assert any(p.get_hatch() == "///" for p in figs[0].axes[0].patches)
 
 
 def test_forecast_raster_unit_choice(rng):

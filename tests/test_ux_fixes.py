@@ -116,6 +116,15 @@ def test_prior_with_a_wrong_event_lists_events_and_conditions(reach):
     for name in ("go_cue", "target_on", "move"):
         assert name in message
     assert "8 condition label(s)" in message and "data.align_event" in message
+    # trials without condition labels: the event is fine, the conditions are missing, and it says so
+    from neurohorizon.data.recording import Recording, Trials
+
+    tr = reach.trials
+    unlabelled = Recording.from_arrays(session_id="nolabels", spike_times=reach.spike_times, unit_ids=reach.unit_ids,
+                                       spike_units=reach.spike_units, domain=reach.domain,
+                                       trials=Trials(start=tr.start, end=tr.end, events=tr.events))
+    with pytest.raises(ValueError, match="0 condition label.*needs condition labels.*condition_column"):
+        ConditionPrior.fit([unlabelled], intervals, lambda r: index(r.unit_ids), bin_size=0.02, event="go_cue")
 
 
 def test_too_long_horizon_error_suggests_one_that_fits(reach):
@@ -444,3 +453,10 @@ def test_inspect_says_when_bins_leave_much_of_the_recording_uncounted():
         assert stats["sessions"][0]["recorded_s"] == pytest.approx(2.0)
         text = summary_text(stats, "s", recommend_likelihood(stats))
         assert ("of the 2.0 s recorded fall in whole" in text) == said
+
+
+def test_resume_of_a_folder_that_is_not_a_run_names_the_runs_inside(tmp_path, capsys):
+    (tmp_path / "outer" / "a-run").mkdir(parents=True)
+    (tmp_path / "outer" / "a-run" / "last.pt").write_bytes(b"")
+    assert main(["train", "--resume", str(tmp_path / "outer")]) == 2
+    assert "outer: not a run folder (no last.pt); it holds the run folder(s) ['a-run']" in capsys.readouterr().err

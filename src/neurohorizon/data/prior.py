@@ -162,10 +162,13 @@ def _no_usable_trials(recordings, event: str) -> str:
     trials = [r.trials for r in recordings if r.trials is not None]
     events = sorted({name for tr in trials for name in (tr.events or {})})
     labels = {str(c) for tr in trials if tr.condition is not None for c in tr.condition}
-    return (f"data.rate_prior=psth: no training trial with a condition and a {event!r} time; "
-            f"the recordings have {sum(len(tr.start) for tr in trials)} trial(s), trial events "
-            f"{events or 'none'} and {len(labels)} condition label(s): set data.align_event to one of "
-            "those events" + ("" if labels else ", or use data.rate_prior=none (it needs conditions)"))
+    have = (f"data.rate_prior=psth: no training trial with a condition and a {event!r} time; the recordings "
+            f"have {sum(len(tr.start) for tr in trials)} trial(s), trial events {events or 'none'} and "
+            f"{len(labels)} condition label(s)")
+    if not labels:  # the event is not the problem: the prior averages per condition
+        return (have + ": the prior needs condition labels (an NWB trials column named by "
+                "data.options.condition_column), or use data.rate_prior=none")
+    return have + ": set data.align_event to one of those events"
 
 
 def _add_trial(sums, cover, rec, j, units, labels, event, bin_size, r0) -> None:

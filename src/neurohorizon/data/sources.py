@@ -120,6 +120,8 @@ def import_to_h5(
             )
         paths = [out]
     else:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"{out}: is a file, not a folder; to write one recording to a file, end its name in .h5")
         paths = [out / f"{_file_stem(r.session_id)}.h5" for r in recordings]
         if len(set(paths)) != len(paths):
             raise ValueError(f"{spec}: recordings share session ids; cannot name files in {out}")

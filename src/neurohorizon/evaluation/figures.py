@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from neurohorizon.data.binning import DEFAULT_BIN_SIZE, STANDARD_HORIZONS, horizon_label
@@ -154,6 +155,12 @@ def _choose_units(context, target, mean, unit_order, max_units: int) -> np.ndarr
 
 
 def _raster_panel(fig, ax, data, extent, vmax, label, cbar_label, cmap="Greys"):
+    missing = ~np.isfinite(data)
+    if missing.any():  # bins past the recording's end: hatched, so they are not read as zero counts
+        ax.set_facecolor("none")
+        ax.add_patch(Rectangle((extent[0], extent[2]), extent[1] - extent[0], extent[3] - extent[2], zorder=0,
+                               facecolor="white", edgecolor="0.6", hatch="///", lw=0))
+        label += " (hatched: not recorded)"
     im = ax.imshow(
         np.ma.masked_invalid(data.T),
         aspect="auto",
