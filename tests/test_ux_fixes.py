@@ -460,3 +460,29 @@ def test_resume_of_a_folder_that_is_not_a_run_names_the_runs_inside(tmp_path, ca
     (tmp_path / "outer" / "a-run" / "last.pt").write_bytes(b"")
     assert main(["train", "--resume", str(tmp_path / "outer")]) == 2
     assert "outer: not a run folder (no last.pt); it holds the run folder(s) ['a-run']" in capsys.readouterr().err
+
+
+def test_a_stopped_demo_leaves_a_folder_only_when_training_can_resume(tmp_path, monkeypatch):
+    from neurohorizon import demo
+
+    monkeypatch.setattr("neurohorizon.data.sources.load_data", lambda *a, **k: [])
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt("stopped")
+
+    monkeypatch.setattr("neurohorizon.evaluation.inspect.inspect_data", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo(runs_dir=tmp_path / "a", quick=True, log=lambda *a: None)
+    assert not any((tmp_path / "a").iterdir())  # stopped while inspecting: nothing left
+
+    def trained_then_stopped(cfg, *, runs_dir, recordings):
+        (runs_dir / "demo-run").mkdir()
+        (runs_dir / "demo-run" / "last.pt").write_bytes(b"")
+        raise KeyboardInterrupt("stopped")
+
+    monkeypatch.setattr("neurohorizon.evaluation.inspect.inspect_data", lambda *a, **k: None)
+    monkeypatch.setattr("neurohorizon.training.run.train_run", trained_then_stopped)
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo(runs_dir=tmp_path / "b", quick=True, log=lambda *a: None)
+    (root,) = (tmp_path / "b").iterdir()
+    assert (root / "demo-run" / "last.pt").exists()  # its checkpoint is kept for --resume

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from neurohorizon.config import load_config
-from neurohorizon.runs import new_run_dir
+from neurohorizon.runs import new_run_dir, removed_on_failure
 
 
 def demo_config(minutes: float, quick: bool):
@@ -38,13 +38,14 @@ def run_demo(*, runs_dir="runs", minutes: float = 9.0, quick: bool = False, log=
     t0 = time.monotonic()
     cfg = demo_config(minutes, quick)
     root = new_run_dir(runs_dir, "demo")
-    log(f"[1/5] generating {cfg.data.source} data")
-    recordings = load_data(cfg.data.source, **cfg.data.options)
-    log(f"[2/5] inspecting -> {root / 'inspect'}")
-    (root / "inspect").mkdir()
-    inspect_data(recordings, root / "inspect", bin_size=cfg.data.bin_size_ms / 1000, name=cfg.data.source)
-    log(f"[3/5] training ({cfg.model.preset} model, up to {cfg.train.max_minutes:g} min)")
-    run_dir = train_run(cfg, runs_dir=root, recordings=recordings)
+    with removed_on_failure(root, keep_if="*/last.pt"):  # a stopped demo keeps only a resumable training
+        log(f"[1/5] generating {cfg.data.source} data")
+        recordings = load_data(cfg.data.source, **cfg.data.options)
+        log(f"[2/5] inspecting -> {root / 'inspect'}")
+        (root / "inspect").mkdir()
+        inspect_data(recordings, root / "inspect", bin_size=cfg.data.bin_size_ms / 1000, name=cfg.data.source)
+        log(f"[3/5] training ({cfg.model.preset} model, up to {cfg.train.max_minutes:g} min)")
+        run_dir = train_run(cfg, runs_dir=root, recordings=recordings)
     log(f"run folder (for evaluate, forecast and load_run): {run_dir}")
     log("[4/5] evaluating against every baseline at 12, 25 and 50 bins")
     out = evaluate_run(run_dir, out_dir=root / "evaluation", baseline_budget_s=30 if quick else 60,

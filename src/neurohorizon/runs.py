@@ -80,13 +80,14 @@ def fsync_folder(folder: Path) -> None:
 
 
 @contextmanager
-def removed_on_failure(folder: Path, *, remove: bool = True):
+def removed_on_failure(folder: Path, *, remove: bool = True, keep_if: str | None = None):
     """Remove `folder`, which the caller just created, if the work inside fails (Ctrl-C included):
-    a half-written run or evaluation is never left behind looking usable."""
+    a half-written run or evaluation is never left behind looking usable. `keep_if`: a glob
+    inside `folder` (e.g. "*/last.pt") that, once something matches it, keeps the folder."""
     try:
         yield
     except BaseException:
-        if remove:
+        if remove and not (keep_if and any(Path(folder).glob(keep_if))):
             shutil.rmtree(folder, ignore_errors=True)
         raise
 
