@@ -143,6 +143,17 @@ def test_psth_r2_and_correlation():
     spikes = rng.poisson(true).astype(float)
     assert M.psth_r2(true, true, cond) == pytest.approx(1.0)
     np.testing.assert_allclose(M.psth_correlation_per_step(true, true, cond), 1.0)
+    # each neuron's mean rate, the same in every condition, knows nothing of the conditions: 0, not the
+    # ~0.9 that the spread of rates across neurons would give a correlation over all (condition, neuron) pairs
+    unit_mean = np.broadcast_to(true.mean((0, 1)), true.shape)
+    np.testing.assert_allclose(M.psth_correlation_per_step(unit_mean, true, cond), 0.0)
+    # an independent computation: neuron-centred condition averages, correlated at one step
+    step, p, t = 5, psth[:, 5] + rng.normal(0, 0.2, (C, N)), psth[:, 5]
+    pred = true.copy()
+    pred[:, step] = p[cond]
+    pc, tc = p - p.mean(0), t - t.mean(0)
+    want = (pc * tc).sum() / np.sqrt((pc**2).sum() * (tc**2).sum())
+    assert M.psth_correlation_per_step(pred, true, cond)[step] == pytest.approx(want)
     noisy = M.psth_r2(true, spikes, cond)
     assert 0.3 < noisy < 1.0
     # independent: stack condition means, per-neuron R², uniform average

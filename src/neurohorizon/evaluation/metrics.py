@@ -265,20 +265,25 @@ def psth_r2(pred, target, conditions, smooth_sigma_bins: float = 0.0) -> float:
 
 def psth_correlation_per_step(pred, target, conditions) -> np.ndarray:
     """(T,) Pearson correlation, at each horizon bin, between predicted and true
-    condition-averaged counts over all (condition, neuron) pairs. Use true expected counts
-    as `target` when known; with observed counts the ceiling is below 1."""
+    condition-averaged counts over all (condition, neuron) pairs, each neuron's mean over the
+    conditions removed first: what is scored is how the conditions differ, not how neurons'
+    rates differ (which a per-neuron mean rate alone would get right). A forecast with no
+    condition differences scores 0; NaN where the truth has none either (one condition).
+    Use true expected counts as `target` when known; with observed counts the ceiling is below 1."""
     pred, target = _np(pred, "pred"), _np(target, "target")
     _same_shape(pred, target, "psth_correlation_per_step(pred, target)")
     p, _ = condition_average(pred, conditions)
     t, _ = condition_average(target, conditions)
+    with _quiet():  # a neuron without any count at some step has no mean there
+        p, t = p - np.nanmean(p, axis=0), t - np.nanmean(t, axis=0)
     out = np.full(p.shape[1], np.nan)
     for step in range(p.shape[1]):
         a, b = p[:, step].ravel(), t[:, step].ravel()
         keep = ~(np.isnan(a) | np.isnan(b))
-        a, b = a[keep] - a[keep].mean(), b[keep] - b[keep].mean()
-        den = math.sqrt(float((a * a).sum() * (b * b).sum()))
-        if den > 0:
-            out[step] = float((a * b).sum()) / den
+        a, b = a[keep], b[keep]
+        spread_a, spread_b = float((a * a).sum()), float((b * b).sum())
+        if spread_b > 0:
+            out[step] = float((a * b).sum()) / math.sqrt(spread_a * spread_b) if spread_a > 0 else 0.0
     return out
 
 
