@@ -448,3 +448,15 @@ def test_inline_markup_never_bolds_inside_code():
 
     assert _inline("`**x**` and **y**") == "<code>**x**</code> and <strong>y</strong>"
     assert _inline("**a`b**c`") == "**a<code>b**c</code>"  # unbalanced: left as text, tags nest
+
+
+def test_decay_curves_get_distinct_colours_and_only_teacher_forced_ones_are_dashed(tmp_path, monkeypatch):
+    """Eleven curves (every baseline, the prior, both NeuroHorizon modes) stay distinguishable."""
+    figs = []
+    monkeypatch.setattr(F, "_save", lambda fig, path: figs.append(fig) or Path(path))
+    names = ["NeuroHorizon (rollout)", "NeuroHorizon (teacher-forced)", "teacher_forcing (rollout)",
+             *[f"baseline {i}" for i in range(8)]]
+    F.plot_decay({n: np.linspace(0.1, 0.0, 12) for n in names}, bin_size=BIN, path=tmp_path / "d.png")
+    lines = {line.get_label(): line for line in figs[0].axes[0].get_lines()}
+    assert len({lines[n].get_color() for n in names}) == len(names)
+    assert [n for n in names if lines[n].get_linestyle() == "--"] == ["NeuroHorizon (teacher-forced)"]

@@ -15,7 +15,7 @@ def _cell(h, tf, ro, corr=None, decoder="autoregressive"):
     pooled = {"teacher_forced": {"fp_bps": tf}, "rollout": {"fp_bps": ro}}
     if corr is not None:
         pooled["psth"] = {"corr_per_step": corr}
-    return {"horizon": h, "decoder": decoder, "metrics": {str(h): {"pooled": pooled}}}
+    return {"horizon": h, "decoder": decoder, "likelihood": "poisson", "metrics": {str(h): {"pooled": pooled}}}
 
 
 def test_signals_and_verdicts_from_known_numbers():
@@ -37,6 +37,12 @@ def test_signals_and_verdicts_from_known_numbers():
     # AR quality halves from 12 to 50 bins while the parallel decoder keeps 83%: out of proportion
     assert s["50"]["drops_out_of_proportion"] is True
     assert "not enough information" in verdict(12, {"relative_gap": np.nan, "tf_only_rollout_bps": np.nan})
+    # a study of 10 ms bins says 12 bins are 120 ms, in its verdicts and tables
+    from neurohorizon.evaluation.study_report import comparison_table, signal_table
+
+    tens = decision_signals(cells, [12, 50], bin_size=0.01)
+    assert tens["12"]["verdict"].startswith("12 bins (120 ms)")
+    assert signal_table(tens, 0.01).rows[0][0] == comparison_table(cells, 0.01).rows[0][0] == "12 bins (120 ms)"
     # no gap left by teacher forcing alone (or a negative one): nothing to close, no ratio of noise
     for ro in (0.2002, 0.1999):
         s = decision_signals({"h12-teacher_forcing": _cell(12, 0.20, ro),

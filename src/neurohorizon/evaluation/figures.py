@@ -63,15 +63,15 @@ def _method_style(name: str) -> dict:
     low = name.lower()
     ours = low.startswith("neurohorizon")
     style = dict(lw=2.2 if ours else 1.3, alpha=1.0 if ours else 0.85, zorder=3 if ours else 2)
-    if "teacher" in low:
+    if "teacher-forced" in low:  # the evaluation mode, not a model's name ("teacher_forcing (rollout)")
         style.update(ls="--", zorder=2.5)
     return style
 
 
 # ------------------------------------------------------------------ decay
-# distinct colours for up to 10 methods (no grey: grey is the null line)
+# distinct colours for up to 15 methods (no grey: grey is the null line; no black: the oracle's)
 DECAY_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
-                "tab:olive", "tab:cyan", "navy"] * 3
+                "tab:olive", "tab:cyan", "navy", "darkgoldenrod", "lime", "maroon", "teal", "magenta"] * 2
 
 
 def _clip_far_below(ax, curves: dict, oracle) -> None:

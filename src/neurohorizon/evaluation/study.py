@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from neurohorizon.config import RunConfig, apply_override, load_config
-from neurohorizon.data.binning import STANDARD_HORIZONS, horizon_label
+from neurohorizon.data.binning import DEFAULT_BIN_SIZE, STANDARD_HORIZONS, horizon_label
 from neurohorizon.data.prepare import window_spec
 from neurohorizon.runs import new_run_dir, write_text_atomic
 
@@ -203,8 +203,9 @@ def _pooled(cell: dict, *path):
     return node if not isinstance(node, dict) else np.nan
 
 
-def decision_signals(cells: dict, horizons) -> dict:
-    """Section 3.3's signals and a verdict on scheduled sampling per horizon."""
+def decision_signals(cells: dict, horizons, *, bin_size: float = DEFAULT_BIN_SIZE) -> dict:
+    """Section 3.3's signals and a verdict on scheduled sampling per horizon (bin_size in s: the
+    cells' bins, for the labels)."""
     signals = {}
     for h in horizons:
         tf, ss, par = (cells.get(f"h{h}-{v}") for v in ("teacher_forcing", "scheduled_sampling", "parallel"))
@@ -223,7 +224,7 @@ def decision_signals(cells: dict, horizons) -> dict:
         if corr.ndim == 1 and len(corr) > LATE_STEP:
             early, late = np.nanmean(corr[:LATE_STEP]), np.nanmean(corr[LATE_STEP:])
             s.update(psth_corr_before_30=early, psth_corr_from_30=late, psth_corr_falls_at_30=bool(late < early - 0.2))
-        s["verdict"] = verdict(h, s)
+        s["verdict"] = verdict(h, s, bin_size=bin_size)
         signals[str(h)] = s
     _disproportion(signals, horizons)
     return signals
@@ -242,8 +243,8 @@ def _disproportion(signals: dict, horizons) -> None:
         sb["drops_out_of_proportion"] = bool(np.isfinite(ratio_par) and ratio_ar < ratio_par - 0.1)
 
 
-def verdict(h: int, s: dict) -> str:
-    label = horizon_label(h)
+def verdict(h: int, s: dict, *, bin_size: float = DEFAULT_BIN_SIZE) -> str:
+    label = horizon_label(h, bin_size)
     gap = s["relative_gap"]
     gain = s.get("ss_rollout_bps", np.nan) - s["tf_only_rollout_bps"]
     if not np.isfinite(gap):
@@ -313,8 +314,9 @@ def run_study(data: str, *, runs_dir="runs", horizons=None, resume: str | None =
             shutil.rmtree(study_dir, ignore_errors=True)  # nothing finished: leave no half-made study behind
         raise
     horizons, data = settings["horizons"], settings["data"]
-    signals = decision_signals(cells, horizons)
+    bin_size = base.data.bin_size_ms / 1000
+    signals = decision_signals(cells, horizons, bin_size=bin_size)
     write_text_atomic(study_dir / "study_results.json", json.dumps({"cells": cells, "signals": signals},
                                                              indent=1, default=float))
-    write_study_report(study_dir, cells, signals, horizons, data=data)
+    write_study_report(study_dir, cells, signals, horizons, data=data, bin_size=bin_size)
     return study_dir

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neurohorizon.data.binning import horizon_label
+from neurohorizon.data.binning import DEFAULT_BIN_SIZE, horizon_label
 from neurohorizon.evaluation import figures
 from neurohorizon.evaluation.report import Section, Table, write_report
 
@@ -18,11 +18,11 @@ def _pooled(cell, *path):
     return np.nan if node is None else node
 
 
-def comparison_table(cells: dict) -> Table:
+def comparison_table(cells: dict, bin_size: float = DEFAULT_BIN_SIZE) -> Table:
     rows = []
     for name, c in sorted(cells.items(), key=lambda kv: (kv[1]["horizon"], kv[0])):
         tf, ro = _pooled(c, "teacher_forced", "fp_bps"), _pooled(c, "rollout", "fp_bps")
-        rows.append([horizon_label(c["horizon"]), name.split("-", 1)[1], c["decoder"], c["likelihood"],
+        rows.append([horizon_label(c["horizon"], bin_size), name.split("-", 1)[1], c["decoder"], c["likelihood"],
                      tf, ro, (tf - ro) / abs(ro) if np.isfinite(tf) and ro else np.nan,
                      _pooled(c, "oracle", "fraction_of_oracle"), _pooled(c, "oracle", "fraction_of_causal_oracle")])
     return Table(columns=["horizon", "variant", "decoder", "likelihood", "teacher-forced bps",
@@ -30,15 +30,17 @@ def comparison_table(cells: dict) -> Table:
                  caption="Every cell of the study (bits/spike on held-out test windows, NLB null)")
 
 
-def signal_table(signals: dict) -> Table:
+def signal_table(signals: dict, bin_size: float = DEFAULT_BIN_SIZE) -> Table:
     keys = ["relative_gap", "ss_gap", "gap_closed", "psth_corr_before_30", "psth_corr_from_30",
             "quality_ratio_vs_previous", "parallel_ratio_vs_previous", "drops_out_of_proportion"]
-    rows = [[horizon_label(int(h))] + [s.get(k, np.nan) for k in keys] for h, s in signals.items()]
+    rows = [[horizon_label(int(h), bin_size)] + [s.get(k, np.nan) for k in keys] for h, s in signals.items()]
     return Table(columns=["horizon"] + [k.replace("_", " ") for k in keys], rows=rows,
                  caption="Decision signals: is scheduled sampling needed at each horizon?")
 
 
-def write_study_report(study_dir: Path, cells: dict, signals: dict, horizons, *, data: str):
+def write_study_report(study_dir: Path, cells: dict, signals: dict, horizons, *, data: str,
+                       bin_size: float = DEFAULT_BIN_SIZE):
+    """report.html/.md of a study; bin_size (s) is its cells' bin width (axes and horizon labels)."""
     fig_paths = []
     for h in horizons:
         curves = {}
@@ -55,14 +57,14 @@ def write_study_report(study_dir: Path, cells: dict, signals: dict, horizons, *,
         oracle = next((_pooled(c, "oracle", "oracle_per_bin_fp_bps") for c in cells.values() if c["horizon"] == h), None)
         if curves:
             fig_paths.append(figures.plot_decay(
-                curves, bin_size=0.02, path=study_dir / "figures" / f"decay_h{h}.png",
+                curves, bin_size=bin_size, path=study_dir / "figures" / f"decay_h{h}.png",
                 oracle=np.asarray(oracle, dtype=float) if isinstance(oracle, list) else None,
-                title=f"Per-bin forecast quality, {horizon_label(h)}", horizons=[h]))
+                title=f"Per-bin forecast quality, {horizon_label(h, bin_size)}", horizons=[h]))
     verdicts = [s["verdict"] for s in signals.values()]
     sections = [
-        Section(title="Comparison", tables=[comparison_table(cells)]),
+        Section(title="Comparison", tables=[comparison_table(cells, bin_size)]),
         Section(title="Decay curves", figures=fig_paths),
-        Section(title="Decision signals", tables=[signal_table(signals)], paragraphs=[
+        Section(title="Decision signals", tables=[signal_table(signals, bin_size)], paragraphs=[
             "relative gap: (teacher-forced − rollout) / |rollout| of the teacher-forcing-only model; "
             "gap closed: fraction of that gap removed by scheduled sampling (none where teacher forcing "
             "alone leaves less than 0.001 bits/spike); PSTH correlation before/after "
