@@ -305,6 +305,9 @@ def test_held_out_sessions_are_reported_alone_and_by_name(tmp_path, capsys):
     key = next(k for k, name in metrics["sessions"].items() if name == held)
     block = metrics["results"]["NeuroHorizon"]["12"]
     assert block["held_out"]["rollout"]["fp_bps"] == pytest.approx(block["sessions"][key]["rollout"]["fp_bps"])
+    # the training null is kept per unit id, so the held-out session of trained units has it, and so the pool
+    assert np.isfinite(block["sessions"][key]["rollout"]["fp_bps_train_null"])
+    assert np.isfinite(block["pooled"]["rollout"]["fp_bps_train_null"])
     assert "Held-out sessions" in (out / "report.html").read_text()
     from neurohorizon.cli import results_table
 

@@ -460,3 +460,16 @@ def test_decay_curves_get_distinct_colours_and_only_teacher_forced_ones_are_dash
     lines = {line.get_label(): line for line in figs[0].axes[0].get_lines()}
     assert len({lines[n].get_color() for n in names}) == len(names)
     assert [n for n in names if lines[n].get_linestyle() == "--"] == ["NeuroHorizon (teacher-forced)"]
+
+
+def test_calibration_text_names_the_session_shown_and_lists_every_session():
+    from neurohorizon.evaluation.evaluation_report import calibration_sessions_text
+
+    def cal(a, b):
+        return {"calibration": {"coverage": {"population": {"pit": {"0.5": a, "0.9": b}}}}}
+
+    one = {"NeuroHorizon": {"50": {"sessions": {"0": cal(0.45, 0.86)}}}}
+    assert calibration_sessions_text(one, "50", {"0": "day1"}) == ""
+    two = {"NeuroHorizon": {"50": {"sessions": {"0": cal(0.448, 0.858), "1": cal(0.416, 0.834)}}}}
+    text = calibration_sessions_text(two, "50", {"0": "day1", "1": "day2"})
+    assert "session day1's, the first of 2" in text and "day1 44.8 % / 85.8 %; day2 41.6 % / 83.4 %" in text

@@ -486,3 +486,15 @@ def test_a_stopped_demo_leaves_a_folder_only_when_training_can_resume(tmp_path, 
         demo.run_demo(runs_dir=tmp_path / "b", quick=True, log=lambda *a: None)
     (root,) = (tmp_path / "b").iterdir()
     assert (root / "demo-run" / "last.pt").exists()  # its checkpoint is kept for --resume
+
+
+def test_the_training_null_is_each_units_mean_over_the_training_target_bins(reach):
+    from neurohorizon.evaluation.evaluate import train_null_rates
+
+    cfg = load_config(None, ["data.source=synthetic:reach", "data.align_event=go_cue", "data.train_windows_per_epoch=40"])
+    data = prepare_data(cfg.data, recordings=[reach])
+    null = train_null_rates(data.train, data.test)
+    items = [data.train[i] for i in range(len(data.train))]
+    want = np.mean([it["target_counts"] for it in items], axis=(0, 1))  # one session: every window has every unit
+    np.testing.assert_allclose(null[0], want)
+    assert list(data.test.session_units(0)) == list(items[0]["units"])

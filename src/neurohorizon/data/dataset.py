@@ -203,6 +203,10 @@ class ForecastDataset(Dataset):
             out.append(Window(w.rec, float(onset), w.condition))
         return out
 
+    def session_units(self, rec_index: int) -> np.ndarray:
+        """(N,) vocabulary index of each unit of recording `rec_index`, in the order items use."""
+        return self._cache[rec_index].units
+
     def __len__(self) -> int:
         return len(self.windows)
 

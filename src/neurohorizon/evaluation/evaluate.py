@@ -42,15 +42,18 @@ def default_baselines(mode: str) -> list[str]:
     return (["psth", "psth_factors"] if mode == "trials" else []) + names
 
 
-def train_null_rates(dataset, max_windows: int = 2000) -> dict[int, np.ndarray]:
-    """Per-session, per-neuron mean count per bin over training windows (the 'train' null)."""
-    sums, counts = {}, {}
-    for i in np.linspace(0, len(dataset) - 1, min(len(dataset), max_windows)).astype(int):
-        item = dataset[int(i)]
-        s = int(item["session"])
-        sums[s] = sums.get(s, 0) + item["target_counts"].sum(0)
-        counts[s] = counts.get(s, 0) + item["target_counts"].shape[0]
-    return {s: sums[s] / counts[s] for s in sums}
+def train_null_rates(train, test, max_windows: int = 2000) -> dict[int, np.ndarray]:
+    """The 'train' null: each neuron's mean count per bin over the training windows' target
+    bins, kept per unit id, for every session of `test` whose units all occur in training (a
+    held-out session recording trained units, or other data of them, has one too)."""
+    size = len(train.vocab) + 1  # vocabulary indices start at 1
+    sums, bins = np.zeros(size), np.zeros(size)
+    for i in np.linspace(0, len(train) - 1, min(len(train), max_windows)).astype(int):
+        item = train[int(i)]
+        np.add.at(sums, item["units"], item["target_counts"].sum(0))
+        np.add.at(bins, item["units"], item["target_counts"].shape[0])
+    units = {int(w.rec): test.session_units(w.rec) for w in test.windows}
+    return {s: sums[u] / bins[u] for s, u in units.items() if (bins[u] > 0).all()}
 
 
 def baseline_options(name: str, time_budget_s: float) -> dict:
@@ -237,8 +240,7 @@ def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, split, n_
     # a run forecasting fewer than 12 bins is scored at its own horizon
     horizons = [h for h in horizons if h <= prepared.spec.horizon_bins] or [prepared.spec.horizon_bins]
     attach_causal_oracle(predictions, test.recordings, bin_size=prepared.spec.bin_size, log=log)
-    # session indices of other data do not index the run's recordings: no training null there
-    null_rates = train_null_rates(prepared.train) if data is None else {}
+    null_rates = train_null_rates(prepared.train, test)  # by unit id: for other data of trained units too
     results = evaluate_predictions(predictions, horizons=horizons, bin_size=prepared.spec.bin_size,
                                    null_rates=null_rates)
     names = {str(i): rec.session_id for i, rec in enumerate(test.recordings)}
@@ -251,7 +253,8 @@ def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, split, n_
         "rate_prior": run.cfg.data.rate_prior, "rate_prior_rank": run.cfg.data.rate_prior_rank,
         "bin_size_s": prepared.spec.bin_size,
         "horizons": {str(h): horizon_label(h, prepared.spec.bin_size) for h in horizons},
-        "null": "fp_bps: per-neuron mean of the evaluated spikes (NLB); fp_bps_train_null: training-split mean",
+        "null": "fp_bps: per-neuron mean of the evaluated spikes (NLB); fp_bps_train_null: each neuron's mean "
+                "count per bin over the training windows' target bins",
         "sessions": names, "held_out_sessions": [names[k] for k in held],
         "results": results,
     }

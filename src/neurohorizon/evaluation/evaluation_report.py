@@ -218,6 +218,22 @@ def calibration_block(results: dict, horizon: str) -> dict | None:
     return next(iter(sessions.values()), {}).get("calibration") if sessions else None
 
 
+def calibration_sessions_text(results: dict, horizon: str, names: dict) -> str:
+    """With several sessions, which one the calibration figure shows, and every session's
+    population-count coverage of the 50 % / 90 % intervals; empty for one session."""
+    sessions = _get(results.get(MODEL, {}), horizon, "sessions", default={})
+    cals = {names.get(k, k): v.get("calibration") for k, v in sessions.items() if v.get("calibration")}
+    if len(cals) < 2:
+        return ""
+
+    def held(cal, level):
+        return 100 * _level(cal["coverage"]["population"]["pit"], level)
+
+    listed = "; ".join(f"{name} {held(cal, 0.5):.1f} % / {held(cal, 0.9):.1f} %" for name, cal in cals.items())
+    return (f" The figure and the numbers above are session {next(iter(cals))}'s, the first of {len(cals)}. "
+            f"Population-count coverage of the 50 % / 90 % intervals in each session: {listed}.")
+
+
 def _level(d: dict, level: float) -> float:
     """A coverage entry whose key is the level as written to JSON ("0.5") or in memory (0.5)."""
     return d[str(level)] if str(level) in d else d[level]
@@ -284,7 +300,8 @@ def write_evaluation_report(out: Path, metrics: dict, predictions: dict, *, titl
         sections.append(Section(title="Condition-averaged PSTHs", figures=[figs["psth"]]))
     if "calibration" in figs:
         sections.append(Section(title="Calibration of sampled trajectories", figures=[figs["calibration"]],
-                                paragraphs=[calibration_text(calibration_block(results, longest))]))
+                                paragraphs=[calibration_text(calibration_block(results, longest))
+                                            + calibration_sessions_text(results, longest, metrics.get("sessions", {}))]))
     sections += extra_sections or []
     return write_report(out, title=title, summary=summary, sections=sections,
                         metadata={"run": metrics["run"], "checkpoint": metrics["checkpoint"],
