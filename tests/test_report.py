@@ -430,6 +430,11 @@ def test_predictability_reads_the_first_fall_below_the_threshold():
     assert f"starting at {(-0.07 + 0.02 - 0.01) / 3:.3f} bits/spike; first bin alone: -0.070" in said  # no contradiction
     flat = predictability(np.full(50, 0.1), 0.02)
     assert flat["limit_ms"] == 1000 and "without halving" in predictability_text(flat)
+    assert "through the whole 1000 ms evaluated (the longest horizon; it may carry further)" in predictability_text(flat)
+    # beside a forecaster without single-trial information, the text says what the context adds
+    said = predictability_text(flat, ("the PSTH baseline", predictability(np.full(50, 0.07), 0.02)))
+    assert "the PSTH baseline, which has no single-trial information, averages 0.070" in said
+    assert "NeuroHorizon 0.100 (+0.030 from the context's single-trial information)" in said
     silent_first = predictability(np.r_[np.nan, np.full(49, 0.1)], 0.02)
     assert "first bin: no spikes to score" in predictability_text(silent_first)
     assert "nan" not in predictability_text(silent_first)

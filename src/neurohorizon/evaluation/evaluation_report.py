@@ -41,10 +41,14 @@ def predictability(decay, bin_size: float, *, smooth_bins: int = 5) -> dict:
     limit = ahead[-1] if not len(below) else (ahead[below[0] - 1] if below[0] > 0 else 0.0)
     half = np.nonzero(smooth < smooth[0] / 2)[0] if smooth[0] > PREDICTABLE_BPS else np.array([], int)
     return {"limit_ms": float(limit), "half_life_ms": float(ahead[half[0]]) if len(half) else np.nan,
-            "first_bin_bps": float(decay[0]), "start_bps": float(smooth[0]), "smooth_ms": k * bin_size * 1000}
+            "first_bin_bps": float(decay[0]), "start_bps": float(smooth[0]), "smooth_ms": k * bin_size * 1000,
+            "through_horizon": not len(below), "mean_bps": float(np.nanmean(decay))}
 
 
-def predictability_text(pred: dict) -> str:
+def predictability_text(pred: dict, reference: tuple[str, dict] | None = None) -> str:
+    """The report's headline on predictability; `reference` (name, its `predictability`): a
+    forecaster without single-trial information (the rate prior, or the PSTH), so the reader can
+    tell what the context's spikes add to what the condition and the time alone give."""
     head = "**How far ahead is the population predictable?** "
     if not np.isfinite(pred["limit_ms"]):
         return head + "No per-bin forecast information was computed."
@@ -55,10 +59,28 @@ def predictability_text(pred: dict) -> str:
     if pred["limit_ms"] == 0:
         return head + (f"NeuroHorizon's per-bin forecast information is at or below {PREDICTABLE_BPS} bits/spike "
                        f"from the first bin on ({first}).")
-    halves = (f" and halves by {pred['half_life_ms']:.0f} ms" if np.isfinite(pred["half_life_ms"])
-              else ", without halving")
-    return head + (f"NeuroHorizon's per-bin forecast information stays above {PREDICTABLE_BPS} bits/spike up to "
-                   f"{pred['limit_ms']:.0f} ms ahead{halves} ({first}).")
+    halves = (f" and first falls below half its start by {pred['half_life_ms']:.0f} ms"
+              if np.isfinite(pred["half_life_ms"]) else ", without halving")
+    reach = (f"through the whole {pred['limit_ms']:.0f} ms evaluated (the longest horizon; it may carry further)"
+             if pred.get("through_horizon") else f"up to {pred['limit_ms']:.0f} ms ahead")
+    text = (f"NeuroHorizon's per-bin forecast information stays above {PREDICTABLE_BPS} bits/spike {reach}"
+            f"{halves} ({first}).")
+    if reference is not None and np.isfinite(reference[1].get("mean_bps", np.nan)):
+        name, ref = reference
+        text += (f" Much of that can come from the condition and the time alone: {name}, which has no single-trial "
+                 f"information, averages {ref['mean_bps']:.3f} bits/spike per bin over the same horizon, "
+                 f"NeuroHorizon {pred['mean_bps']:.3f} ({pred['mean_bps'] - ref['mean_bps']:+.3f} from the context's "
+                 "single-trial information).")
+    return head + text
+
+
+def _reference_predictability(results: dict, horizon: str, bin_size: float) -> tuple[str, dict] | None:
+    """The rate prior's (or else the PSTH's) `predictability`, when the evaluation scored one."""
+    for name, said in (("model_prior", "the model's rate prior alone"), ("psth", "the PSTH baseline")):
+        decay = _get(results.get(name, {}), horizon, "pooled", "rollout", "per_bin_fp_bps", default=None)
+        if decay is not None:
+            return said, predictability(decay, bin_size)
+    return None
 
 
 def horizon_table(results: dict, horizons: list[int], bin_size: float,
@@ -275,7 +297,7 @@ def write_evaluation_report(out: Path, metrics: dict, predictions: dict, *, titl
         f"Data: {metrics['data']} ({metrics['split']}); decoder {metrics['decoder']}, "
         f"likelihood {metrics['likelihood']}, feedback '{metrics['feedback']}'"
         + _prior_text(metrics.get("rate_prior", "none")),
-        predictability_text(pred),
+        predictability_text(pred, _reference_predictability(results, longest, bin_size)),
         *lines,
     ]
     if "count_truncation" in metrics:  # categorical likelihood: counts above K are one overflow class
