@@ -616,3 +616,11 @@ def test_schedules_that_cannot_finish_are_warned_about(tmp_path, reach, settings
                       run_dir=tmp_path, device=torch.device("cpu"))
     warnings = " ".join(trainer.schedule_warnings())
     assert (said in warnings) if said else not warnings
+
+
+def test_a_global_batch_smaller_than_the_processes_is_refused_before_any_folder(tmp_path, reach, monkeypatch):
+    """Under torchrun each rank takes batch_size / world windows a step: at least one each."""
+    monkeypatch.setattr("neurohorizon.training.distributed.world_size", lambda: 2)
+    with pytest.raises(ValueError, match="train.batch_size=1 is the global batch, split over 2 processes"):
+        train_run(tiny_cfg("train.batch_size=1"), runs_dir=tmp_path / "runs", recordings=[reach], quiet=True)
+    assert not (tmp_path / "runs").exists()

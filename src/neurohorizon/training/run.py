@@ -115,6 +115,9 @@ def _train_run(cfg: RunConfig | None, *, runs_dir, resume: Path | None, recordin
     device = pick_device(cfg.train.device)
     dist_utils.init_from_env(device.type)
     device = pick_device(cfg.train.device)
+    if cfg.train.batch_size < dist_utils.world_size():  # each process needs at least one window per step
+        raise ValueError(f"train.batch_size={cfg.train.batch_size} is the global batch, split over "
+                         f"{dist_utils.world_size()} processes: it must be at least that many")
     if resume is not None:
         lock(Path(resume))
     if vocab is not None:
