@@ -118,6 +118,15 @@ def test_a_run_whose_data_moved_is_evaluated_with_data_new_path(tmp_path, capsys
     assert _evaluated(run, tmp_path / "moved") == (n_before, "test split of the run's sessions")
 
 
+def test_an_evaluation_on_few_windows_says_its_scores_are_fragile(trained):
+    from neurohorizon.evaluation.evaluate import FEW_WINDOWS, evaluate_run
+
+    lines = []
+    with pytest.warns(UserWarning, match=r"only \d+ test window\(s\): every score below rests on them"):
+        evaluate_run(trained, baselines=False, n_samples=2, log=lines.append)
+    assert int(lines[0].split(" on ")[1].split()[0]) < FEW_WINDOWS
+
+
 def _evaluated(run, data) -> tuple[int, str]:
     """(number of windows scored, the split metrics.json names) of `evaluate RUN --data DATA`."""
     from neurohorizon.evaluation.evaluate import evaluate_run

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,9 @@ class PriorAlone:
 def default_baselines(mode: str) -> list[str]:
     names = ["mean_rate", "persistence", "glm_ar", "glm_direct", "gru_seq2seq", "ndt_forward"]
     return (["psth", "psth_factors"] if mode == "trials" else []) + names
+
+
+FEW_WINDOWS = 10  # fewer test windows than this: the scores are said to be fragile
 
 
 def train_null_rates(train, test, max_windows: int = 2000) -> dict[int, np.ndarray]:
@@ -219,6 +223,10 @@ def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, split, n_
                    baseline_budget_s, log) -> None:
     """Predict, fit the baselines, score and report into `out`."""
     log(f"evaluating {run.checkpoint} (step {run.step}) on {len(test)} windows -> {out}")
+    if len(test) < FEW_WINDOWS:
+        warnings.warn(f"only {len(test)} test window(s): every score below rests on them and can move a lot with "
+                      "the split (a longer recording, more trials, or a shorter data.horizon_ms gives more)",
+                      stacklevel=2)
     feedback = run.cfg.sampling.feedback
     model_preds = predict_dataset(run.model, run.likelihood, test, device=run.device, feedback=feedback,
                                   n_samples=n_samples, keep_samples=True, seed=run.cfg.train.seed)
