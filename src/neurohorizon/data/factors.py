@@ -319,7 +319,8 @@ def _trial_arrays(prior, rec, rec_index: int, units: np.ndarray, trials: list):
         r, local = _trial_spikes(rec, j, p.event, p.bin_size, r0, a, e)
         np.add.at(y[b], (r, local), 1.0)
         starts = rec.trials.events[p.event][j] + (np.arange(a, e) + r0) * p.bin_size
-        lp[b, a:e] = np.log(prior.expected(rec, units, starts, rec_index=rec_index))
+        # fitting, not forecasting: every bin of the trial may use the trial's own condition
+        lp[b, a:e] = np.log(prior.expected(rec, units, starts, rec_index=rec_index, onset=np.inf))
         m[b, a:e] = 1.0
     as_tensor = lambda a: torch.from_numpy(a).float()  # noqa: E731
     return (as_tensor(y), as_tensor(lp), torch.from_numpy(np.tile(units, (len(trials), 1))).long(),

@@ -124,7 +124,8 @@ class ConditionPrior:
         onset = starts[0] if onset is None else onset
         centre = starts + self.bin_size / 2
         j = np.searchsorted(tr.start, centre, side="right") - 1
-        inside = (j >= 0) & (centre < tr.end[np.maximum(j, 0)]) & (tr.start[np.maximum(j, 0)] <= onset)
+        # 1 µs of slack: bin edges computed from the event time can land a rounding error before the start
+        inside = (j >= 0) & (centre < tr.end[np.maximum(j, 0)]) & (tr.start[np.maximum(j, 0)] <= onset + 1e-6)
         j = np.maximum(j, 0)
         cond = conditions[j]
         r = np.floor((centre - tr.events[self.event][j] - self.rel_start) / self.bin_size)
