@@ -74,6 +74,7 @@ def test_evaluate_writes_metrics_figures_and_report(trained):
         # the null model scores ~0 with the NLB null (the training-mean null differs slightly)
         assert abs(results["mean_rate"][h]["pooled"]["rollout"]["fp_bps"]) < 0.1
     assert metrics["horizons"]["12"] == "12 bins (240 ms)"
+    assert "training_unfinished" not in metrics  # its schedules ran to train.max_steps
     for fig in ("decay.png", "forecast_raster.png", "psth.png", "calibration.png"):
         assert (out / "figures" / fig).stat().st_size > 5000
     html = (out / "report.html").read_text()
@@ -125,6 +126,19 @@ def test_an_evaluation_on_few_windows_says_its_scores_are_fragile(trained):
     with pytest.warns(UserWarning, match=r"only \d+ test window\(s\): every score below rests on them"):
         evaluate_run(trained, baselines=False, n_samples=2, log=lines.append)
     assert int(lines[0].split(" on ")[1].split()[0]) < FEW_WINDOWS
+
+
+def test_an_evaluation_of_a_run_stopped_by_the_clock_says_so(tmp_path):
+    from neurohorizon.evaluation.evaluate import evaluate_run
+
+    assert main(["--runs-dir", str(tmp_path), "train", "model.preset=tiny", "train.max_steps=500",
+                 "train.max_minutes=0.0001", "train.batch_size=8", "data.train_windows_per_epoch=16",
+                 "data.align_event=go_cue", *OPTS]) == 0
+    run = next(tmp_path.iterdir())
+    with pytest.warns(UserWarning, match=r"training stopped at step \d+, 0 % of the way through its learning-rate"):
+        out = evaluate_run(run, baselines=False, n_samples=2, log=lambda *a: None)
+    assert "--resume" in json.loads((out / "metrics.json").read_text())["training_unfinished"]
+    assert "Warning: training stopped at step" in (out / "report.md").read_text()
 
 
 def _evaluated(run, data) -> tuple[int, str]:

@@ -229,6 +229,18 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     assert path.read_bytes() == before
 
 
+def test_write_error_names_the_target_not_the_temporary_file(tmp_path, monkeypatch):
+    def disk_full(self, f, **kw):
+        raise OSError(28, "No space left on device", f.filename)
+
+    monkeypatch.setattr(Data, "to_hdf5", disk_full)
+    with pytest.raises(OSError) as err:
+        save_recording(make_recording(), tmp_path / "target.h5")
+    assert "target.h5: cannot write the recording: No space left on device" in str(err.value)
+    assert ".tmp" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_recording_save_load_methods(tmp_path):
     rec = make_recording()
     path = rec.save(tmp_path / "sub" / "r.h5")

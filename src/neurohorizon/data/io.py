@@ -44,6 +44,8 @@ def save_recording(rec: Recording, path: str | Path, *, overwrite: bool = False)
         os.replace(tmp, path)
     except NotImplementedError as e:  # non-ASCII strings: HDF5 layout stores ASCII only
         raise RecordingError(f"{path}: cannot write {rec.source}: {e}") from e
+    except OSError as e:  # disk full, permissions: name the target, not the temporary file
+        raise OSError(e.errno, f"{path}: cannot write the recording: {e.strerror or e}") from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -227,6 +227,8 @@ def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, split, n_
         warnings.warn(f"only {len(test)} test window(s): every score below rests on them and can move a lot with "
                       "the split (a longer recording, more trials, or a shorter data.horizon_ms gives more)",
                       stacklevel=2)
+    if run.unfinished:
+        warnings.warn(run.unfinished, stacklevel=2)
     feedback = run.cfg.sampling.feedback
     model_preds = predict_dataset(run.model, run.likelihood, test, device=run.device, feedback=feedback,
                                   n_samples=n_samples, keep_samples=True, seed=run.cfg.train.seed)
@@ -268,6 +270,8 @@ def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, split, n_
     }
     if truncation is not None:
         metrics["count_truncation"] = truncation
+    if run.unfinished:
+        metrics["training_unfinished"] = run.unfinished
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=1))
     write_evaluation_report(out, metrics, predictions, title=f"NeuroHorizon evaluation — {metrics['data']}")
 

@@ -300,6 +300,8 @@ def write_evaluation_report(out: Path, metrics: dict, predictions: dict, *, titl
         predictability_text(pred, _reference_predictability(results, longest, bin_size)),
         *lines,
     ]
+    if "training_unfinished" in metrics:
+        summary.insert(0, f"Warning: {metrics['training_unfinished']}.")
     if "count_truncation" in metrics:  # categorical likelihood: counts above K are one overflow class
         summary.append(Categorical.truncation_text(metrics["count_truncation"], counts="evaluated") + ".")
     sections = [Section(title="Forecast quality per horizon", tables=[table], figures=[figs["decay"]],

@@ -32,6 +32,24 @@ class LoadedRun:
     checkpoint: Path
     step: int
     prior: ConditionPrior | FactorPrior | None = None  # data.rate_prior=psth(_factors): the training trials' average
+    unfinished: str | None = None  # why training stopped before its schedules ended, if it did
+
+
+def training_unfinished(run_dir: Path, cfg: RunConfig) -> str | None:
+    """A sentence when the run's last checkpoint is short of its schedules' end (the clock or Ctrl-C
+    stopped it with the learning rate still high or ε not yet at its floor), else None."""
+    last = run_dir / "last.pt"
+    if not last.exists():
+        return None
+    state = load_checkpoint(last)
+    step = int(state["step"])
+    done = float(state.get("train_state", {}).get("schedule_step", step))
+    if done >= cfg.train.max_steps - 1e-6:
+        return None
+    return (f"training stopped at step {step}, {100 * done / cfg.train.max_steps:.0f} % of the way through its "
+            f"learning-rate and sampling schedules (train.max_steps={cfg.train.max_steps}), so this model is not "
+            "the fully trained one; `neurohorizon train --resume` continues it, and train.fit_to_time=true fits "
+            "the schedules into train.max_minutes")
 
 
 def load_run(run_dir: str | Path, *, device: str = "auto", which: str = "best") -> LoadedRun:
@@ -61,6 +79,7 @@ def load_run(run_dir: str | Path, *, device: str = "auto", which: str = "best") 
         vocab=vocab, splits=Splits.from_json(run_dir / "splits.json"), device=dev,
         checkpoint=path, step=int(state["step"]),
         prior=FactorPrior.load(run_dir / "prior.npz") if cfg.data.rate_prior != "none" else None,
+        unfinished=training_unfinished(run_dir, cfg),
     )
 
 
