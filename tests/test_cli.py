@@ -193,6 +193,34 @@ def test_forecast_api_and_command(trained, tmp_path):
     assert main(["forecast", str(trained), "--samples", "0"]) == 2
 
 
+def test_a_windows_sampled_trajectories_do_not_depend_on_its_batch(trained):
+    """Each window draws from its own seeded stream: evaluation's trajectories for a window are the
+    same in any batch size, and `forecast()` on that window alone reproduces them."""
+    from neurohorizon.evaluation.evaluate import _eval_data
+    from neurohorizon.evaluation.forecast import forecast
+    from neurohorizon.evaluation.loading import load_run
+    from neurohorizon.evaluation.predict import predict_dataset
+
+    run = load_run(trained)
+    assert run.cfg.sampling.feedback == "sample"  # trajectories that feed back their own draws
+    _, test, _ = _eval_data(run, None, "error", {})
+
+    def samples(batch_size):
+        out = predict_dataset(run.model, run.likelihood, test, device=run.device, feedback="sample", n_samples=3,
+                              keep_samples=True, seed=run.cfg.train.seed, batch_size=batch_size)
+        return out["groups"][0]
+
+    whole, ones = samples(64), samples(1)
+    np.testing.assert_array_equal(whole["samples"], ones["samples"])
+    assert len(test) >= 2 and whole["samples"].std() > 0
+    k = 1
+    fc = forecast(run, test.recordings[0], start=float(whole["start"][k]), n_samples=3)
+    np.testing.assert_array_equal(fc.samples, whole["samples"][:, k])
+    np.testing.assert_allclose(fc.mean, whole["rollout"][k], rtol=1e-5, atol=1e-6)
+    other_seed = forecast(run, test.recordings[0], start=float(whole["start"][k]), n_samples=3, seed=99)
+    assert not np.array_equal(other_seed.samples, fc.samples)
+
+
 def test_forecast_never_counts_unrecorded_time_as_silence(trained):
     from torch_brain.data import Interval
 

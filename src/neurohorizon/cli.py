@@ -154,7 +154,7 @@ def cmd_forecast(args) -> None:
         raise ValueError("--option sets options of --data; without --data the run's own data and options are used")
     out = forecast_to_files(Path(args.run), data=args.data, options=_options(args.option), start=args.start,
                             n_samples=args.samples, session=args.session, unknown_units=args.unknown_units,
-                            device=args.device)
+                            seed=args.seed, device=args.device)
     print(f"forecast written to {out}")
 
 
@@ -251,6 +251,8 @@ def _add_forecast(sub) -> None:
     p.add_argument("--start", type=float, help="forecast onset in s (default: the latest possible)")
     p.add_argument("--session", help="session id when DATA has several")
     p.add_argument("--samples", type=int, default=10, help="sampled trajectories, >= 1 (default 10)")
+    p.add_argument("--seed", type=int, help="seed of the sampled trajectories (default: the run's train.seed, so "
+                   "a window that `evaluate` scored gets the same draws)")
     p.add_argument("--unknown-units", choices=["known-only", "error"], default="error", help=UNKNOWN_UNITS_HELP)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_forecast)

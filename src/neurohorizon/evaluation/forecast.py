@@ -19,6 +19,8 @@ from neurohorizon.data.dataset import ForecastDataset, collate
 from neurohorizon.data.recording import Recording
 from neurohorizon.data.windows import Window
 from neurohorizon.evaluation.loading import LoadedRun, keep_units, load_run, match_units
+from neurohorizon.evaluation.predict import trajectory_samples
+from neurohorizon.model.feedback import WindowGenerators
 
 
 @dataclass
@@ -39,9 +41,12 @@ class Forecast:
 
 
 def forecast(run: str | Path | LoadedRun, recording: Recording, *, start: float | None = None,
-             n_samples: int = 10, seed: int = 0, unknown_units: str = "error",
+             n_samples: int = 10, seed: int | None = None, unknown_units: str = "error",
              compile: bool = False, compile_chunk: int = 1, cuda_graph: bool = False) -> Forecast:
     """Forecast the bins after `start` (default: the end of the recording) from the preceding context.
+
+    The sampled trajectories depend on `seed` (default: the run's train.seed, as `evaluate` uses),
+    the session and the onset only, so this reproduces `evaluate`'s draws for a window it scored.
 
     compile=True traces the rollout step with torch.compile on the first call (seconds) and
     makes later calls of the same shape faster: for repeated, closed-loop forecasting.
@@ -70,15 +75,14 @@ def forecast(run: str | Path | LoadedRun, recording: Recording, *, start: float 
                          "choose an onset whose context lies inside one of them")
     item = _window_item(run, recording, spec, start)
     batch = {k: v.to(run.device) if torch.is_tensor(v) else v for k, v in collate([item]).items()}
-    generator = torch.Generator(device=run.device).manual_seed(seed)
+    seed = run.cfg.train.seed if seed is None else seed
+    generator = WindowGenerators.for_batch(batch, [recording.session_id], seed=seed, device=run.device)
     sampled = run.cfg.sampling.feedback == "sample"
     with torch.no_grad():
         out = run.model.rollout(batch, run.likelihood, n_steps=spec.horizon_bins, feedback=run.cfg.sampling.feedback,
                                 n_samples=n_samples if sampled else 1, generator=generator,
                                 compile=compile, compile_chunk=compile_chunk, cuda_graph=cuda_graph)
-        params = out["params"].float()
-        samples = out["counts"] if sampled else run.likelihood.sample(
-            params[0].expand(n_samples, *params.shape[1:]), generator=generator)
+        samples = trajectory_samples(out, run.likelihood, sampled=sampled, n_samples=n_samples, generator=generator)
     edges = start + np.arange(spec.horizon_bins + 1) * spec.bin_size
     actual = item["target_counts"].astype(float)
     # bins not wholly inside recorded time were not observed: NaN, not a count of 0
@@ -119,7 +123,7 @@ def _inside_one_span(spans: np.ndarray, t0: float, t1: float) -> bool:
 
 def forecast_to_files(run_dir: Path, *, data: str | None, start: float | None, n_samples: int,
                       options: dict | None = None, session: str | None = None, unknown_units: str = "error",
-                      device: str = "auto", log=print) -> Path:
+                      seed: int | None = None, device: str = "auto", log=print) -> Path:
     """`neurohorizon forecast`: forecast.npz and forecast.png in a new folder of the run. `data`
     None forecasts the run's own data (its source and source options)."""
     from neurohorizon.data.sources import load_data
@@ -138,7 +142,7 @@ def forecast_to_files(run_dir: Path, *, data: str | None, start: float | None, n
     elif len(recordings) > 1:
         ids = [r.session_id for r in recordings]
         raise ValueError(f"{data} holds {len(ids)} sessions; choose one with --session ({ids[:5]} ...)")
-    fc = forecast(run, recordings[0], start=start, n_samples=n_samples, unknown_units=unknown_units)
+    fc = forecast(run, recordings[0], start=start, n_samples=n_samples, seed=seed, unknown_units=unknown_units)
     out = new_run_dir(Path(run_dir) / "forecasts", "forecast")
     with removed_on_failure(out):  # no half-written forecast stays behind
         bin_size = float(fc.bin_edges[1] - fc.bin_edges[0])

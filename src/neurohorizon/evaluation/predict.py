@@ -15,6 +15,7 @@ import torch
 from neurohorizon.data.dataset import collate, fetch
 from neurohorizon.evaluation.metrics import bits_per_spike
 from neurohorizon.losses import masked_nll_sum
+from neurohorizon.model.feedback import WindowGenerators
 
 
 def eval_indices(n: int, max_windows: int | None) -> np.ndarray:
@@ -64,6 +65,8 @@ def predict_dataset(
     With feedback="sample" the forecast mean is the average over `n_samples` sampled
     trajectories, and those trajectories are the calibration samples. With feedback="mean"
     the rollout is deterministic and samples are drawn from its per-bin distributions.
+    Each window draws from its own stream (`WindowGenerators`, from `seed`, its session and
+    onset), so its draws do not depend on `batch_size` or on the other windows.
 
     Returns:
         dict(groups={session: {target, context, rollout, teacher_forced, samples,
@@ -71,13 +74,14 @@ def predict_dataset(
         of each rollout bin's predicted distribution, over every trajectory)
     """
     model.eval()
-    generator = torch.Generator(device=device).manual_seed(seed)
+    session_ids = [rec.session_id for rec in dataset.recordings]
     groups = defaultdict(lambda: defaultdict(list))
     nll_sum, nll_count = 0.0, 0.0
     sampled = feedback == "sample"
     for batch in _batches(dataset, eval_indices(len(dataset), max_windows), batch_size):
         dev = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         n_steps = batch["target_counts"].shape[1]
+        generator = WindowGenerators.for_batch(batch, session_ids, seed=seed, device=device)
         out = model.rollout(dev, likelihood, n_steps=n_steps, feedback=feedback,
                             n_samples=n_samples if sampled else 1, generator=generator)
         for params in out["params"]:  # every trajectory's per-bin distributions, not only the first
@@ -89,10 +93,8 @@ def predict_dataset(
             tf = likelihood.mean(model(dev, dev["target_counts"]).float()).cpu().numpy()
         samples = None
         if keep_samples:
-            params = out["params"].float()
-            samples = out["counts"] if sampled else likelihood.sample(
-                params[0].expand(n_samples, *params.shape[1:]), generator=generator)
-            samples = samples.cpu().numpy()
+            samples = trajectory_samples(out, likelihood, sampled=sampled, n_samples=n_samples,
+                                         generator=generator).cpu().numpy()
         _split_by_item(batch, {
             "target": batch["target_counts"].numpy(),
             "context": batch["context_counts"].numpy(),
@@ -102,6 +104,17 @@ def predict_dataset(
             "true_expected": batch["true_expected"].numpy(),
         }, groups)
     return {"groups": _stack(groups), "rollout_nll": nll_sum / max(nll_count, 1.0)}
+
+
+def trajectory_samples(out: dict, likelihood, *, sampled: bool, n_samples: int,
+                       generator: WindowGenerators) -> torch.Tensor:
+    """(S, B, T, N) sampled trajectories of a rollout `out`: its own fed-back samples, or, after a
+    mean-feedback rollout, draws from each bin's predicted distribution."""
+    if sampled:
+        return out["counts"]
+    params = out["params"][0].float()  # (B, T, N, P): the one deterministic trajectory
+    repeated = params.repeat(n_samples, *([1] * (params.dim() - 1)))  # (S*B, T, N, P), sample-major
+    return generator.sample(likelihood, repeated).reshape(n_samples, *params.shape[:-1])
 
 
 @torch.no_grad()

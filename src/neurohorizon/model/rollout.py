@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from neurohorizon.model.cuda_graph import GraphedStep, cached_graph, graph_key
-from neurohorizon.model.feedback import FEEDBACK_MODES, feedback_counts
+from neurohorizon.model.feedback import FEEDBACK_MODES, WindowGenerators, feedback_counts
 
 
 class KVCache:
@@ -46,7 +46,7 @@ def rollout(
     n_steps: int,
     feedback: str = "mean",
     n_samples: int = 1,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | WindowGenerators | None = None,
     use_cache: bool = True,
     compile: bool = False,
     compile_chunk: int = 1,
@@ -62,7 +62,9 @@ def rollout(
             ``likelihood.sample(.., generator)``. Non-autoregressive decoders run one pass, and
             their "counts" are those samples or means.
         n_samples: S trajectories, run batched (sample-major).
-        generator: seeds the sampled trajectories (reproducible for a given seed).
+        generator: seeds the sampled trajectories (reproducible for a given seed); a
+            ``WindowGenerators`` gives each window its own stream, so its draws do not depend
+            on the rest of the batch.
         use_cache: False recomputes every earlier bin at each step (the reference the cache is
             tested against).
         compile: run the cached step through ``torch.compile`` (one trace per batch shape, then
