@@ -114,6 +114,33 @@ def test_trial_windows():
         trial_windows(rec, SPEC, "move")
 
 
+def test_trial_windows_never_cross_unrecorded_time():
+    """A recording stored as separate pieces (e.g. one per trial, as pmd is): a window that runs
+    past its piece into the gap would score unrecorded bins as zero counts, so it is skipped."""
+    from torch_brain.data import Interval
+
+    trials = Trials(start=np.array([0.0, 3.0, 6.0]), end=np.array([2.0, 5.0, 8.5]),
+                    condition=np.array(["a", "b", "a"]), events={"go_cue": np.array([1.2, 4.0, 6.8])})
+    base = make_rec(duration=8.5)
+    rec = Recording.from_arrays(session_id="gaps", spike_times=base.spike_times, spike_units=base.spike_units,
+                                unit_ids=base.unit_ids, trials=trials,
+                                domain=Interval(start=trials.start, end=trials.end))
+    # 1.5 s windows: trial 1's runs from 3.5 to 5.0 s, its piece's end; trial 0's would reach 2.2 s
+    with pytest.warns(UserWarning, match=r"skipping 1 trial\(s\) \(e.g. trial 0\) whose 1500 ms window .*"
+                                         r"crosses unrecorded time \(the recording is 3 separate intervals\)"):
+        w = trial_windows(rec, SPEC, "go_cue")
+    assert [x.onset for x in w] == pytest.approx([4.0, 6.8])
+    # jittered anchors stay inside their own piece, never in the gap after it
+    vocab = UnitVocab.from_recordings([rec])
+    ds = ForecastDataset([rec], windows=None, spec=SPEC, vocab=vocab, anchors=w, anchor_fraction=1.0,
+                         anchor_jitter_s=0.3, random_windows_per_epoch=100,
+                         intervals=[(0, 3.0, 5.0), (0, 6.0, 8.5)], seed=0)
+    assert len(ds) == 100
+    for x in ds.windows:
+        assert rec.span_of(x.onset - SPEC.context_s, x.onset + SPEC.horizon_s) is not None
+    assert min(x.onset for x in ds.windows) < 3.8 and max(x.onset for x in ds.windows) > 7.0  # jittered
+
+
 # ----------------------------------------------------------------- dataset
 def _reference_counts(rec, onset, lo_bin, hi_bin):
     edges = onset + np.arange(lo_bin, hi_bin + 1) * 0.02

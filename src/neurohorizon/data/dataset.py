@@ -188,7 +188,7 @@ class ForecastDataset(Dataset):
 
     def _jittered_anchors(self, n: int, rng: np.random.Generator) -> list[Window]:
         """`n` anchor windows drawn with replacement, onsets shifted within +-anchor_jitter_s and
-        kept inside their recording's domain."""
+        kept inside the recorded interval that holds the anchor's own window."""
         if n == 0:
             return []
         pick = rng.integers(0, len(self.anchors), n)
@@ -198,7 +198,8 @@ class ForecastDataset(Dataset):
         out = []
         for i, dt in zip(pick, shift):
             w = self.anchors[i]
-            d0, d1 = self.recordings[w.rec].domain
+            rec = self.recordings[w.rec]
+            d0, d1 = rec.span_of(w.onset - self.spec.context_s, w.onset + self.spec.horizon_s) or rec.domain
             onset = min(max(w.onset + dt, d0 + self.spec.context_s), d1 - self.spec.horizon_s)
             out.append(Window(w.rec, float(onset), w.condition))
         return out

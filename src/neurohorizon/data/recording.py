@@ -161,6 +161,18 @@ class Recording:
         return float(np.min(d.start)), float(np.max(d.end))
 
     @property
+    def recorded_spans(self) -> np.ndarray:
+        """(K, 2) the recorded intervals: one for a continuous recording, e.g. each trial's for pmd."""
+        d = self.data.domain
+        return np.stack([np.atleast_1d(d.start), np.atleast_1d(d.end)], 1).astype(float)
+
+    def span_of(self, t0: float, t1: float) -> tuple[float, float] | None:
+        """The recorded interval that holds all of [t0, t1], or None when it crosses unrecorded time."""
+        spans = self.recorded_spans
+        inside = (spans[:, 0] <= t0 + 1e-9) & (t1 <= spans[:, 1] + 1e-9)
+        return tuple(map(float, spans[np.argmax(inside)])) if inside.any() else None
+
+    @property
     def duration(self) -> float:
         start, end = self.domain
         return end - start

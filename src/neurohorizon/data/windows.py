@@ -225,7 +225,9 @@ def trial_windows(
     """One window per trial with onset = event time + offset_s (event "start"/"end": trial edges).
 
     The whole window must lie inside the recording's domain; trials whose event time
-    is NaN are skipped with a warning. Windows carry the trial's condition index.
+    is NaN, or whose window crosses unrecorded time (a recording made of separate pieces,
+    e.g. one per trial), are skipped with a warning: unrecorded bins are not silence.
+    Windows carry the trial's condition index.
     """
     tr = recording.trials
     src = recording.source
@@ -252,12 +254,23 @@ def trial_windows(
         else np.full(len(idx), -1, dtype=np.int64)
     )
     d0, d1 = recording.domain
-    out = []
+    out, gaps = [], []
     for t, c, i in zip(onsets[~bad], cond[~bad], idx[~bad]):
         if t - spec.context_s < d0 - 1e-9 or t + spec.horizon_s > d1 + 1e-9:
             raise BinningError(
                 f"{src}: trial {i} window [{t - spec.context_s:.3f}, {t + spec.horizon_s:.3f}) s "
                 f"({spec.total_s * 1000:g} ms) leaves the recording domain [{d0:.3f}, {d1:.3f}] s"
             )
+        if recording.span_of(t - spec.context_s, t + spec.horizon_s) is None:
+            gaps.append(int(i))
+            continue
         out.append(Window(rec_index, float(t), int(c)))
+    if gaps:
+        warnings.warn(
+            f"{src}: skipping {len(gaps)} trial(s) (e.g. trial {gaps[0]}) whose {spec.total_s * 1000:g} ms window "
+            f"around {event!r}{offset_s * 1000:+g} ms crosses unrecorded time (the recording is "
+            f"{len(recording.recorded_spans)} separate intervals); a shorter data.horizon_ms or data.context_ms, or "
+            "another align event or offset, keeps them",
+            stacklevel=2,
+        )
     return out

@@ -68,10 +68,10 @@ def forecast(run: str | Path | LoadedRun, recording: Recording, *, start: float 
             f"{recording.source}: forecast onset {start:.3f} s needs {spec.context_s * 1000:g} ms of "
             f"context inside the recording [{d0:.3f}, {d1:.3f}] s ({why}; the latest onset is {d1:.3f} s)"
         )
-    spans = _recorded_spans(recording)
-    if not _inside_one_span(spans, start - spec.context_s, start):
+    if recording.span_of(start - spec.context_s, start) is None:
         raise ValueError(f"{recording.source}: the {spec.context_s * 1000:g} ms context before {start:.3f} s "
-                         f"crosses unrecorded time (the recording is {len(spans)} separate intervals, e.g. trials); "
+                         f"crosses unrecorded time (the recording is {len(recording.recorded_spans)} separate "
+                         "intervals, e.g. trials); "
                          "choose an onset whose context lies inside one of them")
     item = _window_item(run, recording, spec, start)
     batch = {k: v.to(run.device) if torch.is_tensor(v) else v for k, v in collate([item]).items()}
@@ -86,7 +86,7 @@ def forecast(run: str | Path | LoadedRun, recording: Recording, *, start: float 
     edges = start + np.arange(spec.horizon_bins + 1) * spec.bin_size
     actual = item["target_counts"].astype(float)
     # bins not wholly inside recorded time were not observed: NaN, not a count of 0
-    unrecorded = [not _inside_one_span(spans, a, b) for a, b in zip(edges[:-1], edges[1:])]
+    unrecorded = [recording.span_of(a, b) is None for a, b in zip(edges[:-1], edges[1:])]
     actual[np.asarray(unrecorded)] = np.nan
     return Forecast(
         session_id=recording.session_id, unit_ids=recording.unit_ids, onset=start, bin_edges=edges,
@@ -109,16 +109,6 @@ def _window_item(run: LoadedRun, recording: Recording, spec, start: float) -> di
         if not recording.has_true_rate:
             raise
         return item(keep_units(recording, np.ones(recording.n_units, bool), drop_truth=True))
-
-
-def _recorded_spans(recording: Recording) -> np.ndarray:
-    """(K, 2) the recorded intervals (one for a continuous recording; e.g. each trial's for pmd)."""
-    d = recording.data.domain
-    return np.stack([np.atleast_1d(d.start), np.atleast_1d(d.end)], 1).astype(float)
-
-
-def _inside_one_span(spans: np.ndarray, t0: float, t1: float) -> bool:
-    return bool(((spans[:, 0] <= t0 + 1e-9) & (t1 <= spans[:, 1] + 1e-9)).any())
 
 
 def forecast_to_files(run_dir: Path, *, data: str | None, start: float | None, n_samples: int,
