@@ -259,7 +259,7 @@ def test_paired_difference_is_the_difference_of_pooled_bits_per_spike():
     assert same == (0.0, 0.0, 0.0)
 
 
-def test_pooling_sessions_is_exact_per_bin_and_ignores_silent_sessions():
+def test_pooling_sessions_is_exact_per_bin_and_counts_silent_sessions():
     from scipy.stats import poisson
 
     from neurohorizon.evaluation.evaluate import pool_sessions
@@ -278,14 +278,25 @@ def test_pooling_sessions_is_exact_per_bin_and_ignores_silent_sessions():
     pooled = pool_sessions(summaries)
     np.testing.assert_allclose(pooled["rollout"]["per_bin_fp_bps"], gain / spikes, rtol=1e-6)
     assert pooled["rollout"]["fp_bps"] == pytest.approx(gain.sum() / spikes.sum(), rel=1e-6)
-    # a session without a spike has no bits/spike: it adds no weight and removes nothing
+    # a session without a spike has no bits/spike of its own, but NLB's sum over all the evaluated
+    # data still charges what a forecaster predicts there (its null, the mean count, is 0)
     quiet = np.full((3, T, N), 0.1)
     silent = M.summarize_forecast(quiet, np.zeros_like(quiet), true_expected=quiet)
     assert silent["rollout"]["fp_bps"] is None
     with_silent = pool_sessions({**summaries, "silent": silent})
-    assert with_silent["rollout"]["fp_bps"] == pytest.approx(pooled["rollout"]["fp_bps"])
-    np.testing.assert_allclose(with_silent["rollout"]["per_bin_fp_bps"], pooled["rollout"]["per_bin_fp_bps"])
-    assert with_silent["oracle"]["fraction_of_oracle"] == pytest.approx(pooled["oracle"]["fraction_of_oracle"])
+    lost = (quiet - M.RATE_FLOOR).sum((0, 2)) / np.log(2)  # Poisson NLL of 0 counts is the rate
+    np.testing.assert_allclose(with_silent["rollout"]["per_bin_fp_bps"], (gain - lost) / spikes, rtol=1e-6)
+    assert with_silent["rollout"]["fp_bps"] == pytest.approx((gain - lost).sum() / spikes.sum(), rel=1e-6)
+    assert with_silent["rollout"]["fp_bps"] < pooled["rollout"]["fp_bps"]
+    assert with_silent["oracle"]["fraction_of_oracle"] == pytest.approx(
+        with_silent["rollout"]["fp_bps"] / with_silent["oracle"]["oracle_fp_bps"])
+    # within one session too: a bin without spikes has no bits/spike, and the gains add up exactly
+    y = rng.poisson(ramp).astype(float)
+    y[:, 0] = 0
+    one = M.summarize_forecast(ramp, y)
+    assert one["rollout"]["per_bin_fp_bps"][0] is None
+    assert sum(one["rollout"]["per_bin_nll_gain_nats"]) == pytest.approx(one["rollout"]["nll_gain_nats"])
+    assert one["rollout"]["fp_bps"] == pytest.approx(one["rollout"]["nll_gain_nats"] / y.sum() / np.log(2))
 
 
 def test_calibration_survives_one_sample_of_one_window_per_condition():
@@ -300,3 +311,19 @@ def test_calibration_survives_one_sample_of_one_window_per_condition():
     from neurohorizon.evaluation.evaluation_report import calibration_text
 
     assert "No Fano factor: too few repeats" in calibration_text(cal)
+
+
+def test_evaluation_smooths_observed_psths_as_nlb_does():
+    """Without true rates, psth R² compares against observed condition averages smoothed with
+    NLB's 70 ms Gaussian (3.5 bins of 20 ms), not the raw ones."""
+    from neurohorizon.evaluation.evaluate import evaluate_predictions
+
+    rng = np.random.default_rng(5)
+    rate = 0.3 + 0.2 * np.sin(np.linspace(0, 3, 12))[None, :, None] * np.ones((30, 12, 4))
+    y = rng.poisson(rate).astype(float)
+    cond = np.repeat([0, 1, 2], 10)
+    group = {"rollout": rate, "target": y, "condition": cond, "true_expected": np.full_like(y, np.nan)}
+    out = evaluate_predictions({"m": {0: group}}, horizons=[12], bin_size=0.02, null_rates={})
+    got = out["m"]["12"]["sessions"]["0"]["psth"]["psth_r2"]
+    assert got == pytest.approx(M.psth_r2(rate, y, cond, 3.5))
+    assert got != pytest.approx(M.psth_r2(rate, y, cond, 0.0))

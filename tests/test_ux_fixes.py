@@ -304,7 +304,10 @@ def test_inspect_lists_events_conditions_and_trial_lengths(tmp_path, reach, caps
     (["study", "synthetic:reach", "--resume", "nowhere"], "nowhere is not a study folder"),
     (["train", "data.source=synthetic:lorenz", "data.align_event=go_cue", "model.preset=tiny"],
      r"synthetic:lorenz\(.*\) has no trials at all \(set data.align_event=null"),
-    (["train", "--resume", "nowhere", "train.max_steps=30"], "takes no config or overrides"),
+    (["train", "--resume", "nowhere", "train.max_steps=30"], "takes no config or overrides but train.max_minutes"),
+    (["train", "--resume", "nowhere", "train.max_minutes=ten"], "train.max_minutes=ten: train.max_minutes takes a "
+                                                                "number of minutes"),
+    (["train", "--resume", "nowhere", "train.max_minutes=10"], "nowhere"),  # the one override it takes
     (["inspect", "missing_dir"], r"'missing_dir' \(no such file or folder\)"),
     (["inspect", "synthetic:lorenz", "-o", "foo=1"], r"unknown option\(s\) \['foo'\]; valid options"),
 ])
@@ -488,7 +491,7 @@ def test_a_stopped_demo_leaves_a_folder_only_when_training_can_resume(tmp_path, 
     assert (root / "demo-run" / "last.pt").exists()  # its checkpoint is kept for --resume
 
 
-def test_the_training_null_is_each_units_mean_over_the_training_target_bins(reach):
+def test_the_training_null_is_each_units_mean_over_the_training_target_bins(reach, monkeypatch):
     from neurohorizon.evaluation.evaluate import train_null_rates
 
     cfg = load_config(None, ["data.source=synthetic:reach", "data.align_event=go_cue", "data.train_windows_per_epoch=40"])
@@ -498,3 +501,11 @@ def test_the_training_null_is_each_units_mean_over_the_training_target_bins(reac
     want = np.mean([it["target_counts"] for it in items], axis=(0, 1))  # one session: every window has every unit
     np.testing.assert_allclose(null[0], want)
     assert list(data.test.session_units(0)) == list(items[0]["units"])
+    # a unit silent in every training window gets half a spike over its bins, not a rate of 0
+    silent = data.train.session_units(0)[0]
+    for item in items:
+        item["target_counts"][:, 0] = 0
+    monkeypatch.setattr(type(data.train), "__getitem__", lambda self, i: items[i])
+    null = train_null_rates(data.train, data.test)
+    assert null[0][0] == pytest.approx(0.5 / (len(items) * items[0]["target_counts"].shape[0]))
+    assert silent == items[0]["units"][0]

@@ -93,10 +93,16 @@ def cmd_train(args) -> None:
 
     if args.resume:
         given = [x for x in (args.config, *args.overrides) if x is not None]
-        if given:  # a resumed run continues exactly as configured; a change would break that silently
+        budget = [x for x in given if x.startswith("train.max_minutes=")]
+        if len(budget) != len(given) or len(budget) > 1:  # a change would break exact continuation silently
             raise ValueError(f"--resume continues {args.resume} with its saved config.yaml; it takes no config "
-                             f"or overrides (got {given}). Start a new run to change settings.")
-        run_dir = train_run(None, runs_dir=args.runs_dir, resume=Path(args.resume))
+                             f"or overrides but train.max_minutes=M, the run's new total time budget (got {given}). "
+                             "Start a new run to change settings.")
+        try:
+            minutes = float(budget[0].split("=", 1)[1]) if budget else None
+        except ValueError:
+            raise ValueError(f"{budget[0]}: train.max_minutes takes a number of minutes") from None
+        run_dir = train_run(None, runs_dir=args.runs_dir, resume=Path(args.resume), max_minutes=minutes)
     else:
         config, overrides = args.config, list(args.overrides)
         if config is not None and "=" in config and not Path(config).exists():
@@ -221,7 +227,8 @@ def _add_train(sub, runs) -> None:
     p.add_argument("config", nargs="?", help="YAML config file, e.g. a copy of the demo's "
                    "(src/neurohorizon/configs/demo.yaml in the source tree); omitted = built-in defaults")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=500 model.preset=tiny")
-    p.add_argument("--resume", help="continue the run in this run folder from its last checkpoint")
+    p.add_argument("--resume", help="continue the run in this run folder from its last checkpoint, with what is "
+                   "left of its train.max_minutes (the one override it takes: train.max_minutes=M, a new total)")
     p.set_defaults(func=cmd_train)
 
 

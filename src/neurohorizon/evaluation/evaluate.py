@@ -22,7 +22,7 @@ from neurohorizon.evaluation.baselines import build_baseline
 from neurohorizon.evaluation.ceiling import attach_causal_oracle
 from neurohorizon.evaluation.evaluation_report import write_evaluation_report
 from neurohorizon.evaluation.loading import LoadedRun, load_run, match_units
-from neurohorizon.evaluation.metrics import fraction_of_oracle, summarize_forecast
+from neurohorizon.evaluation.metrics import LN2, fraction_of_oracle, summarize_forecast
 from neurohorizon.evaluation.predict import predict_dataset, predict_forecaster
 from neurohorizon.runs import new_run_dir, removed_on_failure, write_text_atomic
 
@@ -43,12 +43,13 @@ def default_baselines(mode: str) -> list[str]:
     return (["psth", "psth_factors"] if mode == "trials" else []) + names
 
 
+NLB_PSTH_SIGMA_S = 0.07  # s: NLB smooths observed condition averages with this Gaussian for psth R²
 FEW_WINDOWS = 10  # fewer test windows than this: the scores are said to be fragile
 
 
 def train_null_rates(train, test, max_windows: int = 2000) -> dict[int, np.ndarray]:
     """The 'train' null: each neuron's mean count per bin over the training windows' target
-    bins, kept per unit id, for every session of `test` whose units all occur in training (a
+    bins (half a spike for a unit with none), kept per unit id, for every session of `test` whose units all occur in training (a
     held-out session recording trained units, or other data of them, has one too)."""
     size = len(train.vocab) + 1  # vocabulary indices start at 1
     sums, bins = np.zeros(size), np.zeros(size)
@@ -57,7 +58,9 @@ def train_null_rates(train, test, max_windows: int = 2000) -> dict[int, np.ndarr
         np.add.at(sums, item["units"], item["target_counts"].sum(0))
         np.add.at(bins, item["units"], item["target_counts"].shape[0])
     units = {int(w.rec): test.session_units(w.rec) for w in test.windows}
-    return {s: sums[u] / bins[u] for s, u in units.items() if (bins[u] > 0).all()}
+    # a unit silent in training gets half a spike over its bins, not a rate of 0: with 0 the
+    # null would pay ~21 nats per test spike of it, a gain every method would share
+    return {s: np.maximum(sums[u], 0.5) / bins[u] for s, u in units.items() if (bins[u] > 0).all()}
 
 
 def baseline_options(name: str, time_budget_s: float) -> dict:
@@ -131,6 +134,7 @@ def evaluate_predictions(predictions: dict, *, horizons, bin_size, null_rates, c
                     true_expected=g["true_expected"][:, :h] if not np.isnan(g["true_expected"]).all() else None,
                     causal_expected=g["causal_expected"][:, :h] if "causal_expected" in g else None,
                     null_rates=null_rates.get(s), bin_size=bin_size,
+                    psth_sigma_bins=NLB_PSTH_SIGMA_S / bin_size,  # observed PSTHs smoothed as NLB's
                 )
             if per_session:
                 results[method][str(h)] = {"pooled": pool_sessions(per_session), "sessions": {
@@ -151,17 +155,18 @@ def add_held_out_pooling(results: dict, held: list[str]) -> None:
 
 
 def pool_sessions(per_session: dict) -> dict:
-    """Spike-weighted pooling over sessions: exact for bits/spike (each bin of a per-bin curve
-    weighted by the sessions' spikes in that bin), a weighted mean otherwise. Sessions without
-    spikes carry no weight (their bits/spike are undefined)."""
+    """Pooling over sessions. Bits/spike are exact: the sessions' NLL gains (nats) summed, over
+    their spikes, so a session or bin without spikes still counts what a forecaster loses there.
+    Other metrics are a spike-weighted mean, in which sessions without spikes carry no weight."""
     spiking = {k: v for k, v in per_session.items() if v["n_spikes"] > 0}
     out = {"n_spikes": float(sum(v["n_spikes"] for v in spiking.values()))}
     for block in ("rollout", "teacher_forced"):
-        for key in ("fp_bps", "fp_bps_train_null", "per_bin_fp_bps", "r2_pooled"):
-            _put(out, block, key, _pool(spiking, (block, key)))
-    for path in (("oracle", "oracle_fp_bps"), ("oracle", "oracle_per_bin_fp_bps"), ("oracle", "causal_oracle_fp_bps"),
-                 ("oracle", "causal_oracle_per_bin_fp_bps"), ("oracle", "r2_vs_true_pooled"), ("psth", "psth_r2"),
-                 ("psth", "corr_per_step")):
+        for key in ("fp_bps", "fp_bps_train_null", "per_bin_fp_bps"):
+            _put(out, block, key, _pool_bps(per_session, (block, key)))
+        _put(out, block, "r2_pooled", _pool(spiking, (block, "r2_pooled")))
+    for key in ("oracle_fp_bps", "oracle_per_bin_fp_bps", "causal_oracle_fp_bps", "causal_oracle_per_bin_fp_bps"):
+        _put(out, "oracle", key, _pool_bps(per_session, ("oracle", key)))
+    for path in (("oracle", "r2_vs_true_pooled"), ("psth", "psth_r2"), ("psth", "corr_per_step")):
         _put(out, *path, _pool(spiking, path))
     if "oracle_fp_bps" in out.get("oracle", {}) and "fp_bps" in out.get("rollout", {}):
         rollout = out["rollout"]["fp_bps"]  # a ratio of pooled values, not a mean of ratios
@@ -180,14 +185,34 @@ def _put(out: dict, block: str, key: str, value) -> None:
         out.setdefault(block, {})[key] = value
 
 
+def _pool_bps(sessions: dict, path: tuple):
+    """Bits/spike at `path` over the sessions: their gains (the key with fp_bps -> nll_gain_nats)
+    summed over their spikes (per bin for a per-bin curve); the spike-weighted mean of the
+    sessions' values when a summary has no gains (written by an older version)."""
+    gain_path = (*path[:-1], path[-1].replace("fp_bps", "nll_gain_nats"))
+    gains = [_at(v, gain_path) for v in sessions.values()]
+    if not sessions or any(g is None for g in gains):
+        return _pool({k: v for k, v in sessions.items() if v["n_spikes"] > 0}, path)
+    per_bin = "per_bin" in path[-1]
+    spikes = sum(np.asarray(v["n_spikes_per_bin"] if per_bin else v["n_spikes"], float) for v in sessions.values())
+    total = sum(np.asarray(g, float) for g in gains)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pooled = np.where(spikes > 0, total / np.where(spikes > 0, spikes, 1.0) / LN2, np.nan)
+    return pooled.tolist()
+
+
+def _at(node, path: tuple):
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
 def _pool(sessions: dict, path: tuple):
     """The sessions' values at `path`, spike-weighted; None when a session lacks it. A per-bin
     curve is weighted bin by bin (by `n_spikes_per_bin` where the summary has it)."""
     vals, weights = [], []
     for v in sessions.values():
-        node = v
-        for key in path:
-            node = node.get(key) if isinstance(node, dict) else None
+        node = _at(v, path)
         if node is None:
             return None
         vals.append(np.asarray(node, dtype=float))

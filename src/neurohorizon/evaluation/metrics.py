@@ -79,19 +79,25 @@ def bits_per_spike(rates, spikes, null_rates=None) -> float:
         (NLL_null - NLL_model) / (total spikes * ln 2). The null model itself scores 0
         (exactly, for the default null). NaN when there are no spikes.
     """
-    rates = _to_2d(_np(rates, "rates"), "rates")
     spikes = _to_2d(_np(spikes, "spikes"), "spikes")
-    _same_shape(rates, spikes, "bits_per_spike(rates, spikes)")
-    if null_rates is None:
-        null_rates = null_rates_from(spikes)
-    null_rates = _np(null_rates, "null_rates").ravel()
-    if null_rates.shape != (spikes.shape[1],):
-        raise MetricError(f"null_rates: need ({spikes.shape[1]},), got {null_rates.shape}")
-    null = np.broadcast_to(null_rates, spikes.shape)
     total = np.nansum(spikes)
     if total == 0:
         return float("nan")
-    return (poisson_nll(null, spikes) - poisson_nll(rates, spikes)) / total / LN2
+    return nll_gain_nats(rates, spikes, null_rates) / total / LN2
+
+
+def nll_gain_nats(rates, spikes, null_rates=None) -> float:
+    """NLL_null - NLL_model in nats, the additive quantity behind bits/spike: sums over windows,
+    bins and sessions (also those without spikes, where bits/spike is undefined but a forecaster
+    predicting spikes still loses), so pooled bits/spike = sum of gains / (sum of spikes * ln 2)."""
+    rates = _to_2d(_np(rates, "rates"), "rates")
+    spikes = _to_2d(_np(spikes, "spikes"), "spikes")
+    _same_shape(rates, spikes, "nll_gain_nats(rates, spikes)")
+    null_rates = null_rates_from(spikes) if null_rates is None else _np(null_rates, "null_rates").ravel()
+    if null_rates.shape != (spikes.shape[1],):
+        raise MetricError(f"null_rates: need ({spikes.shape[1]},), got {null_rates.shape}")
+    null = np.nan_to_num(np.broadcast_to(null_rates, spikes.shape))  # a unit never observed: no rows count
+    return poisson_nll(null, spikes) - poisson_nll(rates, spikes)
 
 
 def fp_bps(pred, target, *, null: str = "eval", null_rates=None) -> float:
@@ -109,14 +115,28 @@ def per_bin_fp_bps(pred, target, *, null: str = "eval", null_rates=None) -> np.n
     """(T,) bits/spike of each horizon bin: the decay curve.
 
     The null is one per-neuron rate for the whole horizon (the same null as `fp_bps`), so
-    the spike-weighted mean of the curve equals `fp_bps`; a bin without spikes gives NaN.
+    when every bin has spikes the spike-weighted mean of the curve equals `fp_bps`; a bin
+    without spikes gives NaN (`per_bin_nll_gain_nats` is the exact, additive decomposition).
     """
+    gains, spikes = _per_bin(pred, target, null, null_rates)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(spikes > 0, gains / np.where(spikes > 0, spikes, 1.0) / LN2, np.nan)
+
+
+def per_bin_nll_gain_nats(pred, target, *, null: str = "eval", null_rates=None) -> np.ndarray:
+    """(T,) NLL_null - NLL_model of each horizon bin in nats; sums to the whole horizon's gain."""
+    return _per_bin(pred, target, null, null_rates)[0]
+
+
+def _per_bin(pred, target, null: str, null_rates) -> tuple[np.ndarray, np.ndarray]:
+    """(T,) gains in nats and (T,) spike totals, with one null for the whole horizon."""
     pred, target = _np(pred, "pred"), _np(target, "target")
     _same_shape(pred, target, "per_bin_fp_bps(pred, target)")
     if pred.ndim != 3:
         raise MetricError(f"pred: need (n, T, N), got shape {pred.shape}")
     nr = _choose_null(target, null, null_rates)
-    return np.array([bits_per_spike(pred[:, t], target[:, t], nr) for t in range(pred.shape[1])])
+    gains = np.array([nll_gain_nats(pred[:, t], target[:, t], nr) for t in range(pred.shape[1])])
+    return gains, np.nansum(target, axis=(0, 2))
 
 
 def _choose_null(target, null: str, null_rates):
@@ -474,10 +494,18 @@ def _block(pred, target, null_rates) -> dict:
         "per_bin_fp_bps": per_bin_fp_bps(pred, target),
         "r2_pooled": r2_pooled(pred, target),
         "r2_reference": "observed counts",
+        **_gains("", pred, target),
     }
     if null_rates is not None:
         block["fp_bps_train_null"] = fp_bps(pred, target, null="train", null_rates=null_rates)
+        block["nll_gain_nats_train_null"] = nll_gain_nats(pred, target, null_rates)
     return block
+
+
+def _gains(prefix: str, pred, target) -> dict:
+    """The additive gains (nats) behind `{prefix}fp_bps` and its per-bin curve, for exact pooling."""
+    return {f"{prefix}nll_gain_nats": nll_gain_nats(pred, target),
+            f"{prefix}per_bin_nll_gain_nats": per_bin_nll_gain_nats(pred, target)}
 
 
 def _oracle(pred, true_expected, target, rollout, causal_expected=None) -> dict:
@@ -487,11 +515,13 @@ def _oracle(pred, true_expected, target, rollout, causal_expected=None) -> dict:
         "oracle_per_bin_fp_bps": per_bin_fp_bps(true_expected, target),
         "fraction_of_oracle": fraction_of_oracle(rollout["fp_bps"], oracle),
         "r2_vs_true_pooled": r2_pooled(pred, true_expected),
+        **_gains("oracle_", true_expected, target),
     }
     if causal_expected is not None:  # the best forecast from the past (synthetic reach)
         causal_expected = _np(causal_expected, "causal_expected")
         out["causal_oracle_fp_bps"] = bits_per_spike(causal_expected, target)
         out["causal_oracle_per_bin_fp_bps"] = per_bin_fp_bps(causal_expected, target)
+        out.update(_gains("causal_oracle_", causal_expected, target))
         out["fraction_of_causal_oracle"] = fraction_of_oracle(rollout["fp_bps"], out["causal_oracle_fp_bps"])
     return out
 

@@ -84,17 +84,19 @@ def build_model(cfg: RunConfig, vocab_tokens: list[str], likelihood):
 
 
 def train_run(cfg: RunConfig | None, *, runs_dir="runs", resume: Path | None = None,
-              recordings=None, stop_after: int | None = None, quiet: bool = False) -> Path:
-    """Train a model; returns the run folder. `resume` continues a run folder exactly. While
-    it trains, the run folder is locked against a second training process (`training_lock`)."""
+              recordings=None, stop_after: int | None = None, quiet: bool = False,
+              max_minutes: float | None = None) -> Path:
+    """Train a model; returns the run folder. `resume` continues a run folder exactly, with what
+    is left of its train.max_minutes (`max_minutes` replaces that total budget). While it trains,
+    the run folder is locked against a second training process (`training_lock`)."""
     with contextlib.ExitStack() as locks:
         return _train_run(cfg, runs_dir=runs_dir, resume=resume, recordings=recordings, stop_after=stop_after,
-                          quiet=quiet, lock=lambda run_dir: locks.enter_context(
+                          quiet=quiet, max_minutes=max_minutes, lock=lambda run_dir: locks.enter_context(
                               training_lock(run_dir, hold=dist_utils.rank() == 0)))
 
 
 def _train_run(cfg: RunConfig | None, *, runs_dir, resume: Path | None, recordings, stop_after: int | None,
-               quiet: bool, lock) -> Path:
+               quiet: bool, max_minutes: float | None, lock) -> Path:
     torch.set_flush_denormal(True)  # denormal floats made the seed's elementwise ops 10-20x slower
     splits = vocab = None
     if resume is not None:
@@ -131,6 +133,11 @@ def _train_run(cfg: RunConfig | None, *, runs_dir, resume: Path | None, recordin
     if resume is not None:
         trainer = Trainer(model=model, likelihood=likelihood, data=data, cfg=cfg, run_dir=Path(resume), device=device)
         trainer.resume(Path(resume) / "last.pt")
+        if max_minutes is not None and max_minutes != cfg.train.max_minutes:
+            cfg.train.max_minutes = max_minutes  # the run's total budget; saved with its next checkpoint
+            check_train_config(cfg.train)
+            if dist_utils.rank() == 0:
+                save_config(cfg, Path(resume) / "config.yaml")
     else:
         if data.prior is not None:  # forecast the deviation from the prior, starting at none
             model.start_at_prior()
@@ -152,6 +159,12 @@ def _train_run(cfg: RunConfig | None, *, runs_dir, resume: Path | None, recordin
         if dist_utils.rank() == 0:
             print(f"{resume} already finished its schedules (step {trainer.state.step}, train.max_steps="
                   f"{cfg.train.max_steps}); nothing to do (start a new run to train longer)")
+        return trainer.run_dir
+    if resume is not None and trainer.time_spent():
+        if dist_utils.rank() == 0:
+            print(f"{resume} has used its train.max_minutes={cfg.train.max_minutes:g} (stopped at step "
+                  f"{trainer.state.step} of train.max_steps={cfg.train.max_steps}); nothing to do (resume with "
+                  "train.max_minutes=M to give it a larger total budget)")
         return trainer.run_dir
     trainer.fit(stop_after=stop_after)
     return trainer.run_dir

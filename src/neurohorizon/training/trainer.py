@@ -47,6 +47,7 @@ class TrainState:
     # step (1, or more when train.fit_to_time fits the schedules into train.max_minutes)
     schedule_step: float = 0.0
     schedule_rate: float = 1.0
+    train_seconds: float = 0.0  # wall time spent training so far: a resume keeps what is left of max_minutes
 
 
 PREDICTION_SOURCES = ("passes", "rollout")  # where scheduled sampling gets the model's own counts
@@ -292,12 +293,20 @@ class Trainer:
         return out
 
     def _diverged(self, what: str) -> str:
-        """The divergence message: where the last good checkpoint is, or that there is none yet."""
-        last = self.run_dir / "last.pt"
-        kept = (f"The last good checkpoint is kept in {last}" if last.is_file() else
-                f"No checkpoint had been saved yet, so {self.run_dir} holds only the settings and the log "
-                "of the steps before; lower train.lr or raise train.warmup_steps and start again")
-        return f"{what} at step {self.state.step}; training stopped. {kept}"
+        """The divergence message: which checkpoints are kept and what they hold, or that there are none."""
+        last, best = self.run_dir / "last.pt", self.run_dir / "best.pt"
+        restart = "lower train.lr or raise train.warmup_steps and start a new run"
+        if not last.is_file():
+            return (f"{what} at step {self.state.step + 1}; training stopped. No checkpoint had been saved yet, so "
+                    f"{self.run_dir} holds only the settings and the log of the steps before; {restart}")
+        saved = int(load_checkpoint(last)["step"])
+        held = ("the weights that gave this" if saved == self.state.step else
+                f"the last checkpoint before it (step {saved})")
+        kept = f"{last} holds {held}"
+        if best.is_file() and self.state.best_step >= 0:
+            kept += f"; {best} the best validated model (step {self.state.best_step}), which `evaluate` uses"
+        return (f"{what} at step {self.state.step + 1}; training stopped. {kept}. A resume replays the same "
+                f"steps exactly, so it would diverge again: {restart}")
 
     # --------------------------------------------------------- checkpoints
     def checkpoint_state(self) -> dict:
@@ -307,7 +316,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "step": self.state.step,
-            "train_state": vars(self.state).copy(),
+            "train_state": {**vars(self.state), "train_seconds": self.train_seconds()},
             "config": to_dict(self.cfg),
             "vocab": self.data.vocab.tokens,
             "model_kwargs": getattr(self.raw_model, "init_kwargs", {}),
@@ -315,6 +324,16 @@ class Trainer:
             **({} if self.ema is None else {"ema_model": self.ema.module.state_dict(),
                                              "ema_n_averaged": int(self.ema.n_averaged)}),
         }
+
+    def time_spent(self) -> bool:
+        """train.max_minutes is used up (by this run's training over all its resumes)."""
+        tc = self.cfg.train
+        return tc.max_minutes > 0 and self.train_seconds() >= tc.max_minutes * 60
+
+    def train_seconds(self) -> float:
+        """Wall time spent training, over every call of `fit` (resumes included)."""
+        clock = getattr(self, "_clock", None)
+        return self.state.train_seconds if clock is None else clock[1] + time.monotonic() - clock[0]
 
     def save(self, name: str) -> Path | None:
         if self.rank != 0:
@@ -333,6 +352,7 @@ class Trainer:
             self.ema.n_averaged.fill_(state["ema_n_averaged"])
         train_state = {"schedule_step": float(state["step"]), **state["train_state"]}  # older checkpoints
         self.state = TrainState(**train_state)
+        self._clock = None  # train_seconds comes from the checkpoint until `fit` starts its clock
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         self.logger.drop_rows_after(self.state.step)  # steps logged after this checkpoint are redone
@@ -342,7 +362,8 @@ class Trainer:
         """Train until max_steps (or `stop_after` more steps, or max_minutes); returns the state."""
         tc = self.cfg.train
         end = tc.max_steps if stop_after is None else min(tc.max_steps, self.state.step + stop_after)
-        deadline = time.monotonic() + tc.max_minutes * 60 if tc.max_minutes > 0 else math.inf
+        self._clock = (time.monotonic(), self.state.train_seconds)  # train_seconds before this call
+        deadline = self._clock[0] + tc.max_minutes * 60 - self.state.train_seconds if tc.max_minutes > 0 else math.inf
         if self.rank == 0 and self.state.step == 0:
             for warning in self.schedule_warnings():
                 tqdm.write(f"warning: {warning}")
@@ -358,6 +379,7 @@ class Trainer:
         elif self.state.step % tc.eval_every != 0:
             self._evaluate_and_checkpoint()
         self.logger.close()
+        self.state.train_seconds = self.train_seconds()
         return self.state
 
     def _paused(self, end: int, deadline: float) -> bool:
