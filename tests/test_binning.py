@@ -95,3 +95,15 @@ def test_bin_recording_matches_window_binning_and_histogram():
     np.testing.assert_array_equal(part, bin_spikes(times, units, 7, start=1.01, n_steps=49))
     with pytest.raises(BinningError, match="shorter than one"):
         bin_recording(rec, 0.02, start=1.0, end=1.01)
+
+
+def test_standard_horizons_are_240_500_1000_ms_in_any_bin_size():
+    from neurohorizon.data.binning import standard_horizons
+    from neurohorizon.evaluation.evaluation_report import _horizon_note
+
+    assert standard_horizons(0.02) == (12, 25, 50)
+    assert standard_horizons(0.01) == (24, 50, 100)  # a 10 ms run is scored out to 1000 ms too
+    assert standard_horizons(0.05) == (5, 10, 20)
+    assert _horizon_note([12, 25, 50], 0.02) == "12 bins are 240 ms (the '250 ms' horizon)."
+    assert _horizon_note([24, 50, 100], 0.01) == "24 bins are 240 ms (the '250 ms' horizon)."
+    assert _horizon_note([10], 0.05) == "10 bins are 500 ms."

@@ -246,7 +246,7 @@ def test_format_cell():
     assert format_cell(4567.8) == "4568"
     assert format_cell(2.5e-5) == "2.50e-05"
     assert format_cell(np.float32(0.5)) == "0.500"
-    assert format_cell(-4.61e-4, 3) == "-0.000" and format_cell(0.1234, 3) == "0.123"  # fixed decimals
+    assert format_cell(-4.61e-4, 3) == "0.000" and format_cell(0.1234, 3) == "0.123"  # fixed decimals, no -0.000
     assert format_cell(7, 3) == "7" and format_cell(float("nan"), 3) == "–"
     assert format_cell(np.int64(12)) == "12"
     assert format_cell(float("nan")) == "–"
@@ -432,9 +432,14 @@ def test_predictability_reads_the_first_fall_below_the_threshold():
     assert flat["limit_ms"] == 1000 and "without halving" in predictability_text(flat)
     assert "through the whole 1000 ms evaluated (the longest horizon; it may carry further)" in predictability_text(flat)
     # beside a forecaster without single-trial information, the text says what the context adds
-    said = predictability_text(flat, ("the PSTH baseline", predictability(np.full(50, 0.07), 0.02)))
+    said = predictability_text(flat, ("the PSTH baseline", predictability(np.full(50, 0.07), 0.02), False))
     assert "the PSTH baseline, which has no single-trial information, averages 0.070" in said
     assert "NeuroHorizon 0.100 (+0.030 from the context's single-trial information)" in said
+    # a factor prior reads single-trial latents itself: what is left is the network's, and a gain
+    # that rounds to zero is never printed as -0.000
+    said = predictability_text(flat, ("the model's rate prior alone", predictability(np.full(50, 0.1004), 0.02), True))
+    assert "the condition average moved by single-trial latents it infers from the context" in said
+    assert "(+0.000 from the network on top of its prior)" in said and "no single-trial" not in said
     silent_first = predictability(np.r_[np.nan, np.full(49, 0.1)], 0.02)
     assert "first bin: no spikes to score" in predictability_text(silent_first)
     assert "nan" not in predictability_text(silent_first)

@@ -36,6 +36,10 @@ def test_signals_and_verdicts_from_known_numbers():
     assert "is needed" in s["50"]["verdict"]
     # AR quality halves from 12 to 50 bins while the parallel decoder keeps 83%: out of proportion
     assert s["50"]["drops_out_of_proportion"] is True
+    # scores below the null give no ratio: -0.06 / -0.19 would read as a drop to a third
+    below = {**cells, "h12-teacher_forcing": _cell(12, 0.0, -0.19), "h50-teacher_forcing": _cell(50, 0.0, -0.06)}
+    b = decision_signals(below, [12, 50])
+    assert np.isnan(b["50"]["quality_ratio_vs_previous"]) and b["50"]["drops_out_of_proportion"] is False
     assert "not enough information" in verdict(12, {"relative_gap": np.nan, "tf_only_rollout_bps": np.nan})
     # a study of 10 ms bins says 12 bins are 120 ms, in its verdicts and tables
     from neurohorizon.evaluation.study_report import comparison_table, signal_table

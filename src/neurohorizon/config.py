@@ -36,7 +36,7 @@ class DataConfig:
     options: dict = field(default_factory=dict)  # passed to the source loader
     bin_size_ms: float = 20.0  # forecast bin width
     context_ms: float = 500.0  # spikes before the forecast start the model sees
-    horizon_ms: float = 1000.0  # longest trained horizon (50 bins)
+    horizon_ms: float = 1000.0  # longest trained horizon (a whole number of bins: 50 at 20 ms)
     mode: str = "auto"  # auto | trials | continuous
     align_event: str | None = None  # trial event anchoring evaluation windows (e.g. go_cue)
     align_offset_ms: float = 0.0  # forecast start relative to align_event

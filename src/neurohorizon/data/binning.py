@@ -6,6 +6,7 @@ import numpy as np
 
 DEFAULT_BIN_SIZE = 0.020  # s
 STANDARD_HORIZONS = (12, 25, 50)  # bins: 240, 500 and 1000 ms at 20 ms
+STANDARD_HORIZONS_S = (0.24, 0.5, 1.0)  # the same horizons in time, for any bin size
 
 
 class BinningError(ValueError):
@@ -29,6 +30,11 @@ def n_bins(duration: float, bin_size: float, *, what: str = "duration") -> int:
             f"{bin_size * 1000:g} ms bins ({ratio:.4f} bins)"
         )
     return count
+
+
+def standard_horizons(bin_size: float = DEFAULT_BIN_SIZE) -> tuple[int, ...]:
+    """The 240 / 500 / 1000 ms horizons in whole bins of `bin_size` s: (12, 25, 50) at 20 ms."""
+    return tuple(sorted({max(1, int(round(s / bin_size))) for s in STANDARD_HORIZONS_S}))
 
 
 def horizon_label(n_steps: int, bin_size: float = DEFAULT_BIN_SIZE) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neurohorizon.data.binning import STANDARD_HORIZONS, horizon_label
+from neurohorizon.data.binning import horizon_label, standard_horizons
 from neurohorizon.data.prepare import prepare_data
 from neurohorizon.data.windows import condition_labels
 from neurohorizon.evaluation.baselines import build_baseline
@@ -229,7 +229,7 @@ def _pool(sessions: dict, path: tuple):
 
 def evaluate_run(run_dir: Path, *, data: str | None = None, data_options: dict | None = None,
                  unknown_units: str = "error",
-                 n_samples: int = 20, baselines: bool | list = True, horizons=STANDARD_HORIZONS,
+                 n_samples: int = 20, baselines: bool | list = True, horizons=None,
                  baseline_budget_s: float = 120.0, out_dir: Path | None = None, device: str = "auto",
                  log=print) -> Path:
     """Evaluate a run on its test split (or on `data`); returns the evaluation folder."""
@@ -273,6 +273,7 @@ def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, split, n_
         except (KeyError, ValueError) as err:  # e.g. units of a held-out session it never saw
             log(f"  baseline {name} left out: it cannot forecast every evaluated window ({err})")
     # a run forecasting fewer than 12 bins is scored at its own horizon
+    horizons = standard_horizons(prepared.spec.bin_size) if horizons is None else horizons  # 240 / 500 / 1000 ms
     horizons = [h for h in horizons if h <= prepared.spec.horizon_bins] or [prepared.spec.horizon_bins]
     attach_causal_oracle(predictions, test.recordings, bin_size=prepared.spec.bin_size, log=log)
     null_rates = train_null_rates(prepared.train, test)  # by unit id: for other data of trained units too

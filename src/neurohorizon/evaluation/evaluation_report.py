@@ -66,20 +66,35 @@ def predictability_text(pred: dict, reference: tuple[str, dict] | None = None) -
     text = (f"NeuroHorizon's per-bin forecast information stays above {PREDICTABLE_BPS} bits/spike {reach}"
             f"{halves} ({first}).")
     if reference is not None and np.isfinite(reference[1].get("mean_bps", np.nan)):
-        name, ref = reference
-        text += (f" Much of that can come from the condition and the time alone: {name}, which has no single-trial "
-                 f"information, averages {ref['mean_bps']:.3f} bits/spike per bin over the same horizon, "
-                 f"NeuroHorizon {pred['mean_bps']:.3f} ({pred['mean_bps'] - ref['mean_bps']:+.3f} from the context's "
-                 "single-trial information).")
+        name, ref, single_trial = reference
+        gain = _signed(pred["mean_bps"] - ref["mean_bps"])
+        if single_trial:  # psth_factors: the prior already reads the context's single-trial latents
+            text += (f" Much of that is in the model's rate prior: {name}, the condition average moved by "
+                     "single-trial latents it infers from the context, averages "
+                     f"{ref['mean_bps']:.3f} bits/spike per bin over the same horizon, NeuroHorizon "
+                     f"{pred['mean_bps']:.3f} ({gain} from the network on top of its prior).")
+        else:
+            text += (f" Much of that can come from the condition and the time alone: {name}, which has no "
+                     f"single-trial information, averages {ref['mean_bps']:.3f} bits/spike per bin over the same "
+                     f"horizon, NeuroHorizon {pred['mean_bps']:.3f} ({gain} from the context's single-trial "
+                     "information).")
     return head + text
 
 
-def _reference_predictability(results: dict, horizon: str, bin_size: float) -> tuple[str, dict] | None:
-    """The rate prior's (or else the PSTH's) `predictability`, when the evaluation scored one."""
+def _signed(x: float, digits: int = 3) -> str:
+    """'+0.012', and '+0.000' rather than '-0.000' for a value that rounds to 0."""
+    return f"{0.0 if round(x, digits) == 0 else x:+.{digits}f}"
+
+
+def _reference_predictability(results: dict, horizon: str, bin_size: float,
+                              rate_prior: str = "none") -> tuple[str, dict, bool] | None:
+    """(who, `predictability`, whether it has single-trial information) of the rate prior (or
+    else the PSTH), when the evaluation scored one."""
     for name, said in (("model_prior", "the model's rate prior alone"), ("psth", "the PSTH baseline")):
         decay = _get(results.get(name, {}), horizon, "pooled", "rollout", "per_bin_fp_bps", default=None)
         if decay is not None:
-            return said, predictability(decay, bin_size)
+            single_trial = name == "model_prior" and rate_prior == "psth_factors"
+            return said, predictability(decay, bin_size), single_trial
     return None
 
 
@@ -165,7 +180,7 @@ def gap_table(results: dict, horizons: list[int], bin_size: float) -> Table | No
         tf, ro = _get(block, "teacher_forced", "fp_bps"), _get(block, "rollout", "fp_bps")
         if np.isfinite(tf):
             gap = tf - ro
-            rows.append([horizon_label(h, bin_size), tf, ro, gap, f"{100 * gap / abs(ro):.1f} %" if ro else np.nan])
+            rows.append([horizon_label(h, bin_size), tf, ro, gap, f"{_signed(100 * gap / abs(ro), 1)} %" if ro else np.nan])
     if not rows:
         return None
     return Table(columns=["horizon", "teacher-forced", "rollout", "gap = TF − rollout", "gap / |rollout|"],
@@ -234,6 +249,14 @@ def _floats(values) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
+def _horizon_note(horizons: list[int], bin_size: float) -> str:
+    """'12 bins are 240 ms (the '250 ms' horizon).' for the shortest horizon evaluated."""
+    h = min(horizons)
+    ms = h * bin_size * 1000
+    called = f" (the '{round(ms / 50) * 50:g} ms' horizon)" if abs(ms - round(ms / 50) * 50) > 1e-6 else ""
+    return f"{h} bins are {ms:g} ms{called}."
+
+
 def calibration_block(results: dict, horizon: str) -> dict | None:
     """NeuroHorizon's calibration at `horizon` (first session), or None when no samples were drawn."""
     sessions = _get(results.get(MODEL, {}), horizon, "sessions", default={})
@@ -297,7 +320,8 @@ def write_evaluation_report(out: Path, metrics: dict, predictions: dict, *, titl
         f"Data: {metrics['data']} ({metrics['split']}); decoder {metrics['decoder']}, "
         f"likelihood {metrics['likelihood']}, feedback '{metrics['feedback']}'"
         + _prior_text(metrics.get("rate_prior", "none")),
-        predictability_text(pred, _reference_predictability(results, longest, bin_size)),
+        predictability_text(pred, _reference_predictability(results, longest, bin_size,
+                                                            metrics.get("rate_prior", "none"))),
         *lines,
     ]
     if "training_unfinished" in metrics:
@@ -306,8 +330,8 @@ def write_evaluation_report(out: Path, metrics: dict, predictions: dict, *, titl
         summary.append(Categorical.truncation_text(metrics["count_truncation"], counts="evaluated") + ".")
     sections = [Section(title="Forecast quality per horizon", tables=[table], figures=[figs["decay"]],
                         paragraphs=["Bits/spike: NLB definition, null = per-neuron mean of the evaluated "
-                                    "spikes; a null model scores 0. Horizons are whole bins: 12 bins are "
-                                    "240 ms (the '250 ms' horizon)."])]
+                                    "spikes; a null model scores 0. Horizons are whole bins: "
+                                    + _horizon_note(horizons, bin_size)])]
     held = held_out_table(results, horizons, bin_size, metrics.get("held_out_sessions") or [])
     if held is not None:
         sections.append(Section(title="Held-out sessions", tables=[held], paragraphs=[
@@ -324,7 +348,8 @@ def write_evaluation_report(out: Path, metrics: dict, predictions: dict, *, titl
         sections.append(Section(title="Condition-averaged PSTHs", figures=[figs["psth"]]))
     if "calibration" in figs:
         sections.append(Section(title="Calibration of sampled trajectories", figures=[figs["calibration"]],
-                                paragraphs=[calibration_text(calibration_block(results, longest))
+                                paragraphs=[f"Over the {horizon_label(int(longest), bin_size)} forecast. "
+                                            + calibration_text(calibration_block(results, longest))
                                             + calibration_sessions_text(results, longest, metrics.get("sessions", {}))]))
     sections += extra_sections or []
     return write_report(out, title=title, summary=summary, sections=sections,

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from neurohorizon.data.binning import DEFAULT_BIN_SIZE, STANDARD_HORIZONS, horizon_label
+from neurohorizon.data.binning import DEFAULT_BIN_SIZE, horizon_label, standard_horizons
 from neurohorizon.evaluation.metrics import smooth_gaussian
 
 DPI = 120
@@ -95,7 +95,7 @@ def plot_decay(
     oracle: np.ndarray | None = None,
     causal_oracle: np.ndarray | None = None,
     title: str = "Forecast quality vs time ahead",
-    horizons: Sequence[int] = STANDARD_HORIZONS,
+    horizons: Sequence[int] | None = None,
 ) -> Path:
     """Per-bin forecast bits/spike vs time ahead, one line per method.
 
@@ -122,7 +122,7 @@ def plot_decay(
             t_max = max(t_max, len(y))
             ax.plot((np.arange(len(y)) + 1) * ms, y, color=color, ls="--", lw=1.5, label=label)
     ax.axhline(0.0, color="0.4", lw=0.9, ls="-", label="null (per-neuron mean rate) = 0")
-    shown = [h for h in horizons if h <= t_max]
+    shown = [h for h in (standard_horizons(bin_size) if horizons is None else horizons) if h <= t_max]
     for h in shown:
         ax.axvline(h * ms, color="0.55", ls=":", lw=1.0)
     top = ax.secondary_xaxis("top")  # horizon marks labelled in bins and ms
@@ -390,21 +390,26 @@ def plot_psths(
     for ax in axes[max(0, len(units) - ncols) : len(units)]:  # lowest visible panel of each column
         ax.xaxis.set_tick_params(labelbottom=True)
         ax.set_xlabel("time from forecast onset (ms)")
-    _psth_legend(fig, shown, colors, smooth_ms)
+    _psth_legend(fig, shown, colors, smooth_ms, with_context=context is not None)
     note = f" ({len(shown)} of {len(conds)} conditions)" if len(shown) < len(conds) else ""
     fig.suptitle(title + note)
     return _save(fig, path)
 
 
-def _psth_legend(fig, conds, colors, smooth_ms: float) -> None:
+def _psth_legend(fig, conds, colors, smooth_ms: float, *, with_context: bool = False) -> None:
     from matplotlib.lines import Line2D
 
     handles = [
         Line2D([], [], color="black", lw=1.5),
         Line2D([], [], color="black", lw=1.5, ls="--"),
     ]
-    smoothing = f", smoothed (sd {smooth_ms:g} ms)" if smooth_ms > 0 else ""
-    labels = [f"actual (trial average{smoothing})", "predicted"]
+    labels = ["actual (trial average)", "predicted (trial average)"]
+    if with_context:
+        handles.append(Line2D([], [], color="black", lw=0.9, alpha=0.7))
+        labels.append("context before onset (actual)")
+    if smooth_ms > 0:  # every curve is smoothed the same way
+        handles.append(Line2D([], [], color="none"))
+        labels.append(f"all smoothed: Gaussian sd {smooth_ms:g} ms")
     handles += [Line2D([], [], color=col, lw=3) for col in colors]
     labels += [f"condition {c}" for c in conds]
     fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)

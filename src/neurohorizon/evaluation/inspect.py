@@ -118,7 +118,7 @@ def _raster(rec, stats_session, bin_size, trial_event, path):
         counts = bin_recording(rec, bin_size, start=t0, end=t1)
         x = t0 + np.arange(len(counts)) * bin_size
         ax_p.plot(x, counts.mean(1) / bin_size, lw=0.8, c="k")
-        ax_p.set(title="population rate", xlabel="time (s)", xlim=(t0, t1))
+        ax_p.set(title="population rate (mean per unit)", xlabel="time (s)", xlim=(t0, t1))
     ax_p.set_ylabel("rate (Hz)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -104,7 +104,7 @@ def format_cell(v, decimals: int | None = None) -> str:
         if math.isinf(x):
             return "∞" if x > 0 else "−∞"
         if decimals is not None:
-            return f"{x:.{decimals}f}"
+            return f"{0.0 if round(x, decimals) == 0 else x:.{decimals}f}"  # never '-0.0000'
         if x == 0:
             return "0"
         if abs(x) >= 1000:

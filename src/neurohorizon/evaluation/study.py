@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from neurohorizon.config import RunConfig, apply_override, load_config
-from neurohorizon.data.binning import DEFAULT_BIN_SIZE, STANDARD_HORIZONS, horizon_label
+from neurohorizon.data.binning import DEFAULT_BIN_SIZE, horizon_label, standard_horizons
 from neurohorizon.data.prepare import window_spec
 from neurohorizon.runs import new_run_dir, write_text_atomic
 
@@ -185,7 +185,7 @@ def run_cell(name: str, cfg: RunConfig, study_dir: Path, recordings, log=print) 
         write_text_atomic(trained, str(Path(run_dir).resolve()))  # valid from any working folder
     horizon = int(round(cfg.data.horizon_ms / cfg.data.bin_size_ms))
     # the cell's own horizon is scored even when it is none of the standard 12 / 25 / 50 bins
-    out = evaluate_run(run_dir, baselines=False, n_samples=5, horizons=sorted({*STANDARD_HORIZONS, horizon}),
+    out = evaluate_run(run_dir, baselines=False, n_samples=5, horizons=sorted({*standard_horizons(cfg.data.bin_size_ms / 1000), horizon}),
                        log=lambda *_: None)
     metrics = json.loads((out / "metrics.json").read_text())
     result = {"name": name, "run": str(run_dir), "horizon": horizon,
@@ -235,12 +235,17 @@ def _disproportion(signals: dict, horizons) -> None:
     hs = [h for h in horizons if str(h) in signals]
     for a, b in zip(hs, hs[1:]):
         sa, sb = signals[str(a)], signals[str(b)]
-        ratio_ar = sb["tf_only_rollout_bps"] / sa["tf_only_rollout_bps"] if sa["tf_only_rollout_bps"] else np.nan
-        pa, pb = sa.get("parallel_rollout_bps", np.nan), sb.get("parallel_rollout_bps", np.nan)
-        ratio_par = pb / pa if pa else np.nan
+        ratio_ar = _ratio(sb["tf_only_rollout_bps"], sa["tf_only_rollout_bps"])
+        ratio_par = _ratio(sb.get("parallel_rollout_bps", np.nan), sa.get("parallel_rollout_bps", np.nan))
         sb["quality_ratio_vs_previous"] = ratio_ar
         sb["parallel_ratio_vs_previous"] = ratio_par
         sb["drops_out_of_proportion"] = bool(np.isfinite(ratio_par) and ratio_ar < ratio_par - 0.1)
+
+
+def _ratio(later: float, earlier: float) -> float:
+    """How much of the earlier horizon's score the later one keeps; NaN unless both are above the
+    null (a ratio of negative scores reads backwards: -0.06 / -0.19 = 0.33 is an improvement)."""
+    return later / earlier if later > 0 and earlier > 0 else np.nan
 
 
 def verdict(h: int, s: dict, *, bin_size: float = DEFAULT_BIN_SIZE) -> str:
