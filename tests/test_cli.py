@@ -59,7 +59,10 @@ def test_evaluate_writes_metrics_figures_and_report(trained):
     from neurohorizon.evaluation.evaluate import evaluate_run
 
     out = evaluate_run(trained, baselines=["mean_rate", "psth", "persistence"], n_samples=4, log=lambda *a: None)
-    metrics = json.loads((out / "metrics.json").read_text())
+    def strict(token):
+        raise AssertionError(f"metrics.json holds {token}, which strict JSON parsers reject")
+
+    metrics = json.loads((out / "metrics.json").read_text(), parse_constant=strict)
     results = metrics["results"]
     assert set(results) == {"NeuroHorizon", "mean_rate", "psth", "persistence"}
     for h in ("12", "25", "50"):
@@ -252,6 +255,13 @@ def test_unknown_units_error_or_known_only(trained, capsys):
     fc = forecast(trained, mixed, start=float(rec.trials.events["go_cue"][2]), n_samples=1,
                   unknown_units="known-only")
     assert fc.mean.shape[1] == 15
+    # known-only says what it leaves out, whole sessions included
+    from neurohorizon.evaluation.loading import load_run, match_units
+
+    with pytest.warns(UserWarning, match=r"known-only: left out 20 unit\(s\) the model never saw .*; 1 session\(s\) "
+                                         r"had no known unit and are not evaluated: " + other.session_id):
+        kept = match_units([mixed, other], load_run(trained).vocab, "known-only")
+    assert [r.session_id for r in kept] == [mixed.session_id]
 
 
 def test_corrupt_checkpoint_error_names_file_and_version(trained, tmp_path):

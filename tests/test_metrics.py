@@ -257,6 +257,18 @@ def test_paired_difference_is_the_difference_of_pooled_bits_per_spike():
     assert lo < d < hi and lo > 0  # the true rates beat a per-neuron constant clearly
     same = M.paired_bps_difference([sessions[0]["a"]], [sessions[0]["a"]], [sessions[0]["target"]])
     assert same == (0.0, 0.0, 0.0)
+    # 2 spikes in 40 windows: many resamples hold none, so no interval rather than an absurd one
+    sparse = np.zeros((40, 3, 2))
+    sparse[0, 0, 0] = sparse[7, 1, 1] = 1
+    d, lo, hi = M.paired_bps_difference([np.full_like(sparse, 0.02)], [np.full_like(sparse, 0.05)], [sparse])
+    assert np.isfinite(d) and np.isnan(lo) and np.isnan(hi)
+
+
+def test_output_json_is_strict():
+    from neurohorizon.runs import json_text
+
+    assert json_text({"a": float("nan"), "b": [np.float32("inf"), 1.5, 2], "c": (np.float64(-np.inf),)}) == \
+        '{"a": null, "b": [null, 1.5, 2], "c": [null]}'
 
 
 def test_pooling_sessions_is_exact_per_bin_and_counts_silent_sessions():

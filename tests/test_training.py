@@ -394,6 +394,25 @@ def test_a_binding_time_cap_shortens_the_schedules_so_they_finish(tmp_path, reac
     assert "will not finish" not in out and "now advance" not in out
 
 
+def test_a_cap_shorter_than_the_pace_check_still_fits_the_schedules_or_says_so(tmp_path, reach, monkeypatch, capsys):
+    """A cap of a minute or less allows fewer steps than PACE_STEPS: an early check (10 steps) fits
+    the schedules into it, and a cap too short even for that says the run is not annealed."""
+    import types
+
+    import neurohorizon.training.trainer as trainer
+
+    clock = iter(range(10**6))  # every reading advances 1 s
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(monotonic=lambda: float(next(clock))))
+    capped = ("train.max_steps=1000", "train.eval_every=1000", "sampling.kind=linear", "sampling.n=800")
+    run = train_run(tiny_cfg(*capped, "train.max_minutes=1"), runs_dir=tmp_path / "fit", recordings=[reach], quiet=True)
+    state = load_checkpoint(run / "last.pt")
+    assert 15 < state["step"] < 60 and state["train_state"]["schedule_step"] >= 1000 - 1e-6  # annealed
+    assert "warning: train.max_minutes" not in capsys.readouterr().out
+    train_run(tiny_cfg(*capped, "train.max_minutes=0.1"), runs_dir=tmp_path / "short", recordings=[reach], quiet=True)
+    said = capsys.readouterr().out
+    assert "warning: train.max_minutes=0.1 stopped the run at step" in said and "the model is not annealed" in said
+
+
 def test_a_resume_keeps_what_is_left_of_the_time_budget(tmp_path, reach, monkeypatch, capsys):
     """train.max_minutes is the run's total: a run paused and resumed trains as long as one that was
     not, a resume of a run whose budget is spent does nothing, and train.max_minutes=M extends it."""

@@ -6,6 +6,9 @@ Also the names of run folders and the mode of files written atomically.
 from __future__ import annotations
 
 import datetime
+import json
+import math
+import numbers
 import os
 import re
 import shutil
@@ -45,6 +48,21 @@ def new_file_mode() -> int:
     umask = os.umask(0)  # the only portable way to read it; restored at once
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def json_text(obj, *, indent: int | None = None, default=None) -> str:
+    """Strict JSON (NaN and infinities, which other languages' parsers reject, become null)."""
+    return json.dumps(_finite_or_none(obj), indent=indent, default=default, allow_nan=False)
+
+
+def _finite_or_none(x):
+    if isinstance(x, dict):
+        return {k: _finite_or_none(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite_or_none(v) for v in x]
+    if isinstance(x, numbers.Real) and not isinstance(x, numbers.Integral) and not math.isfinite(x):
+        return None  # numpy floats included
+    return x
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

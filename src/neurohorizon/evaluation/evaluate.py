@@ -7,7 +7,6 @@ evaluated spikes); the training-split null is reported beside it.
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from pathlib import Path
@@ -24,7 +23,7 @@ from neurohorizon.evaluation.evaluation_report import write_evaluation_report
 from neurohorizon.evaluation.loading import LoadedRun, load_run, match_units
 from neurohorizon.evaluation.metrics import LN2, fraction_of_oracle, summarize_forecast
 from neurohorizon.evaluation.predict import predict_dataset, predict_forecaster
-from neurohorizon.runs import new_run_dir, removed_on_failure, write_text_atomic
+from neurohorizon.runs import json_text, new_run_dir, removed_on_failure, write_text_atomic
 
 MODEL = "NeuroHorizon"
 PRIOR_ALONE = "model_prior"  # the rate prior a run forecasts around, scored on its own
@@ -273,8 +272,9 @@ def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, split, n_
         except (KeyError, ValueError) as err:  # e.g. units of a held-out session it never saw
             log(f"  baseline {name} left out: it cannot forecast every evaluated window ({err})")
     # a run forecasting fewer than 12 bins is scored at its own horizon
-    horizons = standard_horizons(prepared.spec.bin_size) if horizons is None else horizons  # 240 / 500 / 1000 ms
-    horizons = [h for h in horizons if h <= prepared.spec.horizon_bins] or [prepared.spec.horizon_bins]
+    if horizons is None:  # 240 / 500 / 1000 ms, and the horizon the run was trained for
+        horizons = {*standard_horizons(prepared.spec.bin_size), prepared.spec.horizon_bins}
+    horizons = sorted(h for h in horizons if h <= prepared.spec.horizon_bins) or [prepared.spec.horizon_bins]
     attach_causal_oracle(predictions, test.recordings, bin_size=prepared.spec.bin_size, log=log)
     null_rates = train_null_rates(prepared.train, test)  # by unit id: for other data of trained units too
     results = evaluate_predictions(predictions, horizons=horizons, bin_size=prepared.spec.bin_size,
@@ -298,7 +298,7 @@ def _evaluate_into(out: Path, run: LoadedRun, prepared, test, *, data, split, n_
         metrics["count_truncation"] = truncation
     if run.unfinished:
         metrics["training_unfinished"] = run.unfinished
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=1))
+    write_text_atomic(out / "metrics.json", json_text(metrics, indent=1))
     write_evaluation_report(out, metrics, predictions, title=f"NeuroHorizon evaluation — {metrics['data']}")
 
 

@@ -159,6 +159,8 @@ def _margin(best: str, second: str, finite: dict, h: int, predictions: dict | No
                ((groups[0], "rollout"), (groups[1], "rollout"), (groups[0], "target")))
     _, lo, hi = paired_bps_difference(a, b, y)
     n = sum(len(t) for t in y)
+    if not np.isfinite(lo):
+        return text + f" (too few spikes in the {n} test windows for a bootstrap interval)"
     text += f" (95% CI {lo:.3f} to {hi:.3f}, paired bootstrap over {n} test windows"
     return text + (": within sampling error)" if lo <= 0 else ")")
 

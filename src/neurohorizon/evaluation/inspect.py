@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import matplotlib
@@ -20,20 +18,10 @@ from neurohorizon.data.stats import (  # noqa: E402
     recording_stats,
     trial_counts,
 )
+from neurohorizon.runs import json_text  # noqa: E402
 
 FILES = ("stats.json", "summary.txt", "rates.png", "fano.png", "raster.png")
 RASTER_S = 10.0  # length of the raster stretch (s)
-
-
-def _json_safe(x):
-    """NaN/inf -> None so stats.json is strict JSON."""
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 def _unit_count(summary: dict) -> str:
@@ -159,7 +147,7 @@ def inspect_data(
     preset = recommend_preset(stats)
     payload = {"name": name, "recommendation": {"likelihood": rec[0], "reasons": rec[1],
                                                 "preset": preset[0], "preset_reason": preset[1]}, **stats}
-    files["stats"].write_text(json.dumps(_json_safe(payload), indent=1))
+    files["stats"].write_text(json_text(payload, indent=1))
     files["summary"].write_text(text + "\n")
     per = stats["overall"]["per_neuron"]
 

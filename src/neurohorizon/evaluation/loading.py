@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,10 @@ def match_units(recordings: list[Recording], vocab: UnitVocab, policy: str) -> l
             f"(unknown_units='known-only' in Python) to use its {n_known} known unit(s) only."
         )
     kept = [keep_units(r, vocab.known(r.unit_ids)) for r in recordings]
+    gone = [r.session_id for r in kept if r.n_units == 0]
+    warnings.warn(f"--unknown-units known-only: left out {sum(map(len, unknown.values()))} unit(s) the model "
+                  f"never saw ({listing})" + (f"; {len(gone)} session(s) had no known unit and are not evaluated: "
+                                              f"{_first_few(gone)}" if gone else ""), stacklevel=2)
     return [r for r in kept if r.n_units > 0]
 
 

@@ -178,14 +178,18 @@ def paired_bps_difference(pred_a: list, pred_b: list, targets: list, *, n_boot: 
     pred_a, pred_b, targets: one (n, T, N) array per session. Pooled bits/spike is the
     spike-weighted mean over sessions, so the null cancels in the difference:
     sum over windows of (NLL_b - NLL_a) / (spikes * ln 2). Windows are resampled with replacement.
-    Returns (difference, low, high).
+    Returns (difference, low, high); the interval is NaN when over 1 % of the resamples hold no
+    spike (bits/spike undefined there: too few spikes for a bootstrap to mean anything).
     """
     d = np.concatenate([window_nll(b, y) - window_nll(a, y) for a, b, y in zip(pred_a, pred_b, targets)])
     k = np.concatenate([np.nansum(_np(y, "targets").reshape(len(y), -1), 1) for y in targets])
     if k.sum() == 0:
         return (float("nan"),) * 3
     idx = np.random.default_rng(seed).integers(0, len(d), (n_boot, len(d)))
-    boot = d[idx].sum(1) / np.maximum(k[idx].sum(1), 1e-12) / LN2
+    spikes = k[idx].sum(1)
+    if np.mean(spikes == 0) > 0.01:
+        return float(d.sum() / k.sum() / LN2), float("nan"), float("nan")
+    boot = d[idx].sum(1)[spikes > 0] / spikes[spikes > 0] / LN2
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
     return float(d.sum() / k.sum() / LN2), float(lo), float(hi)
 

@@ -23,7 +23,7 @@ import numpy as np
 from neurohorizon.config import RunConfig, apply_override, load_config
 from neurohorizon.data.binning import DEFAULT_BIN_SIZE, horizon_label, standard_horizons
 from neurohorizon.data.prepare import window_spec
-from neurohorizon.runs import new_run_dir, write_text_atomic
+from neurohorizon.runs import json_text, new_run_dir, write_text_atomic
 
 GAP_THRESHOLD = 0.10  # teacher-forced/rollout gap, relative to |rollout|
 LATE_STEP = 30  # the knowledge base's "step 30+" PSTH-correlation check
@@ -192,7 +192,7 @@ def run_cell(name: str, cfg: RunConfig, study_dir: Path, recordings, log=print) 
               "decoder": cfg.model.decoder, "likelihood": cfg.loss.likelihood,
               "sampling": cfg.sampling.kind, "metrics": metrics["results"]["NeuroHorizon"]}
     result_path.parent.mkdir(exist_ok=True)
-    write_text_atomic(result_path, json.dumps(result))  # a half-written cell is never taken for a finished one
+    write_text_atomic(result_path, json_text(result))  # a half-written cell is never taken for a finished one
     return result
 
 
@@ -200,7 +200,7 @@ def _pooled(cell: dict, *path):
     node = cell["metrics"].get(str(cell["horizon"]), {}).get("pooled", {})
     for key in path:
         node = node.get(key, {}) if isinstance(node, dict) else {}
-    return node if not isinstance(node, dict) else np.nan
+    return np.nan if node is None or isinstance(node, dict) else node  # null in JSON: NaN
 
 
 def decision_signals(cells: dict, horizons, *, bin_size: float = DEFAULT_BIN_SIZE) -> dict:
@@ -321,7 +321,7 @@ def run_study(data: str, *, runs_dir="runs", horizons=None, resume: str | None =
     horizons, data = settings["horizons"], settings["data"]
     bin_size = base.data.bin_size_ms / 1000
     signals = decision_signals(cells, horizons, bin_size=bin_size)
-    write_text_atomic(study_dir / "study_results.json", json.dumps({"cells": cells, "signals": signals},
+    write_text_atomic(study_dir / "study_results.json", json_text({"cells": cells, "signals": signals},
                                                              indent=1, default=float))
     write_study_report(study_dir, cells, signals, horizons, data=data, bin_size=bin_size)
     return study_dir

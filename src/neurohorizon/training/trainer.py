@@ -52,6 +52,7 @@ class TrainState:
 
 PREDICTION_SOURCES = ("passes", "rollout")  # where scheduled sampling gets the model's own counts
 PACE_STEPS = 100  # steps timed before checking that max_steps fits in max_minutes
+EARLY_PACE_STEPS = 10  # a first, rougher check: a cap of a minute or less allows fewer than PACE_STEPS
 
 
 def schedule_from(cfg: SamplingConfig) -> ScheduleConfig:
@@ -374,6 +375,13 @@ class Trainer:
         with self._stop_on_interrupt():
             self._loop(batches, end, deadline, first, bar)
         bar.close()
+        timed_out = self._time_up(deadline)  # on every rank: it is a collective under DDP
+        if self.rank == 0 and timed_out and not self.schedules_done():
+            tqdm.write(f"warning: train.max_minutes={tc.max_minutes:g} stopped the run at step {self.state.step}, "
+                       f"{100 * self.state.schedule_step / tc.max_steps:.0f} % of the way through its learning-rate "
+                       f"and sampling schedules (ε {self.teacher_forcing_prob():.2f}, lr "
+                       f"{self.optimizer.param_groups[0]['lr']:.2g}): the model is not annealed; `neurohorizon train "
+                       f"--resume {self.run_dir} train.max_minutes=M` continues it with a larger total budget")
         if self._paused(end, deadline):  # validating here would add a point the whole run never has
             self.save("last.pt")
         elif self.state.step % tc.eval_every != 0:
@@ -437,7 +445,7 @@ class Trainer:
                 self.logger.log("train", {"step": self.state.step, "epoch": epoch, **row})
             if self.state.step == first + 1:  # timed from here: step 1 pays one-off (CUDA) costs
                 pace = (time.monotonic(), self.state.step)
-            elif self.state.step == first + 1 + PACE_STEPS:
+            elif self.state.step - first - 1 in (min(EARLY_PACE_STEPS, PACE_STEPS), PACE_STEPS):
                 self._fit_schedules_to_time(pace, deadline)
             if self.state.step % tc.eval_every == 0:
                 self._evaluate_and_checkpoint()
