@@ -177,3 +177,19 @@ def test_inspect_of_a_silent_unit_and_trials_without_conditions_prints_no_librar
         assert main(["--runs-dir", str(tmp_path / "runs"), "inspect", str(path)]) == 0
     said = [str(w.message) for w in caught]
     assert not [m for m in said if "Mean of empty slice" in m or "No artists" in m], said
+
+
+def test_units_observed_for_less_time_are_flagged(tmp_path):
+    """obs_intervals say when each unit was observed; NeuroHorizon has one recorded time for all
+    units, so a unit observed for half of it would read as silent for the rest: a warning says so."""
+    nwb = pynwb.NWBFile(session_description="t", identifier="obs",
+                        session_start_time=datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc))
+    rng = np.random.default_rng(1)
+    for i, end in enumerate((200.0, 200.0, 100.0)):
+        nwb.add_unit(spike_times=np.sort(rng.uniform(0, end, 50)), obs_intervals=[[0.0, end]], id=i)
+    with pynwb.NWBHDF5IO(str(tmp_path / "obs.nwb"), "w") as io:
+        io.write(nwb)
+    with pytest.warns(UserWarning, match=r"obs.nwb: 1 unit\(s\) \(e.g. 2: 100.0 s\) were observed for less time "
+                                         r"than others \(200.0 s\)"):
+        rec = read_nwb(tmp_path / "obs.nwb")
+    assert rec.n_units == 3

@@ -302,6 +302,8 @@ def test_inspect_lists_events_conditions_and_trial_lengths(tmp_path, reach, caps
     (["evaluate", "nowhere", "--samples", "0"], "--samples must be >= 1"),
     (["evaluate", "nowhere", "--baseline-seconds", "-1"], "--baseline-seconds must be > 0, got -1"),
     (["study", "synthetic:reach", "--resume", "nowhere"], "nowhere is not a study folder"),
+    (["study", "synthetic:reach", "--horizons", "12", "12"], r"--horizons lists a horizon twice: \[12, 12\]"),
+    (["study", "synthetic:reach", "train.max_steps=5"], "train.max_steps is set by --steps-per-cell"),
     (["train", "data.source=synthetic:lorenz", "data.align_event=go_cue", "model.preset=tiny"],
      r"synthetic:lorenz\(.*\) has no trials at all \(set data.align_event=null"),
     (["train", "--resume", "nowhere", "train.max_steps=30"], "takes no config or overrides but train.max_minutes"),
@@ -310,6 +312,16 @@ def test_inspect_lists_events_conditions_and_trial_lengths(tmp_path, reach, caps
     (["train", "--resume", "nowhere", "train.max_minutes=10"], "nowhere"),  # the one override it takes
     (["inspect", "missing_dir"], r"'missing_dir' \(no such file or folder\)"),
     (["inspect", "synthetic:lorenz", "-o", "foo=1"], r"unknown option\(s\) \['foo'\]; valid options"),
+    (["inspect", "synthetic:lorenz", "-o", "duration=abc"], r"option duration takes a number .*got 'abc'"),
+    (["inspect", "synthetic:reach", "-o", "noise=gamma_poisson", "-o", "dispersion=abc"],
+     r"dispersion \(alpha of noise='gamma_poisson'\) takes a number, got 'abc'"),
+    (["train", "data.events=[1,2]"], r"data.events lists trial event names .*got \[1, 2\]"),
+    (["train", "data.context_ms=.inf"], r"context must be a positive number"),
+    (["train", "data.split_seed=-1"], r"data.split_seed must be an integer >= 0, got -1"),
+    (["train", "data.train_anchor_jitter_ms=-5"], r"data.train_anchor_jitter_ms must be a finite number >= 0"),
+    (["train", "data.align_offset_ms=.nan"], r"data.align_offset_ms must be a finite number, got nan"),
+    (["train", "data.fractions=[0.7,0.15,.nan]"], r"fractions must be 3 non-negative numbers"),
+    (["train", "train.seed=-1"], r"train.seed must be an integer >= 0, got -1"),
 ])
 def test_bad_arguments_are_clear_errors_that_leave_no_folder(tmp_path, capsys, args, match):
     import re
@@ -322,7 +334,15 @@ def test_bad_arguments_are_clear_errors_that_leave_no_folder(tmp_path, capsys, a
 def test_a_file_where_a_folder_is_needed_is_a_clean_error(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     assert main(["--runs-dir", str(tmp_path / "afile"), "inspect", "synthetic:reach"] + SOURCE_OPTIONS) == 2
-    assert "error:" in capsys.readouterr().err
+    assert "afile is a file (choose another --runs-dir)" in capsys.readouterr().err
+    assert main(["--runs-dir", str(tmp_path / "afile"), "train", "model.preset=tiny"]) == 2
+    assert "cannot hold run folders" in capsys.readouterr().err
+    # import: a .nwb target, or a target under a file, are named as such before any data is read
+    assert main(["import", "synthetic:lorenz", str(tmp_path / "out.nwb")]) == 2
+    assert "end the file name in .h5, or give a folder" in capsys.readouterr().err
+    assert main(["import", "synthetic:lorenz", str(tmp_path / "afile" / "x.h5")]) == 2
+    assert f"{tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "out.nwb").exists()
 
 
 def test_no_steps_or_no_spikes_fail_before_a_run(tmp_path, reach, capsys):
@@ -463,6 +483,11 @@ def test_resume_of_a_folder_that_is_not_a_run_names_the_runs_inside(tmp_path, ca
     (tmp_path / "outer" / "a-run" / "last.pt").write_bytes(b"")
     assert main(["train", "--resume", str(tmp_path / "outer")]) == 2
     assert "outer: not a run folder (no last.pt); it holds the run folder(s) ['a-run']" in capsys.readouterr().err
+    # a run killed before its first checkpoint: say so, and how to start it again
+    (tmp_path / "killed").mkdir()
+    (tmp_path / "killed" / "config.yaml").write_text("name: x\n")
+    assert main(["evaluate", str(tmp_path / "killed")]) == 2
+    assert "its training stopped before the first checkpoint" in capsys.readouterr().err
 
 
 def test_a_stopped_demo_leaves_a_folder_only_when_training_can_resume(tmp_path, monkeypatch):

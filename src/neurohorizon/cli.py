@@ -268,7 +268,7 @@ def _add_forecast(sub) -> None:
 def _add_demo(sub, runs) -> None:
     p = sub.add_parser("demo", parents=[runs], help="generate, inspect, train, evaluate and report on synthetic reach data")
     p.add_argument("--minutes", type=float, default=9.0, help="training time cap in minutes (default 9)")
-    p.add_argument("--quick", action="store_true", help="a 1-minute smoke version (its own cap; --minutes is ignored)")
+    p.add_argument("--quick", action="store_true", help="a smoke version of about 2 minutes (its own cap; --minutes is ignored)")
     p.set_defaults(func=cmd_demo)
 
 

@@ -25,7 +25,8 @@ def demo_config(minutes: float, quick: bool):
     if quick:  # smoke version: tiny model, a few steps, short rollouts for evaluation
         overrides += ["model.preset=tiny", "train.max_steps=60", "train.eval_every=30",
                       "train.checkpoint_every=30", "train.max_minutes=1", "data.train_windows_per_epoch=512",
-                      "data.options.trials_per_condition=12", "sampling.warmup=20", "sampling.n=30"]
+                      "data.options.trials_per_condition=12", "sampling.warmup=20", "sampling.n=30",
+                      "train.warmup_steps=10"]
     return load_config(Path(str(path)), overrides)
 
 
@@ -48,7 +49,7 @@ def run_demo(*, runs_dir="runs", minutes: float = 9.0, quick: bool = False, log=
         run_dir = train_run(cfg, runs_dir=root, recordings=recordings)
     log(f"run folder (for evaluate, forecast and load_run): {run_dir}")
     log("[4/5] evaluating against every baseline at 12, 25 and 50 bins")
-    out = evaluate_run(run_dir, out_dir=root / "evaluation", baseline_budget_s=30 if quick else 60,
+    out = evaluate_run(run_dir, out_dir=root / "evaluation", baseline_budget_s=10 if quick else 60,
                        n_samples=10 if quick else 32, log=log)
     log(f"[5/5] done in {(time.monotonic() - t0) / 60:.1f} min")
     report = out / "report.html"

@@ -16,9 +16,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def check_runs_root(root: str | Path) -> Path:
+    """`root` as a Path, or a clear error when it (or a folder above it) is a file."""
+    root = Path(root)
+    blocking = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise NotADirectoryError(f"{root}: cannot hold run folders, {blocking} is a file (choose another --runs-dir)")
+    return root
+
+
 def new_run_dir(root: str | Path, name: str) -> Path:
     """Create `root/<name>-<YYYYmmdd-HHMMSS>` (suffixed -2, -3, ... if taken) and return it."""
-    root = Path(root)
+    root = check_runs_root(root)
     root.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{stamp}"
@@ -145,6 +154,10 @@ def check_run_folder(run_dir: str | Path) -> Path:
         raise FileNotFoundError(f"{run_dir}: run folder not found")
     if not (run_dir / "last.pt").exists():
         inside = sorted(p.name for p in run_dir.iterdir() if (p / "last.pt").exists())
-        raise FileNotFoundError(f"{run_dir}: not a run folder (no last.pt)"
-                                + (f"; it holds the run folder(s) {inside}" if inside else ""))
+        started = (run_dir / "config.yaml").exists() and not inside  # stopped before its first checkpoint
+        raise FileNotFoundError(
+            f"{run_dir}: not a run folder (no last.pt)"
+            + (f"; it holds the run folder(s) {inside}" if inside else "")
+            + (f"; its training stopped before the first checkpoint, so there is nothing to resume or evaluate: "
+               f"`neurohorizon train {run_dir / 'config.yaml'}` starts it again" if started else ""))
     return run_dir

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 DEFAULT_BIN_SIZE = 0.020  # s
@@ -18,10 +20,10 @@ def n_bins(duration: float, bin_size: float, *, what: str = "duration") -> int:
 
     Never rounds a window to the nearest bin: 510 ms at 20 ms bins is an error.
     """
-    if not bin_size > 0:  # also NaN
-        raise BinningError(f"bin size must be positive, got {bin_size}")
-    if not duration > 0:
-        raise BinningError(f"{what} must be positive, got {duration * 1000:g} ms")
+    if not 0 < bin_size < math.inf:  # also NaN
+        raise BinningError(f"bin size must be a positive number, got {bin_size}")
+    if not 0 < duration < math.inf:
+        raise BinningError(f"{what} must be a positive number, got {duration * 1000:g} ms")
     ratio = duration / bin_size
     count = int(round(ratio))
     if count <= 0 or abs(ratio - count) > 1e-6:

@@ -34,8 +34,11 @@ def save_recording(rec: Recording, path: str | Path, *, overwrite: bool = False)
         raise IsADirectoryError(f"{path}: is a directory, expected a file path")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # read-only or special folder: name the target, not the temporary file
+        raise OSError(e.errno, f"{path}: cannot write the recording: {e.strerror or e}") from e
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:

@@ -16,6 +16,7 @@ The domain spans spikes, trials and epochs.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -104,9 +105,26 @@ def _read_units(nwbfile, source: str):
             raise RecordingError(f"{source}: unit {label}: negative spike time {t.min():.6f} s")
         if (np.diff(t) < 0).any():
             raise RecordingError(f"{source}: unit {label}: spike times are not sorted")
+    if "obs_intervals" in units.colnames:
+        _warn_partial_observation(units, labels, source)
     index = np.repeat(np.arange(len(per_unit)), [len(t) for t in per_unit])
     order = np.argsort(flat, kind="stable")
     return flat[order], index[order], labels
+
+
+def _warn_partial_observation(units, labels, source: str) -> None:
+    """Units observed over less time than others (NWB obs_intervals, common in chronic recordings):
+    NeuroHorizon has one recorded time for all units, so their unobserved time counts as silence."""
+    spans = [np.asarray(units["obs_intervals"][i], dtype=float).reshape(-1, 2) for i in range(len(labels))]
+    covered = np.array([np.sum(np.clip(s[:, 1] - s[:, 0], 0, None)) for s in spans])
+    if not len(covered) or covered.max() <= 0:
+        return
+    short = np.flatnonzero(covered < 0.99 * covered.max())
+    if len(short):
+        warnings.warn(f"{source}: {len(short)} unit(s) (e.g. {labels[short[0]]}: {covered[short[0]]:.1f} s) were "
+                      f"observed for less time than others ({covered.max():.1f} s) by their obs_intervals; "
+                      "NeuroHorizon counts a unit's unobserved time as silence, which biases its rates down "
+                      "(split the file at those times, or leave those units out)", stacklevel=3)
 
 
 def _column(table, name: str) -> np.ndarray:

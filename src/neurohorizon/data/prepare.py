@@ -7,6 +7,7 @@ sequential, non-overlapping windows covering the split.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,19 @@ def window_spec(cfg: DataConfig, horizon_ms: float | None = None) -> WindowSpec:
                            f"data.bin_size_ms={cfg.bin_size_ms:g})") from None
 
 
+def check_data_config(cfg: DataConfig) -> None:
+    """A clear error naming the `data.` key whose value cannot work (before any data is read)."""
+    if isinstance(cfg.split_seed, bool) or not isinstance(cfg.split_seed, int) or cfg.split_seed < 0:
+        raise ValueError(f"data.split_seed must be an integer >= 0, got {cfg.split_seed!r}")
+    for key, low in (("align_offset_ms", -math.inf), ("train_anchor_jitter_ms", 0.0)):
+        value = getattr(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value < math.inf:
+            raise ValueError(f"data.{key} must be a finite number{' >= 0' if low == 0 else ''}, got {value!r}")
+    bad = [e for e in cfg.events or [] if not isinstance(e, str)]
+    if bad:
+        raise ValueError(f"data.events lists trial event names (e.g. [target_on, go_cue]), got {bad!r}")
+
+
 def prepare_data(
     cfg: DataConfig,
     *,
@@ -70,6 +84,7 @@ def prepare_data(
     data.rate_prior again: what evaluation does, so the model is scored with the prior it was
     trained with. Such a prior cannot leave each trial out, so every split, training windows
     included, gets it as it is (fine for evaluating, not for training)."""
+    check_data_config(cfg)
     if not (isinstance(cfg.train_windows_per_epoch, int) and cfg.train_windows_per_epoch >= 1):
         raise ValueError(f"data.train_windows_per_epoch must be a whole number >= 1, got {cfg.train_windows_per_epoch!r}")
     if recordings is None:

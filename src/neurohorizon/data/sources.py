@@ -95,6 +95,11 @@ def _check_options(loader, spec: str, options: dict) -> None:
     if unknown:
         valid = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY or p.default is not p.empty]
         raise ValueError(f"{spec}: unknown option(s) {unknown}; valid options: {valid}")
+    for name, value in options.items():  # a number where the loader's default is one
+        default = params[name].default
+        numeric = isinstance(default, int | float) and not isinstance(default, bool)
+        if numeric and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError(f"{spec}: option {name} takes a number (default {default!r}), got {value!r}")
 
 
 def _no_options(options: dict, spec: str) -> None:
@@ -111,8 +116,13 @@ def import_to_h5(
     otherwise it is a folder receiving `<session_id>.h5` files. Existing files are never
     replaced unless `overwrite`; all destinations are checked before anything is written.
     """
-    recordings = load_data(spec, **options)
     out = Path(out)
+    if out.suffix.lower() == ".nwb":  # not a folder name anyone means
+        raise ValueError(f"{out}: import writes brainsets/temporaldata HDF5; end the file name in .h5, or give a folder")
+    blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None and blocking != out:
+        raise ValueError(f"{out}: cannot write there, {blocking} is a file, not a folder")
+    recordings = load_data(spec, **options)
     if out.suffix.lower() in H5_SUFFIXES:
         if len(recordings) != 1:
             raise ValueError(

@@ -203,7 +203,7 @@ def _checked_fractions(fractions) -> tuple:
         fractions = tuple(float(f) for f in fractions)
     except (TypeError, ValueError):
         raise ValueError(f"data.fractions must be 3 numbers (train, valid, test), got {fractions!r}") from None
-    if len(fractions) != 3 or min(fractions) < 0 or fractions[0] <= 0:
+    if len(fractions) != 3 or not all(0 <= f < float("inf") for f in fractions) or fractions[0] <= 0:
         raise ValueError(f"fractions must be 3 non-negative numbers with train > 0: {fractions}")
     if abs(sum(fractions) - 1.0) > 1e-6:  # trial splits take valid and test first: the sum must be whole
         raise ValueError(f"fractions (train, valid, test) must sum to 1, got {fractions} (sum {sum(fractions):g})")

@@ -64,6 +64,8 @@ def check_study_args(horizons, likelihoods, max_steps: int, minutes_per_cell: fl
     bad = [h for h in horizons if not (isinstance(h, int) and h > 0)]
     if bad or not horizons:
         raise ValueError(f"study: horizons must be positive whole numbers of bins, got {list(horizons)}")
+    if len(set(horizons)) != len(horizons):
+        raise ValueError(f"study: --horizons lists a horizon twice: {list(horizons)}")
     unknown = [name for name in likelihoods if name not in LIKELIHOODS]
     if unknown:
         raise ValueError(f"study: unknown likelihood(s) {unknown}; valid names: {', '.join(LIKELIHOODS)}")
@@ -115,6 +117,8 @@ def base_config(settings: dict, recordings) -> RunConfig:
         if key == "data.source" or key.startswith("data.options"):
             raise ValueError(f"study: {key} cannot be overridden; the data is the DATA argument and its options "
                              "are given with -o KEY=VALUE (e.g. `neurohorizon study synthetic:reach -o n_neurons=50`)")
+        if key in ("train.max_steps", "train.max_minutes"):
+            raise ValueError(f"study: {key} is set by --steps-per-cell / --minutes-per-cell (recorded with the study)")
         if key.startswith("sampling.") or key == "model.decoder":
             raise ValueError(f"study: {key} is what the cells compare (teacher forcing, scheduled sampling, the "
                              "parallel decoder); it cannot be overridden for all of them")

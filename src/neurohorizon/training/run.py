@@ -17,6 +17,7 @@ from neurohorizon.losses import build_likelihood
 from neurohorizon.model.presets import check_model_overrides, count_parameters, from_config
 from neurohorizon.runs import (
     check_run_folder,
+    check_runs_root,
     new_run_dir,
     removed_on_failure,
     source_name,
@@ -107,6 +108,8 @@ def _train_run(cfg: RunConfig | None, *, runs_dir, resume: Path | None, recordin
     spec = window_spec(cfg.data)  # a horizon that is not whole bins fails before anything is written
     check_train_config(cfg.train)
     schedule_from(cfg.sampling)  # a bad sampling schedule, too, fails before the data is prepared
+    if resume is None:
+        check_runs_root(runs_dir)  # a file there fails now, not after the data is prepared
     if resume is None and recordings is None and Path(cfg.data.source).exists():
         cfg.data.source = str(Path(cfg.data.source).resolve())  # evaluate/forecast work from any folder
     check_model_overrides(cfg.model.overrides, cfg.model.preset, spec.horizon_bins)

@@ -128,6 +128,8 @@ def check_train_config(tc) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
                 value < low if inclusive else value <= low):
             raise ValueError(f"train.{key} must be {'>=' if inclusive else '>'} {low}, got {value!r}")
+    if isinstance(tc.seed, bool) or not isinstance(tc.seed, int) or tc.seed < 0:
+        raise ValueError(f"train.seed must be an integer >= 0, got {tc.seed!r}")
     for key in ("unit_dropout", "ema_decay"):
         value = getattr(tc, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:

@@ -52,6 +52,8 @@ def noise_params(noise: str, dispersion: float | None) -> dict:
         if dispersion is not None:
             raise ValueError("noise='poisson' takes no dispersion parameter")
         return {"noise": noise}
+    if dispersion is not None and (isinstance(dispersion, bool) or not isinstance(dispersion, int | float)):
+        raise ValueError(f"dispersion ({name} of noise={noise!r}) takes a number, got {dispersion!r}")
     value = float(default if dispersion is None else dispersion)
     ok = {
         "alpha": value > 0,
