@@ -304,6 +304,7 @@ def test_inspect_lists_events_conditions_and_trial_lengths(tmp_path, reach, caps
     (["study", "synthetic:reach", "--resume", "nowhere"], "nowhere is not a study folder"),
     (["study", "synthetic:reach", "--horizons", "12", "12"], r"--horizons lists a horizon twice: \[12, 12\]"),
     (["study", "synthetic:reach", "train.max_steps=5"], "train.max_steps is set by --steps-per-cell"),
+    (["study", "synthetic:reach", "--horizons", "200"], r"data.horizon_ms is 200 bins, more than the model's max_bins"),
     (["train", "data.source=synthetic:lorenz", "data.align_event=go_cue", "model.preset=tiny"],
      r"synthetic:lorenz\(.*\) has no trials at all \(set data.align_event=null"),
     (["train", "--resume", "nowhere", "train.max_steps=30"], "takes no config or overrides but train.max_minutes"),

@@ -144,11 +144,12 @@ def check_cell(cfg: RunConfig, recordings) -> None:
     """What would stop a cell's training, checked before the study folder is made."""
     from neurohorizon.data.dataset import resolve_events
     from neurohorizon.losses import LIKELIHOODS, build_likelihood
-    from neurohorizon.model.presets import PRESETS
+    from neurohorizon.model.presets import PRESETS, check_model_overrides
     from neurohorizon.training.run import build_model
     from neurohorizon.training.trainer import check_train_config, schedule_from
 
-    window_spec(cfg.data)
+    spec = window_spec(cfg.data)
+    check_model_overrides(cfg.model.overrides, cfg.model.preset, spec.horizon_bins)  # the model reaches that far
     check_train_config(cfg.train)
     schedule_from(cfg.sampling)
     if cfg.model.preset not in PRESETS:
