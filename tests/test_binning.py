@@ -39,9 +39,9 @@ def test_n_bins_whole_numbers_only():
     with pytest.raises(BinningError):
         n_bins(0.5, 0.0)
     for bad in (0.0, -0.1, float("nan")):
-        with pytest.raises(BinningError, match="horizon must be positive"):
+        with pytest.raises(BinningError, match="horizon must be a positive number"):
             n_bins(bad, 0.02, what="horizon")
-    with pytest.raises(BinningError, match="bin size must be positive, got nan"):
+    with pytest.raises(BinningError, match="bin size must be a positive number, got nan"):
         n_bins(0.5, float("nan"))
 
 
