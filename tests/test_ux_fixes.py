@@ -436,7 +436,7 @@ def test_bad_recipe_options_get_one_line_errors():
         load_data("recipe:adn_peyrache2015", x=1)
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['file'\]; valid options: \['root', 'which', 'trial_gap'\]"):
         load_data("pmd_reach_yu2009", file="ex1_spikecounts.mat")
-    with pytest.raises(ValueError, match="trial_gap must be a number of seconds >= 0, got 'abc'"):
+    with pytest.raises(ValueError, match=r"recipe:pmd_reach_yu2009: option trial_gap takes a number \(default 1.0\), got 'abc'"):
         load_data("recipe:pmd_reach_yu2009", trial_gap="abc")
 
 
