@@ -1,6 +1,6 @@
 """Data-pipeline throughput: whole-recording binning and DataLoader windows/s.
 
-    python benchmarks/bench_data.py [out.json]     (default benchmarks/results/bench_data.json)
+    python benchmarks/bench_data.py [--out out.json]     (default benchmarks/results/bench_data.json)
 
 (a) bins a synthetic 1-hour, 300-neuron recording (5-10 Hz) into 20 ms bins with
     `bin_recording` and with a per-neuron numpy.histogram loop (reference), checks they
@@ -16,10 +16,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -233,4 +233,6 @@ def main(out: str | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else None)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", help="JSON path (default benchmarks/results/bench_data.json, the committed run)")
+    main(parser.parse_args().out)

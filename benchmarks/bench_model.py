@@ -304,8 +304,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
     ap.add_argument("--devices", default="cpu,cuda", help="comma list; cuda is skipped when absent")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_model.json"))
+    ap.add_argument("--out", help="JSON path (default: results/bench_model.json, the committed median run; "
+                    "with --quick, results/bench_model_runs/bench_model_quick.json, never the committed file)")
     args = ap.parse_args()
+    results_dir = Path(__file__).parent / "results"
+    args.out = args.out or str(results_dir / ("bench_model_runs/bench_model_quick.json" if args.quick
+                                              else "bench_model.json"))
     torch.set_num_threads(args.threads)
     # denormal floats make CPU kernels 10-100x slower once weights/activations get tiny
     torch.set_flush_denormal(True)
@@ -319,6 +323,7 @@ def main() -> None:
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
         "threads": args.threads,
+        "quick": args.quick,  # a smoke run's fewer repeats: not comparable with the committed median
     }
     devices = args.devices.split(",")
     if "cpu" in devices:

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.monotonic()
-    data = prepare_data(load_config(DEMO, ["data.rate_prior=psth_factors"]).data)
+    data = prepare_data(load_config(DEMO, ["data.rate_prior=psth_factors", "data.rate_prior_dynamics=0"]).data)
     static = data.prior
     out = {"data": "demo (synthetic:reach, go-cue windows)", "null": "NLB (per-neuron mean of the evaluated spikes)",
            "static_factors": static.loadings.shape[1], "prepare_s": round(time.monotonic() - t0, 1),

@@ -55,7 +55,7 @@ def score(model, dataset) -> dict:
 def mixed_with_run(run_dir: str) -> dict:
     """A run's rollout, psth_factors and their equal-weight average on the run's test windows."""
     run = load_run(run_dir, device="cpu")
-    prepared, test, _ = _eval_data(run, None, "error")
+    prepared, test, _ = _eval_data(run, None, "error", {})
     model = predict_dataset(run.model, run.likelihood, test, device="cpu", feedback="sample", n_samples=32,
                             teacher_forced=False)["groups"]
     factors = PSTHFactors().fit(prepared.train_aligned, prepared.valid)
@@ -68,8 +68,9 @@ def mixed_with_run(run_dir: str) -> dict:
     return out
 
 
-PRIORS = {"psth": ["data.rate_prior=psth"], "psth_factors": ["data.rate_prior=psth_factors"],
-          "psth_factors_auto": ["data.rate_prior=psth_factors", "data.rate_prior_factors=auto"],
+NO_PATHS = "data.rate_prior_dynamics=0"  # the demo config's prior has 3 slow paths; these rows have none
+PRIORS = {"psth": ["data.rate_prior=psth", NO_PATHS], "psth_factors": ["data.rate_prior=psth_factors", NO_PATHS],
+          "psth_factors_auto": ["data.rate_prior=psth_factors", "data.rate_prior_factors=auto", NO_PATHS],
           "psth_factors_dynamics": ["data.rate_prior=psth_factors", "data.rate_prior_dynamics=3"]}
 
 

@@ -26,6 +26,8 @@ from neurohorizon.evaluation.metrics import bits_per_spike
 
 DEMO = Path(__file__).resolve().parents[1] / "src/neurohorizon/configs/demo.yaml"
 HORIZONS, CHUNK = (12, 25, 50), 5
+# the condition prior (rank 16) the probe was written for: demo.yaml's prior now adds factors and paths
+PLAIN_PRIOR = ["data.rate_prior=psth", "data.rate_prior_dynamics=0"]
 
 
 def window_arrays(ds, prior, spec) -> dict:
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
                         help="ranks:ridges to fit, e.g. 4:1e-3 (default: the full grid)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    cfg = load_config(DEMO, [])
+    cfg = load_config(DEMO, PLAIN_PRIOR)
     data = prepare_data(cfg.data)
     spec = data.spec
     splits = {"train": dense_windows(data, args.dense_epochs) if args.dense_epochs else

@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from reach_glm_probe import DEMO, HORIZONS, window_arrays
+from reach_glm_probe import DEMO, HORIZONS, PLAIN_PRIOR, window_arrays
 
 from neurohorizon.config import load_config
 from neurohorizon.data.prepare import fit_prior, prepare_data
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="benchmarks/results/prior_rank_reach_prior_alone.json")
     parser.add_argument("--reference-trials", type=int, default=1000, help="trials per condition of the reference")
     args = parser.parse_args(argv)
-    cfg = load_config(DEMO, [])
+    cfg = load_config(DEMO, PLAIN_PRIOR)
     data = prepare_data(cfg.data)
     result = {"data": "demo config (synthetic:reach, 40 trials per condition; 48 valid and 48 test go-cue windows)",
               "null": "NLB (per-neuron mean of the evaluated spikes)", "horizons": list(HORIZONS), "by_rank": {}}
@@ -48,7 +48,8 @@ def main(argv=None) -> int:
         result["by_rank"][str(rank)] = prior_scores(prior, data)
         print(rank, result["by_rank"][str(rank)], flush=True)
     big = make_reach(trials_per_condition=args.reference_trials, seed=0)
-    units = data.vocab.index(big.unit_ids)
+    # the same seed draws the same network (neurons in the same order), in a session of another name
+    units = data.vocab.index(data.train.recordings[0].unit_ids)
     reference = ConditionPrior.fit([big], [(0, 0.0, float(big.duration))], lambda r: units,
                                    bin_size=data.spec.bin_size, event=cfg.data.align_event)
     result[f"plain_prior_of_{args.reference_trials}_trials_per_condition"] = prior_scores(reference, data)

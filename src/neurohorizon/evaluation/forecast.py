@@ -46,7 +46,8 @@ def forecast(run: str | Path | LoadedRun, recording: Recording, *, start: float 
     """Forecast the bins after `start` (default: the end of the recording) from the preceding context.
 
     The sampled trajectories depend on `seed` (default: the run's train.seed, as `evaluate` uses),
-    the session and the onset only, so this reproduces `evaluate`'s draws for a window it scored.
+    `n_samples`, the session and the onset only, so with evaluate's number of samples (its --samples,
+    20 by default) this reproduces `evaluate`'s draws for a window it scored.
 
     compile=True traces the rollout step with torch.compile on the first call (seconds) and
     makes later calls of the same shape faster: for repeated, closed-loop forecasting.
