@@ -69,10 +69,10 @@ def predictability_text(pred: dict, reference: tuple[str, dict] | None = None) -
         name, ref, single_trial = reference
         gain = _signed(pred["mean_bps"] - ref["mean_bps"])
         if single_trial:  # psth_factors: the prior already reads the context's single-trial latents
-            text += (f" Much of that is in the model's rate prior: {name}, the condition average moved by "
-                     "single-trial latents it infers from the context, averages "
-                     f"{ref['mean_bps']:.3f} bits/spike per bin over the same horizon, NeuroHorizon "
-                     f"{pred['mean_bps']:.3f} ({gain} from the network on top of its prior).")
+            text += (" Much of that is in the model's rate prior, the condition average moved by single-trial "
+                     f"latents it infers from the context: alone it averages {ref['mean_bps']:.3f} bits/spike per "
+                     f"bin over the same horizon, NeuroHorizon {pred['mean_bps']:.3f} ({gain} from the network on "
+                     "top of its prior).")
         else:
             text += (f" Much of that can come from the condition and the time alone: {name}, which has no "
                      f"single-trial information, averages {ref['mean_bps']:.3f} bits/spike per bin over the same "
