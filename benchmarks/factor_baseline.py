@@ -118,6 +118,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", nargs="*", default=[], help="trained runs to mix with psth_factors")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     for name in args.datasets:
         try:
             result = run(name)
