@@ -49,8 +49,8 @@ def training_unfinished(run_dir: Path, cfg: RunConfig) -> str | None:
         return None
     return (f"training stopped at step {step}, {100 * done / cfg.train.max_steps:.0f} % of the way through its "
             f"learning-rate and sampling schedules (train.max_steps={cfg.train.max_steps}), so this model is not "
-            "the fully trained one; `neurohorizon train --resume` continues it, and train.fit_to_time=true fits "
-            "the schedules into train.max_minutes")
+            "the fully trained one; `neurohorizon train --resume RUN` continues it (`train.max_minutes=M` "
+            "after it, when the clock stopped it), and train.fit_to_time=true fits the schedules into train.max_minutes")
 
 
 def load_run(run_dir: str | Path, *, device: str = "auto", which: str = "best") -> LoadedRun:

@@ -118,7 +118,12 @@ def per_bin_fp_bps(pred, target, *, null: str = "eval", null_rates=None) -> np.n
     when every bin has spikes the spike-weighted mean of the curve equals `fp_bps`; a bin
     without spikes gives NaN (`per_bin_nll_gain_nats` is the exact, additive decomposition).
     """
-    gains, spikes = _per_bin(pred, target, null, null_rates)
+    return _bps(*_per_bin(pred, target, null, null_rates))
+
+
+def _bps(gains, spikes):
+    """Bits/spike from gains (nats) and spike totals of the same shape; NaN where there are no spikes."""
+    gains, spikes = np.asarray(gains, float), np.asarray(spikes, float)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(spikes > 0, gains / np.where(spikes > 0, spikes, 1.0) / LN2, np.nan)
 
@@ -494,11 +499,9 @@ def summarize_forecast(
 
 def _block(pred, target, null_rates) -> dict:
     block = {
-        "fp_bps": fp_bps(pred, target),
-        "per_bin_fp_bps": per_bin_fp_bps(pred, target),
+        **_gains("", pred, target),
         "r2_pooled": r2_pooled(pred, target),
         "r2_reference": "observed counts",
-        **_gains("", pred, target),
     }
     if null_rates is not None:
         block["fp_bps_train_null"] = fp_bps(pred, target, null="train", null_rates=null_rates)
@@ -507,24 +510,20 @@ def _block(pred, target, null_rates) -> dict:
 
 
 def _gains(prefix: str, pred, target) -> dict:
-    """The additive gains (nats) behind `{prefix}fp_bps` and its per-bin curve, for exact pooling."""
-    return {f"{prefix}nll_gain_nats": nll_gain_nats(pred, target),
-            f"{prefix}per_bin_nll_gain_nats": per_bin_nll_gain_nats(pred, target)}
+    """`{prefix}fp_bps` and its per-bin curve (NLB null), each from its NLL gain in nats, which is
+    kept too: the additive quantity that pooling over sessions sums."""
+    gain, spikes = nll_gain_nats(pred, target), np.nansum(target)
+    per_bin, per_bin_spikes = _per_bin(pred, target, "eval", None)
+    return {f"{prefix}fp_bps": float(_bps(gain, spikes)), f"{prefix}per_bin_fp_bps": _bps(per_bin, per_bin_spikes),
+            f"{prefix}nll_gain_nats": gain, f"{prefix}per_bin_nll_gain_nats": per_bin}
 
 
 def _oracle(pred, true_expected, target, rollout, causal_expected=None) -> dict:
-    oracle = oracle_bits_per_spike(true_expected, target)
-    out = {
-        "oracle_fp_bps": oracle,
-        "oracle_per_bin_fp_bps": per_bin_fp_bps(true_expected, target),
-        "fraction_of_oracle": fraction_of_oracle(rollout["fp_bps"], oracle),
-        "r2_vs_true_pooled": r2_pooled(pred, true_expected),
-        **_gains("oracle_", true_expected, target),
-    }
+    out = _gains("oracle_", true_expected, target)
+    out["fraction_of_oracle"] = fraction_of_oracle(rollout["fp_bps"], out["oracle_fp_bps"])
+    out["r2_vs_true_pooled"] = r2_pooled(pred, true_expected)
     if causal_expected is not None:  # the best forecast from the past (synthetic reach)
         causal_expected = _np(causal_expected, "causal_expected")
-        out["causal_oracle_fp_bps"] = bits_per_spike(causal_expected, target)
-        out["causal_oracle_per_bin_fp_bps"] = per_bin_fp_bps(causal_expected, target)
         out.update(_gains("causal_oracle_", causal_expected, target))
         out["fraction_of_causal_oracle"] = fraction_of_oracle(rollout["fp_bps"], out["causal_oracle_fp_bps"])
     return out
