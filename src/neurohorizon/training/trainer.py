@@ -448,7 +448,10 @@ class Trainer:
             if self.state.step == first + 1:  # timed from here: step 1 pays one-off (CUDA) costs
                 pace = (time.monotonic(), self.state.step)
             elif self.state.step - first - 1 in (min(EARLY_PACE_STEPS, PACE_STEPS), PACE_STEPS):
-                self._fit_schedules_to_time(pace, deadline)
+                # the early pace is rough (one-off costs, a busy machine): used only for caps that
+                # would stop the run before the regular check
+                self._fit_schedules_to_time(pace, deadline, only_before=None if self.state.step - first - 1 ==
+                                            PACE_STEPS else first + 1 + PACE_STEPS)
             if self.state.step % tc.eval_every == 0:
                 self._evaluate_and_checkpoint()
                 if self.state.step > first + 1 + PACE_STEPS:  # validation time counts too
@@ -491,7 +494,7 @@ class Trainer:
             return False
         return bool(dist_utils.broadcast_scalar(float(time.monotonic() >= deadline), self.device))
 
-    def _fit_schedules_to_time(self, pace: tuple, deadline: float) -> None:
+    def _fit_schedules_to_time(self, pace: tuple, deadline: float, only_before: int | None = None) -> None:
         """The LR cosine and the sampling schedule follow max_steps. If the clock will stop the
         run first, make them advance faster so they end at ~90 % of the steps it allows
         (train.fit_to_time), else warn. Re-checked after each validation, so a machine that gets
@@ -499,6 +502,9 @@ class Trainer:
         tc, st = self.cfg.train, self.state
         now = time.monotonic()
         reach = st.step + (deadline - now) * (st.step - pace[1]) / max(now - pace[0], 1e-9)
+        reach = dist_utils.broadcast_scalar(reach, self.device)  # rank 0's clock decides for all
+        if only_before is not None and reach >= only_before:
+            return
         remaining = tc.max_steps - st.schedule_step
         rate = max(1.0, remaining / max(0.9 * (reach - st.step), 1.0))
         rate = dist_utils.broadcast_scalar(rate, self.device)  # rank 0's clock decides for all
